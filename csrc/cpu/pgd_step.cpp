@@ -1,0 +1,184 @@
+// CPU kernels of pgd_step: at::parallel_for loops over kernels/pgd_step.h.
+#include "pgd_step.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <kernels/pgd_step.h>
+
+// Compile the hot loops for AVX-512, AVX2 and baseline x86-64 and pick at load
+// time: the default -march (SSE2) leaves most of the bandwidth unused.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define RO_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RO_CPU_CLONES
+#endif
+
+namespace robustops {
+namespace {
+
+using namespace kernels;
+
+// Per-sample scalar: the tensor entry if given, else the Python float.
+template <typename opmath_t>
+inline opmath_t per_sample(const opmath_t* t, opmath_t fallback, int64_t b) {
+  return t ? t[b] : fallback;
+}
+
+// One sample's run of the L-inf step. `out` may be `x` (same index only), so it
+// is the one pointer not marked restrict; x_nat and grad never alias out
+// (robustops/ops/pgd_step.py copies them if they do).
+template <typename scalar_t, typename opmath_t>
+RO_CPU_CLONES int linf_run(scalar_t* out, const scalar_t* x,
+                           const scalar_t* __restrict__ xn,
+                           const scalar_t* __restrict__ g, int64_t len, opmath_t e,
+                           opmath_t a, opmath_t lo, opmath_t hi) {
+  int bad = 0;
+#pragma omp simd reduction(| : bad)
+  for (int64_t j = 0; j < len; ++j) {
+    const opmath_t xnj = static_cast<opmath_t>(xn[j]);
+    const opmath_t v = pgd_linf_element<opmath_t>(static_cast<opmath_t>(x[j]), xnj,
+                                                  static_cast<opmath_t>(g[j]), e, a, lo, hi);
+    out[j] = static_cast<scalar_t>(v);
+    bad |= static_cast<int>(!(v - v == opmath_t(0))) |
+           static_cast<int>(!(xnj - xnj == opmath_t(0)));
+  }
+  return bad;
+}
+
+template <typename scalar_t>
+bool linf_cpu(scalar_t* out, const scalar_t* x, const scalar_t* xn,
+              const scalar_t* g, int64_t batch, int64_t per_sample_numel,
+              at::opmath_type<scalar_t> eps,
+              const at::opmath_type<scalar_t>* eps_t,
+              at::opmath_type<scalar_t> alpha,
+              const at::opmath_type<scalar_t>* alpha_t,
+              at::opmath_type<scalar_t> lo, at::opmath_type<scalar_t> hi) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t n = batch * per_sample_numel;
+  std::atomic<int> any_bad{0};
+  // Chunks cut across samples; inside a chunk each sample's run is one
+  // branch-free loop with eps/alpha hoisted, so it vectorises.
+  at::parallel_for(0, n, 32768, [&](int64_t begin, int64_t end) {
+    int bad = 0;
+    int64_t i = begin;
+    while (i < end) {
+      const int64_t b = i / per_sample_numel;
+      const int64_t stop = std::min(end, (b + 1) * per_sample_numel);
+      bad |= linf_run<scalar_t, opmath_t>(out + i, x + i, xn + i, g + i, stop - i,
+                                          per_sample(eps_t, eps, b),
+                                          per_sample(alpha_t, alpha, b), lo, hi);
+      i = stop;
+    }
+    if (bad) any_bad.store(1, std::memory_order_relaxed);
+  });
+  return any_bad.load() == 0;
+}
+
+// L2 pass 1: sum of squared (finite) gradient entries of one sample.
+template <typename scalar_t, typename opmath_t>
+RO_CPU_CLONES double l2_grad_sq(const scalar_t* __restrict__ g, int64_t d) {
+  // opmath accumulators, one per SIMD lane (like ATen's vectorised sum).
+  opmath_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < d; ++j) {
+    acc += pgd_l2_grad_sq<opmath_t>(static_cast<opmath_t>(g[j]));
+  }
+  return static_cast<double>(acc);
+}
+
+// L2 pass 2: squared norm of the unprojected displacement of one sample.
+template <typename scalar_t, typename opmath_t>
+RO_CPU_CLONES double l2_delta_sq(const scalar_t* __restrict__ x,
+                                 const scalar_t* __restrict__ xn,
+                                 const scalar_t* __restrict__ g, int64_t d,
+                                 opmath_t scale) {
+  opmath_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < d; ++j) {
+    const opmath_t dj = pgd_l2_delta<opmath_t>(
+        static_cast<opmath_t>(x[j]), static_cast<opmath_t>(xn[j]),
+        static_cast<opmath_t>(g[j]), scale);
+    acc += dj * dj;
+  }
+  return static_cast<double>(acc);
+}
+
+// L2 pass 3: the write (out may be x, same index only).
+template <typename scalar_t, typename opmath_t>
+RO_CPU_CLONES int l2_write(scalar_t* out, const scalar_t* x,
+                           const scalar_t* __restrict__ xn,
+                           const scalar_t* __restrict__ g, int64_t d, opmath_t scale,
+                           opmath_t shrink, opmath_t lo, opmath_t hi) {
+  int bad = 0;
+#pragma omp simd reduction(| : bad)
+  for (int64_t j = 0; j < d; ++j) {
+    const opmath_t xnj = static_cast<opmath_t>(xn[j]);
+    const opmath_t v = pgd_l2_element<opmath_t>(static_cast<opmath_t>(x[j]), xnj,
+                                                static_cast<opmath_t>(g[j]), scale,
+                                                shrink, lo, hi);
+    out[j] = static_cast<scalar_t>(v);
+    bad |= static_cast<int>(!(v - v == opmath_t(0))) |
+           static_cast<int>(!(xnj - xnj == opmath_t(0)));
+  }
+  return bad;
+}
+
+template <typename scalar_t>
+bool l2_cpu(scalar_t* out, const scalar_t* x, const scalar_t* xn,
+            const scalar_t* g, int64_t batch, int64_t d,
+            at::opmath_type<scalar_t> eps, const at::opmath_type<scalar_t>* eps_t,
+            at::opmath_type<scalar_t> alpha,
+            const at::opmath_type<scalar_t>* alpha_t,
+            at::opmath_type<scalar_t> lo, at::opmath_type<scalar_t> hi) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  std::atomic<int> any_bad{0};
+  // One sample per task: its three passes (||g||, ||delta||, write) reuse the
+  // sample's rows from cache, so DRAM sees each byte about once.
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(d, 1));
+  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+    int bad = 0;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t off = b * d;
+      const opmath_t scale = per_sample(alpha_t, alpha, b) *
+                             static_cast<opmath_t>(pgd_l2_inv_norm<double>(
+                                 l2_grad_sq<scalar_t, opmath_t>(g + off, d)));
+      const double d_sq =
+          l2_delta_sq<scalar_t, opmath_t>(x + off, xn + off, g + off, d, scale);
+      const opmath_t shrink = static_cast<opmath_t>(pgd_l2_shrink<double>(
+          d_sq, static_cast<double>(per_sample(eps_t, eps, b))));
+      bad |= l2_write<scalar_t, opmath_t>(out + off, x + off, xn + off, g + off, d,
+                                          scale, shrink, lo, hi);
+    }
+    if (bad) any_bad.store(1, std::memory_order_relaxed);
+  });
+  return any_bad.load() == 0;
+}
+
+}  // namespace
+
+bool pgd_step_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& x_nat,
+                  const at::Tensor& grad, double eps, double alpha,
+                  const at::Tensor& eps_t, const at::Tensor& alpha_t, double lo,
+                  double hi, bool l2) {
+  const int64_t batch = x.size(0);
+  if (batch == 0 || x.numel() == 0) return true;
+  const int64_t d = x.numel() / batch;
+  bool finite = true;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "pgd_step_cpu", [&] {
+        using opmath_t = at::opmath_type<scalar_t>;
+        const opmath_t* ep = eps_t.defined() ? eps_t.const_data_ptr<opmath_t>() : nullptr;
+        const opmath_t* ap = alpha_t.defined() ? alpha_t.const_data_ptr<opmath_t>() : nullptr;
+        auto fn = l2 ? l2_cpu<scalar_t> : linf_cpu<scalar_t>;
+        finite = fn(out.mutable_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                    x_nat.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(),
+                    batch, d, static_cast<opmath_t>(eps), ep,
+                    static_cast<opmath_t>(alpha), ap, static_cast<opmath_t>(lo),
+                    static_cast<opmath_t>(hi));
+      });
+  return finite;
+}
+
+}  // namespace robustops
