@@ -25,21 +25,54 @@ at::Tensor or_undefined(const c10::optional<at::Tensor>& t) {
   return t.has_value() ? *t : at::Tensor();
 }
 
-bool pgd_step_entry(at::Tensor out, const at::Tensor& x, const at::Tensor& x_nat,
-                    const at::Tensor& grad, double eps, double alpha,
-                    const c10::optional<at::Tensor>& eps_t,
-                    const c10::optional<at::Tensor>& alpha_t, double lo, double hi,
-                    bool l2) {
+// What the C++ kernels need of their tensors (robustops/ops/pgd_step.py makes
+// copies when this is false): same strides, dense, one contiguous block per
+// sample, same device, and out not overlapping x_nat or grad.
+bool sample_major_dense(const at::Tensor& t) {
+  if (!t.is_non_overlapping_and_dense()) return false;
+  return t.dim() == 0 || t.size(0) <= 1 || t.stride(0) * t.size(0) == t.numel();
+}
+
+bool overlaps(const at::Tensor& a, const at::Tensor& b) {
+  const char* a0 = static_cast<const char*>(a.const_data_ptr());
+  const char* b0 = static_cast<const char*>(b.const_data_ptr());
+  const char* a1 = a0 + a.numel() * a.element_size();
+  const char* b1 = b0 + b.numel() * b.element_size();
+  return a0 < b1 && b0 < a1;
+}
+
+bool kernel_layout_ok(const at::Tensor& out, const at::Tensor& x, const at::Tensor& x_nat,
+                      const at::Tensor& grad) {
+  if (!sample_major_dense(out)) return false;
+  for (const at::Tensor* t : {&x, &x_nat, &grad}) {
+    if (t->strides() != out.strides() || t->scalar_type() != out.scalar_type() ||
+        t->device() != out.device())
+      return false;
+  }
+  return !overlaps(out, x_nat) && !overlaps(out, grad) &&
+         (x.const_data_ptr() == out.const_data_ptr() || !overlaps(out, x));
+}
+
+// Status codes returned to Python: 0 done, 1 done but the result or x_nat is
+// not finite, 2 nothing done because the layout needs copies first.
+int pgd_step_entry(at::Tensor out, const at::Tensor& x, const at::Tensor& x_nat,
+                   const at::Tensor& grad, double eps, double alpha,
+                   const c10::optional<at::Tensor>& eps_t,
+                   const c10::optional<at::Tensor>& alpha_t, double lo, double hi, bool l2) {
+  if (!kernel_layout_ok(out, x, x_nat, grad)) return 2;
+  bool finite = true;
   if (x.is_cuda()) {
 #ifdef ROBUSTOPS_WITH_CUDA
-    return robustops::pgd_step_cuda(out, x, x_nat, grad, eps, alpha, or_undefined(eps_t),
-                                    or_undefined(alpha_t), lo, hi, l2);
+    finite = robustops::pgd_step_cuda(out, x, x_nat, grad, eps, alpha, or_undefined(eps_t),
+                                      or_undefined(alpha_t), lo, hi, l2);
 #else
     TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
 #endif
+  } else {
+    finite = robustops::pgd_step_cpu(out, x, x_nat, grad, eps, alpha, or_undefined(eps_t),
+                                     or_undefined(alpha_t), lo, hi, l2);
   }
-  return robustops::pgd_step_cpu(out, x, x_nat, grad, eps, alpha, or_undefined(eps_t),
-                                 or_undefined(alpha_t), lo, hi, l2);
+  return finite ? 0 : 1;
 }
 
 py::dict build_info() {
@@ -81,8 +114,8 @@ py::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "robustops compiled kernels (C++ CPU, optional CUDA)";
   m.def("pgd_step", &pgd_step_entry,
-        "Fused PGD update written into out (may alias x); returns whether the result "
-        "and x_nat are finite (always true on CUDA).",
+        "Fused PGD update written into out (may be x). Returns 0 (done), 1 (done, but "
+        "the result or x_nat is not finite; CPU only) or 2 (layout needs copies, nothing done).",
         py::arg("out"), py::arg("x"), py::arg("x_nat"), py::arg("grad"), py::arg("eps"),
         py::arg("alpha"), py::arg("eps_t"), py::arg("alpha_t"), py::arg("lo"),
         py::arg("hi"), py::arg("l2"));

@@ -82,6 +82,11 @@ def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+@functools.lru_cache(maxsize=None)
+def _cpp_ok() -> bool:
+    return "cpp" in compiled()
+
+
 def _can_run(name: str, device_type: str) -> tuple[bool, str]:
     """Whether backend `name` can run tensors of `device_type`, and why not."""
     if name == "reference":
@@ -157,8 +162,10 @@ def resolve(device: torch.device, op: str, supported: Sequence[str] = CONCRETE) 
 
     Raises RuntimeError when an explicitly chosen backend cannot run it.
     """
-    device_type = torch.device(device).type
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
     requested = current()
+    if requested == "auto" and device_type == "cpu" and "cpp" in supported and _cpp_ok():
+        return "cpp"  # the hot path of every CPU op call: keep it cheap
     if requested == "auto":
         order = ("cuda", "triton", "reference") if device_type == "cuda" else ("cpp", "reference")
         for name in order:

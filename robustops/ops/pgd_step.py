@@ -42,6 +42,8 @@ _NORM_ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l-inf": "linf"
 
 def normalize_norm(norm) -> str:
     """'linf' or 'l2' from any common spelling (\"Linf\", \"inf\", float('inf'), 2, \"L2\")."""
+    if norm == "linf" or norm == "l2":
+        return norm
     if isinstance(norm, Real) and not isinstance(norm, bool):
         if math.isinf(norm):
             return "linf"
@@ -196,12 +198,12 @@ def _run(out: Tensor, x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha:
          norm: str) -> None:
     """Write pgd_step(x, ...) into `out` (which may be x) with the chosen backend."""
     name = backend.resolve(x.device, OP, BACKENDS)
-    batch = x.shape[0]
-    ct = _opmath(x.dtype)
-    eps_t = _scalar_tensor(eps_t, batch, ct, x.device)
-    alpha_t = _scalar_tensor(alpha_t, batch, ct, x.device)
-    _check_values(eps_t, "eps")
-    _check_values(alpha_t, "alpha")
+    if eps_t is not None or alpha_t is not None:
+        batch, ct = x.shape[0], _opmath(x.dtype)
+        eps_t = _scalar_tensor(eps_t, batch, ct, x.device)
+        alpha_t = _scalar_tensor(alpha_t, batch, ct, x.device)
+        _check_values(eps_t, "eps")
+        _check_values(alpha_t, "alpha")
     if name == "reference":
         res = pgd_step_reference(x, x_nat, grad, eps if eps_t is None else eps_t,
                                  alpha if alpha_t is None else alpha_t, norm, lo, hi)
@@ -209,26 +211,38 @@ def _run(out: Tensor, x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha:
             raise _non_finite_error()
         out.copy_(res)
         return
-    # Kernels walk memory linearly, one sample block at a time.
+    l2 = norm == "l2"
+    if name != "triton":
+        # Fast path: the extension checks the layout itself (status 2: needs copies).
+        status = backend.extension().pgd_step(out, x, x_nat, grad, eps, alpha, eps_t, alpha_t,
+                                              lo, hi, l2)
+        if status == 0:
+            return
+        if status == 1:
+            raise _non_finite_error()
+    # Kernels walk memory linearly, one sample block at a time: give them dense,
+    # identically strided operands, and never let x_nat/grad share out's memory.
     target = out if _sample_major_dense(out) else torch.empty_like(out, memory_format=torch.contiguous_format)
     xs = _like(x, target)
     xns = _like(x_nat, target)
     gs = _like(grad, target)
-    # The kernels read x_nat/grad while writing target: never let them share memory.
     if _shares_memory(xns, target):
         xns = xns.clone()
     if _shares_memory(gs, target):
         gs = gs.clone()
+    if xs is not target and _shares_memory(xs, target):
+        xs = xs.clone()
     if name == "triton":
         from ..triton.pgd_step import pgd_step_triton
-        pgd_step_triton(target, xs, xns, gs, eps, alpha, eps_t, alpha_t, lo, hi, norm == "l2")
-        finite = True
+        pgd_step_triton(target, xs, xns, gs, eps, alpha, eps_t, alpha_t, lo, hi, l2)
+        status = 0
     else:
-        finite = backend.extension().pgd_step(target, xs, xns, gs, eps, alpha, eps_t, alpha_t,
-                                              lo, hi, norm == "l2")
+        status = backend.extension().pgd_step(target, xs, xns, gs, eps, alpha, eps_t, alpha_t,
+                                              lo, hi, l2)
+        assert status != 2, "pgd_step: dense operands were rejected by the kernel"
     if target is not out:
         out.copy_(target)
-    if not finite:
+    if status == 1:
         raise _non_finite_error()
 
 
@@ -313,7 +327,7 @@ def _check_scalar(v, name: str, batch: int, device: torch.device) -> tuple[float
             raise ValueError(f"pgd_step: {name} is on {v.device} but x is on {device}; "
                              f"move it with {name}.to(x.device)")
         return 0.0, v
-    if isinstance(v, bool) or not isinstance(v, Real):
+    if type(v) is not float and (isinstance(v, bool) or not isinstance(v, Real)):
         raise TypeError(f"pgd_step: {name} must be a float or a (B,) tensor, got {type(v).__name__}")
     v = float(v)
     if not math.isfinite(v) or v < 0:

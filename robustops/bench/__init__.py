@@ -1,0 +1,1 @@
+"""Benchmark runners behind `robustops bench` (one module per op)."""
