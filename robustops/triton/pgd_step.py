@@ -31,13 +31,15 @@ def _finite_or_zero(g):
 
 
 @triton.jit
-def _pgd_linf_kernel(out_ptr, x_ptr, xn_ptr, g_ptr, eps_ptr, alpha_ptr, n, d, eps, alpha,
-                     lo, hi, HAS_EPS_T: tl.constexpr, HAS_ALPHA_T: tl.constexpr,
+def _pgd_linf_kernel(out_ptr, x_ptr, xn_ptr, g_ptr, eps_ptr, alpha_ptr, box_ptr, n, d, eps,
+                     alpha, HAS_EPS_T: tl.constexpr, HAS_ALPHA_T: tl.constexpr,
                      FP64: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     ct = tl.float64 if FP64 else tl.float32
+    lo = tl.load(box_ptr).to(ct)
+    hi = tl.load(box_ptr + 1).to(ct)
     x = tl.load(x_ptr + offs, mask=mask, other=0).to(ct)
     xn = tl.load(xn_ptr + offs, mask=mask, other=0).to(ct)
     g = tl.load(g_ptr + offs, mask=mask, other=0).to(ct)
@@ -57,13 +59,15 @@ def _pgd_linf_kernel(out_ptr, x_ptr, xn_ptr, g_ptr, eps_ptr, alpha_ptr, n, d, ep
 
 
 @triton.jit
-def _pgd_l2_kernel(out_ptr, x_ptr, xn_ptr, g_ptr, eps_ptr, alpha_ptr, d, eps, alpha, lo, hi,
+def _pgd_l2_kernel(out_ptr, x_ptr, xn_ptr, g_ptr, eps_ptr, alpha_ptr, box_ptr, d, eps, alpha,
                    HAS_EPS_T: tl.constexpr, HAS_ALPHA_T: tl.constexpr, FP64: tl.constexpr,
                    BLOCK: tl.constexpr):
     # One program per sample: ||g||, then ||delta||, then the write.
     b = tl.program_id(0).to(tl.int64)
     base = b * d
     ct = tl.float64 if FP64 else tl.float32
+    lo = tl.load(box_ptr).to(ct)
+    hi = tl.load(box_ptr + 1).to(ct)
     if HAS_EPS_T:
         e = tl.load(eps_ptr + b).to(ct)
     else:
@@ -110,13 +114,21 @@ def pgd_step_triton(out: torch.Tensor, x: torch.Tensor, x_nat: torch.Tensor, gra
     batch = x.shape[0]
     d = n // batch
     fp64 = x.dtype == torch.float64
+    ct = torch.float64 if fp64 else torch.float32
+    # Triton passes Python floats as float32; float64 images need their
+    # scalars at full precision, so those go through memory.
+    box = torch.tensor([lo, hi], dtype=ct, device=x.device)
+    if fp64:
+        eps_t = eps_t if eps_t is not None else torch.full((batch,), eps, dtype=ct, device=x.device)
+        alpha_t = alpha_t if alpha_t is not None else torch.full((batch,), alpha, dtype=ct,
+                                                                 device=x.device)
     common = dict(HAS_EPS_T=eps_t is not None, HAS_ALPHA_T=alpha_t is not None, FP64=fp64,
                   BLOCK=BLOCK, num_warps=NUM_WARPS)
     ep = eps_t if eps_t is not None else x  # unused pointer when HAS_EPS_T is False
     ap = alpha_t if alpha_t is not None else x
     if l2:
-        _pgd_l2_kernel[(batch,)](out, x, x_nat, grad, ep, ap, d, float(eps), float(alpha),
-                                 float(lo), float(hi), **common)
+        _pgd_l2_kernel[(batch,)](out, x, x_nat, grad, ep, ap, box, d, float(eps), float(alpha),
+                                 **common)
     else:
-        _pgd_linf_kernel[(triton.cdiv(n, BLOCK),)](out, x, x_nat, grad, ep, ap, n, d, float(eps),
-                                                   float(alpha), float(lo), float(hi), **common)
+        _pgd_linf_kernel[(triton.cdiv(n, BLOCK),)](out, x, x_nat, grad, ep, ap, box, n, d,
+                                                   float(eps), float(alpha), **common)

@@ -1,0 +1,34 @@
+"""Tolerances and comparison helpers shared by the tests and the benchmarks.
+
+One table of per-dtype tolerances for every op: float64 is near-exact, float32
+allows reduction-order differences, half types allow one unit in the last place
+of their storage format (kernels compute in float32 and round once).
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+
+# dtype -> (rtol, atol)
+TOLERANCES: Dict[torch.dtype, Tuple[float, float]] = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-5, 1e-6),
+    torch.float16: (1e-3, 1e-3),
+    torch.bfloat16: (8e-3, 8e-3),
+}
+
+
+def tolerance(dtype: torch.dtype) -> Tuple[float, float]:
+    """(rtol, atol) for comparing a kernel's output of `dtype` with its reference."""
+    try:
+        return TOLERANCES[dtype]
+    except KeyError:
+        raise ValueError(f"no tolerance defined for {dtype}") from None
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, msg: str = "") -> None:
+    """torch.testing.assert_close with robustops' tolerance for expected.dtype."""
+    rtol, atol = tolerance(expected.dtype)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True,
+                               msg=(lambda m: f"{msg}: {m}") if msg else None)

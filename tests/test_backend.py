@@ -1,0 +1,95 @@
+"""Backend selection, build info, and the fallback when the extension is missing."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from robustops import backend, pgd_step
+
+
+def test_reference_always_available():
+    assert "reference" in backend.available()
+
+
+def test_cpp_is_built():
+    # The package is installed with its extension (setup.py always builds C++);
+    # a missing extension here means the install step failed.
+    assert "cpp" in backend.compiled(), backend.extension_error()
+    assert "cpp" in backend.available()
+
+
+def test_cuda_compiled_when_forced():
+    info = backend.build_info()
+    if os.environ.get("ROBUSTOPS_CUDA") == "1":
+        assert "cuda" in info["compiled_backends"]
+        assert info["cuda_version"] and "8.0" in info["cuda_archs"]
+    for key in ("torch_version", "compiled_backends", "openmp", "openmp_max_threads", "compiler"):
+        assert key in info
+    assert info["torch_version"] == torch.__version__.split("+")[0]
+
+
+def test_use_and_env_choose_backend(monkeypatch):
+    dev = torch.device("cpu")
+    assert backend.resolve(dev, "op") == "cpp"
+    with backend.use("reference"):
+        assert backend.resolve(dev, "op") == "reference"
+        with backend.use("auto"):
+            assert backend.resolve(dev, "op") == "cpp"
+    monkeypatch.setenv("ROBUSTOPS_BACKEND", "reference")
+    assert backend.resolve(dev, "op") == "reference"
+    monkeypatch.setenv("ROBUSTOPS_BACKEND", "fast")
+    with pytest.raises(ValueError, match="ROBUSTOPS_BACKEND"):
+        backend.resolve(dev, "op")
+
+
+def test_explicit_backend_that_cannot_run_raises():
+    x = torch.rand(2, 3)
+    with backend.use("cuda"), pytest.raises(RuntimeError, match="cuda"):
+        pgd_step(x, x, x, 0.1, 0.01)
+    with pytest.raises(ValueError, match="unknown robustops backend"):
+        with backend.use("tpu"):
+            pass
+    with backend.use("triton"):
+        assert backend.resolve(torch.device("cpu"), "op") == "triton"  # interpreter is on
+    with backend.use("cpp"), pytest.raises(RuntimeError, match="has no 'cpp' backend"):
+        backend.resolve(torch.device("cpu"), "other_op", supported=("reference",))
+
+
+def test_missing_extension_warns_once_and_falls_back():
+    code = (
+        "import sys, warnings, torch\n"
+        "sys.modules['robustops._C'] = None  # makes the import fail\n"
+        "import robustops\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    x = torch.rand(2, 3)\n"
+        "    for _ in range(3):\n"
+        "        out = robustops.pgd_step(x, x, torch.randn(2, 3), 0.1, 0.05)\n"
+        "    assert robustops.backend.available() == ['reference'], robustops.backend.available()\n"
+        "msgs = [str(m.message) for m in w if 'robustops._C' in str(m.message)]\n"
+        "assert len(msgs) == 1, msgs\n"
+        "assert 'pip install --no-build-isolation -e .' in msgs[0], msgs[0]\n"
+        "print('OK')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr
+
+
+def test_cli_info_and_quick_bench(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "robustops", "info"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "available backends: reference, cpp" in res.stdout
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, "-m", "robustops", "bench", "--quick", "--repeats", "3",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "pgd_step linf (128, 3, 32, 32)" in res.stdout
+    import json
+    rec = json.loads(out.read_text())["results"][0]
+    assert rec["ops_fused"] == 1 and rec["ops_eager"] >= 6
+    assert rec["fused_us"] > 0 and rec["copy_us"] > 0
