@@ -82,6 +82,7 @@ def _extensions():
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         define_macros += [("ROBUSTOPS_WITH_CUDA", None),
                           ("ROBUSTOPS_CUDA_ARCHS", f'"{archs}"')]
+        cuda_note = f"built: {reason}"
         kwargs["extra_compile_args"] = {
             "cxx": cxx, "nvcc": ["-O3", "-std=c++20", "--expt-relaxed-constexpr"]}
         ext_cls = cpp_extension.CUDAExtension
@@ -89,8 +90,11 @@ def _extensions():
     else:
         kwargs["extra_compile_args"] = {"cxx": cxx}
         ext_cls = cpp_extension.CppExtension
+        cuda_note = f"skipped: {reason}"
         _say(f"building C++ (OpenMP) only, skipping CUDA: {reason}")
     _say(f"sources: {' '.join(sources)}; MAX_JOBS={os.environ['MAX_JOBS']}")
+    # build_info() repeats why CUDA was or was not built (pip hides this output).
+    define_macros.append(("ROBUSTOPS_CUDA_NOTE", '"' + cuda_note.replace('"', "'") + '"'))
     ext = ext_cls(
         "robustops._C",
         sources,

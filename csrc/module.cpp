@@ -13,6 +13,9 @@
 #ifndef ROBUSTOPS_CUDA_ARCHS
 #define ROBUSTOPS_CUDA_ARCHS ""
 #endif
+#ifndef ROBUSTOPS_CUDA_NOTE
+#define ROBUSTOPS_CUDA_NOTE "unknown (built without setup.py)"
+#endif
 
 #ifdef ROBUSTOPS_WITH_CUDA
 #include <cuda_runtime_api.h>  // CUDART_VERSION: the toolkit this was built with
@@ -75,6 +78,33 @@ int pgd_step_entry(at::Tensor out, const at::Tensor& x, const at::Tensor& x_nat,
   return finite ? 0 : 1;
 }
 
+// The common eager call of the in-place step, checked and run in one C++ call:
+// CPU, one floating dtype, matching dense tensors, finite eps/alpha >= 0 and a
+// finite box. Anything else returns 2 and robustops/ops/pgd_step.py takes its
+// general path, which validates with clear messages. 0: done; 1: done but the
+// result or x_nat is not finite.
+int pgd_step_inplace_checked(at::Tensor x, const at::Tensor& x_nat, const at::Tensor& grad,
+                             double eps, double alpha, double lo, double hi, bool l2,
+                             bool grad_enabled) {
+  const auto dtype = x.scalar_type();
+  const bool float_type = dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+                          dtype == at::kBFloat16;
+  if (!float_type || !x.device().is_cpu() || x.dim() < 1 || x.numel() == 0 ||
+      x.sizes() != x_nat.sizes() || x.sizes() != grad.sizes())
+    return 2;
+  if (!(std::isfinite(eps) && eps >= 0 && std::isfinite(alpha) && alpha >= 0 &&
+        std::isfinite(lo) && std::isfinite(hi) && lo <= hi))
+    return 2;
+  if (grad_enabled && (x.requires_grad() || x_nat.requires_grad() || grad.requires_grad()))
+    return 2;
+  if (!kernel_layout_ok(x, x, x_nat, grad)) return 2;
+  const bool finite = robustops::pgd_step_cpu(x, x, x_nat, grad, eps, alpha, at::Tensor(),
+                                              at::Tensor(), lo, hi, l2);
+  // Autograd's in-place bookkeeping, as the dispatcher would do for x.add_().
+  x.unsafeGetTensorImpl()->bump_version();
+  return finite ? 0 : 1;
+}
+
 py::dict build_info() {
   py::dict info;
   info["torch_version"] = std::string(TORCH_VERSION);
@@ -90,6 +120,7 @@ py::dict build_info() {
   info["cuda_archs"] = std::string();
 #endif
   info["compiled_backends"] = backends;
+  info["cuda_build"] = std::string(ROBUSTOPS_CUDA_NOTE);
 #ifdef _OPENMP
   info["openmp"] = true;
   info["openmp_max_threads"] = omp_get_max_threads();
@@ -119,5 +150,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("out"), py::arg("x"), py::arg("x_nat"), py::arg("grad"), py::arg("eps"),
         py::arg("alpha"), py::arg("eps_t"), py::arg("alpha_t"), py::arg("lo"),
         py::arg("hi"), py::arg("l2"));
+  m.def("pgd_step_inplace_checked", &pgd_step_inplace_checked,
+        "In-place pgd_step for the common eager CPU call; returns 0 (done), 1 (done, not "
+        "finite) or 2 (not the common case: nothing done).",
+        py::arg("x"), py::arg("x_nat"), py::arg("grad"), py::arg("eps"), py::arg("alpha"),
+        py::arg("lo"), py::arg("hi"), py::arg("l2"), py::arg("grad_enabled"));
   m.def("build_info", &build_info, "How this extension was built.");
 }

@@ -157,6 +157,14 @@ def use(name: str) -> Iterator[str]:
         _override.reset(token)
 
 
+def cpu_fast_path_ok() -> bool:
+    """True when CPU tensors would run on the cpp backend (auto or cpp requested)."""
+    name = _override.get()
+    if name is None:
+        name = os.environ.get("ROBUSTOPS_BACKEND") or "auto"
+    return (name == "auto" or name == "cpp") and _cpp_ok()
+
+
 def resolve(device: torch.device, op: str, supported: Sequence[str] = CONCRETE) -> str:
     """The concrete backend that runs `op` on tensors of `device`.
 

@@ -27,6 +27,9 @@ def test_cuda_compiled_when_forced():
         assert info["cuda_version"] and "8.0" in info["cuda_archs"]
     for key in ("torch_version", "compiled_backends", "openmp", "openmp_max_threads", "compiler"):
         assert key in info
+    # The build says why CUDA was or was not compiled (pip hides setup.py's output).
+    expected = "built: " if "cuda" in info["compiled_backends"] else "skipped: "
+    assert info["cuda_build"].startswith(expected), info["cuda_build"]
     assert info["torch_version"] == torch.__version__.split("+")[0]
 
 

@@ -149,7 +149,13 @@ def test_property_cpp_matches_reference(b, c, h, w, dtype, layout, norm, eps, al
     ref = pgd_step_reference(x, x_nat, grad, e, alpha, norm)
     with backend.use("cpp"):
         out = pgd_step(x, x_nat, grad, e, alpha, norm=norm)
+        x_in = x.clone()
+        pgd_step_(x_in, x_nat, grad, e, alpha, norm=norm)  # the one-call C++ fast path
+        x_strided = x.clone() if layout != "strided" else x
+        pgd_step_(x_strided, x_nat, grad, e, alpha, norm=norm)  # general path when strided
     assert_close(out, ref)
+    assert_close(x_in, ref)
+    assert_close(x_strided, ref)
 
 
 # ----------------------------------------------------------------------------- non-finite values
@@ -293,6 +299,21 @@ def test_one_op_dispatched_per_fused_step():
     assert dict(fused.ops) == {"pgd_step_": 1}
     eager = count_dispatched(lambda: eager_linf_step(x, x_nat, grad, 0.03, 0.01))
     assert eager.total >= 6
+
+
+def test_fast_path_and_dispatcher_path_agree():
+    x, x_nat, grad = inputs((3, 3, 5, 7))
+    a, b = x.clone(), x.clone()
+    pgd_step_(a, x_nat, grad, 0.03, 0.01, norm="l2", lo=0.2, hi=0.8)
+    torch.ops.robustops.pgd_step_(b, x_nat, grad, 0.03, 0.01, None, None, 0.2, 0.8, "l2")
+    assert torch.equal(a, b)
+    # x that requires grad, under no_grad: allowed, and x stays a leaf that requires grad.
+    leaf = x.clone().requires_grad_()
+    with torch.no_grad():
+        pgd_step_(leaf, x_nat, grad, 0.03, 0.01)
+    assert leaf.requires_grad and leaf.is_leaf
+    with pytest.raises(RuntimeError, match="x requires grad"):
+        pgd_step_(x.clone().requires_grad_(), x_nat, grad, 0.03, 0.01)
 
 
 def test_inplace_bumps_version_counter():
