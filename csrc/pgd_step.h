@@ -13,6 +13,12 @@
 
 namespace robustops {
 
+// Data of an optional per-sample tensor, or nullptr when it is undefined.
+template <typename T>
+inline const T* optional_ptr(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
 bool pgd_step_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& x_nat,
                   const at::Tensor& grad, double eps, double alpha,
                   const at::Tensor& eps_t, const at::Tensor& alpha_t, double lo,

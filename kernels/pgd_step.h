@@ -41,6 +41,14 @@ RO_HOST_DEVICE inline T pgd_box(T v, T lo, T hi) {
   return pgd_min(pgd_max(v, lo), hi);
 }
 
+// True when v or x_nat is NaN or +-Inf (v * 0 + x_nat * 0 is NaN exactly
+// then): one compare per element, so the CPU store loops check for free.
+template <typename T>
+RO_HOST_DEVICE inline bool pgd_not_finite(T v, T x_nat) {
+  const T probe = v * T(0) + x_nat * T(0);
+  return probe != probe;
+}
+
 // L-inf step for one element: ascend by alpha * sign(g), clip to the eps-box
 // around x_nat, then to [lo, hi].
 template <typename T>

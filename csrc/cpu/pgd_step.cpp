@@ -26,25 +26,23 @@ inline opmath_t per_sample(const opmath_t* t, opmath_t fallback, int64_t b) {
   return t ? t[b] : fallback;
 }
 
-// One sample's run of the L-inf step. `out` may be `x` (same index only), so it
-// is the one pointer not marked restrict; x_nat and grad never alias out
-// (robustops/ops/pgd_step.py copies them if they do).
-template <typename scalar_t, typename opmath_t>
-RO_CPU_CLONES int linf_run(scalar_t* out, const scalar_t* x,
-                           const scalar_t* __restrict__ xn,
-                           const scalar_t* __restrict__ g, int64_t len, opmath_t e,
-                           opmath_t a, opmath_t lo, opmath_t hi) {
+// One contiguous run of the store loop: out[j] = element(x[j], x_nat[j], g[j]).
+// `out` may be `x` (same index only), so it is the one pointer not marked
+// restrict; x_nat and grad never alias out (robustops/ops/pgd_step.py copies
+// them if they do). Returns nonzero if a result or x_nat is not finite.
+template <typename scalar_t, typename opmath_t, typename Element>
+RO_CPU_CLONES int store_run(scalar_t* out, const scalar_t* x,
+                            const scalar_t* __restrict__ xn,
+                            const scalar_t* __restrict__ g, int64_t len,
+                            Element element) {
   int bad = 0;
 #pragma omp simd reduction(| : bad)
   for (int64_t j = 0; j < len; ++j) {
     const opmath_t xnj = static_cast<opmath_t>(xn[j]);
-    const opmath_t v = pgd_linf_element<opmath_t>(static_cast<opmath_t>(x[j]), xnj,
-                                                  static_cast<opmath_t>(g[j]), e, a, lo, hi);
+    const opmath_t v =
+        element(static_cast<opmath_t>(x[j]), xnj, static_cast<opmath_t>(g[j]));
     out[j] = static_cast<scalar_t>(v);
-    // v * 0 + x_nat * 0 is NaN exactly when v or x_nat is NaN or +-Inf: one
-    // compare per element keeps the check nearly free.
-    const opmath_t probe = v * opmath_t(0) + xnj * opmath_t(0);
-    bad |= static_cast<int>(probe != probe);
+    bad |= static_cast<int>(pgd_not_finite(v, xnj));
   }
   return bad;
 }
@@ -68,9 +66,13 @@ bool linf_cpu(scalar_t* out, const scalar_t* x, const scalar_t* xn,
     while (i < end) {
       const int64_t b = i / per_sample_numel;
       const int64_t stop = std::min(end, (b + 1) * per_sample_numel);
-      bad |= linf_run<scalar_t, opmath_t>(out + i, x + i, xn + i, g + i, stop - i,
-                                          per_sample(eps_t, eps, b),
-                                          per_sample(alpha_t, alpha, b), lo, hi);
+      const opmath_t e = per_sample(eps_t, eps, b);
+      const opmath_t a = per_sample(alpha_t, alpha, b);
+      bad |= store_run<scalar_t, opmath_t>(
+          out + i, x + i, xn + i, g + i, stop - i,
+          [=](opmath_t xv, opmath_t xnv, opmath_t gv) {
+            return pgd_linf_element<opmath_t>(xv, xnv, gv, e, a, lo, hi);
+          });
       i = stop;
     }
     if (bad) any_bad.store(1, std::memory_order_relaxed);
@@ -107,28 +109,6 @@ RO_CPU_CLONES double l2_delta_sq(const scalar_t* __restrict__ x,
   return static_cast<double>(acc);
 }
 
-// L2 pass 3: the write (out may be x, same index only).
-template <typename scalar_t, typename opmath_t>
-RO_CPU_CLONES int l2_write(scalar_t* out, const scalar_t* x,
-                           const scalar_t* __restrict__ xn,
-                           const scalar_t* __restrict__ g, int64_t d, opmath_t scale,
-                           opmath_t shrink, opmath_t lo, opmath_t hi) {
-  int bad = 0;
-#pragma omp simd reduction(| : bad)
-  for (int64_t j = 0; j < d; ++j) {
-    const opmath_t xnj = static_cast<opmath_t>(xn[j]);
-    const opmath_t v = pgd_l2_element<opmath_t>(static_cast<opmath_t>(x[j]), xnj,
-                                                static_cast<opmath_t>(g[j]), scale,
-                                                shrink, lo, hi);
-    out[j] = static_cast<scalar_t>(v);
-    // v * 0 + x_nat * 0 is NaN exactly when v or x_nat is NaN or +-Inf: one
-    // compare per element keeps the check nearly free.
-    const opmath_t probe = v * opmath_t(0) + xnj * opmath_t(0);
-    bad |= static_cast<int>(probe != probe);
-  }
-  return bad;
-}
-
 template <typename scalar_t>
 bool l2_cpu(scalar_t* out, const scalar_t* x, const scalar_t* xn,
             const scalar_t* g, int64_t batch, int64_t d,
@@ -152,8 +132,11 @@ bool l2_cpu(scalar_t* out, const scalar_t* x, const scalar_t* xn,
           l2_delta_sq<scalar_t, opmath_t>(x + off, xn + off, g + off, d, scale);
       const opmath_t shrink = static_cast<opmath_t>(pgd_l2_shrink<double>(
           d_sq, static_cast<double>(per_sample(eps_t, eps, b))));
-      bad |= l2_write<scalar_t, opmath_t>(out + off, x + off, xn + off, g + off, d,
-                                          scale, shrink, lo, hi);
+      bad |= store_run<scalar_t, opmath_t>(
+          out + off, x + off, xn + off, g + off, d,
+          [=](opmath_t xv, opmath_t xnv, opmath_t gv) {
+            return pgd_l2_element<opmath_t>(xv, xnv, gv, scale, shrink, lo, hi);
+          });
     }
     if (bad) any_bad.store(1, std::memory_order_relaxed);
   });
@@ -173,14 +156,12 @@ bool pgd_step_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& x_nat,
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "pgd_step_cpu", [&] {
         using opmath_t = at::opmath_type<scalar_t>;
-        const opmath_t* ep = eps_t.defined() ? eps_t.const_data_ptr<opmath_t>() : nullptr;
-        const opmath_t* ap = alpha_t.defined() ? alpha_t.const_data_ptr<opmath_t>() : nullptr;
         auto fn = l2 ? l2_cpu<scalar_t> : linf_cpu<scalar_t>;
         finite = fn(out.mutable_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                     x_nat.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(),
-                    batch, d, static_cast<opmath_t>(eps), ep,
-                    static_cast<opmath_t>(alpha), ap, static_cast<opmath_t>(lo),
-                    static_cast<opmath_t>(hi));
+                    batch, d, static_cast<opmath_t>(eps), optional_ptr<opmath_t>(eps_t),
+                    static_cast<opmath_t>(alpha), optional_ptr<opmath_t>(alpha_t),
+                    static_cast<opmath_t>(lo), static_cast<opmath_t>(hi));
       });
   return finite;
 }

@@ -106,8 +106,8 @@ bool pgd_step_cuda(at::Tensor& out, const at::Tensor& x, const at::Tensor& x_nat
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "pgd_step_cuda", [&] {
         using opmath_t = at::opmath_type<scalar_t>;
-        const opmath_t* ep = eps_t.defined() ? eps_t.const_data_ptr<opmath_t>() : nullptr;
-        const opmath_t* ap = alpha_t.defined() ? alpha_t.const_data_ptr<opmath_t>() : nullptr;
+        const opmath_t* ep = optional_ptr<opmath_t>(eps_t);
+        const opmath_t* ap = optional_ptr<opmath_t>(alpha_t);
         if (l2) {
           l2_kernel<scalar_t, opmath_t><<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(
               out.mutable_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),

@@ -31,6 +31,15 @@ def _finite_or_zero(g):
 
 
 @triton.jit
+def _load_row(x_ptr, xn_ptr, g_ptr, base, offs, m, ct: tl.constexpr):
+    """x, x_nat and the finite part of grad at base + offs, in the compute type."""
+    x = tl.load(x_ptr + base + offs, mask=m, other=0).to(ct)
+    xn = tl.load(xn_ptr + base + offs, mask=m, other=0).to(ct)
+    g = _finite_or_zero(tl.load(g_ptr + base + offs, mask=m, other=0).to(ct))
+    return x, xn, g
+
+
+@triton.jit
 def _pgd_linf_kernel(out_ptr, x_ptr, xn_ptr, g_ptr, eps_ptr, alpha_ptr, box_ptr, n, d, eps,
                      alpha, HAS_EPS_T: tl.constexpr, HAS_ALPHA_T: tl.constexpr,
                      FP64: tl.constexpr, BLOCK: tl.constexpr):
@@ -88,9 +97,7 @@ def _pgd_l2_kernel(out_ptr, x_ptr, xn_ptr, g_ptr, eps_ptr, alpha_ptr, box_ptr, d
     for start in range(0, d, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         m = offs < d
-        x = tl.load(x_ptr + base + offs, mask=m, other=0).to(ct)
-        xn = tl.load(xn_ptr + base + offs, mask=m, other=0).to(ct)
-        g = _finite_or_zero(tl.load(g_ptr + base + offs, mask=m, other=0).to(ct))
+        x, xn, g = _load_row(x_ptr, xn_ptr, g_ptr, base, offs, m, ct)
         dl = x + scale * g - xn
         acc += dl * dl
     d_norm = tl.sqrt(tl.sum(acc, axis=0))
@@ -98,9 +105,7 @@ def _pgd_l2_kernel(out_ptr, x_ptr, xn_ptr, g_ptr, eps_ptr, alpha_ptr, box_ptr, d
     for start in range(0, d, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         m = offs < d
-        x = tl.load(x_ptr + base + offs, mask=m, other=0).to(ct)
-        xn = tl.load(xn_ptr + base + offs, mask=m, other=0).to(ct)
-        g = _finite_or_zero(tl.load(g_ptr + base + offs, mask=m, other=0).to(ct))
+        x, xn, g = _load_row(x_ptr, xn_ptr, g_ptr, base, offs, m, ct)
         v = xn + shrink * (x + scale * g - xn)
         v = tl.minimum(tl.maximum(v, lo), hi)
         tl.store(out_ptr + base + offs, v.to(out_ptr.dtype.element_ty), mask=m)
