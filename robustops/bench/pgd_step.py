@@ -5,6 +5,7 @@ PGDL2 updates); they are also checked against pgd_step_reference in the tests.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -91,38 +92,39 @@ def dispatched_ops(shape: Sequence[int] = (8, 3, 32, 32), norm: str = "linf") ->
 def report(shapes: Sequence[Sequence[int]] = SHAPES, norms: Sequence[str] = ("linf", "l2"),
            repeats: int = 100) -> Tuple[str, List[dict]]:
     """The ratio table (text) and its rows (dicts) for `robustops bench`."""
+    from tqdm import tqdm
+
     rows, records = [], []
-    for norm in norms:
-        ops = dispatched_ops(norm=norm)
-        for shape in shapes:
-            t = measure(shape, norm, repeats)
-            numel = 1
-            for s in shape:
-                numel *= s
-            nbytes = numel * 4
-            # Bytes the step must move: read x, x_nat, grad; write x. copy_ moves 2.
-            gbs_fused = 4 * nbytes / t["fused"] / 1e9
-            gbs_copy = 2 * nbytes / t["copy"] / 1e9
-            rec = {
-                "op": "pgd_step", "norm": norm, "shape": list(shape),
-                "fused_us": t["fused"] * 1e6, "fused_dispatcher_us": t["fused_dispatcher"] * 1e6,
-                "eager_us": t["eager"] * 1e6, "torchattacks_form_us": t["torchattacks_form"] * 1e6,
-                "copy_us": t["copy"] * 1e6,
-                "speedup_vs_eager": t["eager"] / t["fused"],
-                "speedup_vs_eager_dispatcher": t["eager"] / t["fused_dispatcher"],
-                "speedup_vs_torchattacks_form": t["torchattacks_form"] / t["fused"],
-                "fused_gbs": gbs_fused, "copy_gbs": gbs_copy,
-                "fraction_of_copy_bw": gbs_fused / gbs_copy,
-                "ops_fused": ops["fused"], "ops_eager": ops["eager"],
-            }
-            records.append(rec)
-            rows.append([f"pgd_step {norm} {tuple(shape)}",
-                         f"{rec['fused_us']:.1f}", f"{rec['fused_dispatcher_us']:.1f}",
-                         f"{rec['eager_us']:.1f}", f"{rec['speedup_vs_eager']:.1f}x",
-                         f"{rec['speedup_vs_torchattacks_form']:.1f}x",
-                         f"{gbs_fused:.1f}", f"{gbs_copy:.1f}",
-                         f"{100 * rec['fraction_of_copy_bw']:.0f}%",
-                         f"{ops['fused']} vs {ops['eager']}"])
+    todo = [(norm, shape) for norm in norms for shape in shapes]
+    ops_by_norm = {norm: dispatched_ops(norm=norm) for norm in norms}
+    for norm, shape in tqdm(todo, desc="pgd_step cases", unit="case", leave=False):
+        ops = ops_by_norm[norm]
+        t = measure(shape, norm, repeats)
+        numel = math.prod(shape)
+        nbytes = numel * 4
+        # Bytes the step must move: read x, x_nat, grad; write x. copy_ moves 2.
+        gbs_fused = 4 * nbytes / t["fused"] / 1e9
+        gbs_copy = 2 * nbytes / t["copy"] / 1e9
+        rec = {
+            "op": "pgd_step", "norm": norm, "shape": list(shape),
+            "fused_us": t["fused"] * 1e6, "fused_dispatcher_us": t["fused_dispatcher"] * 1e6,
+            "eager_us": t["eager"] * 1e6, "torchattacks_form_us": t["torchattacks_form"] * 1e6,
+            "copy_us": t["copy"] * 1e6,
+            "speedup_vs_eager": t["eager"] / t["fused"],
+            "speedup_vs_eager_dispatcher": t["eager"] / t["fused_dispatcher"],
+            "speedup_vs_torchattacks_form": t["torchattacks_form"] / t["fused"],
+            "fused_gbs": gbs_fused, "copy_gbs": gbs_copy,
+            "fraction_of_copy_bw": gbs_fused / gbs_copy,
+            "ops_fused": ops["fused"], "ops_eager": ops["eager"],
+        }
+        records.append(rec)
+        rows.append([f"pgd_step {norm} {tuple(shape)}",
+                     f"{rec['fused_us']:.1f}", f"{rec['fused_dispatcher_us']:.1f}",
+                     f"{rec['eager_us']:.1f}", f"{rec['speedup_vs_eager']:.1f}x",
+                     f"{rec['speedup_vs_torchattacks_form']:.1f}x",
+                     f"{gbs_fused:.1f}", f"{gbs_copy:.1f}",
+                     f"{100 * rec['fraction_of_copy_bw']:.0f}%",
+                     f"{ops['fused']} vs {ops['eager']}"])
     headers = ["case (float32)", "fused us", "via op us", "eager us", "speedup",
                "vs torchattacks form",
                "fused GB/s", "copy_ GB/s", "of copy_ bw", "ATen ops"]
