@@ -7,6 +7,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 import robustops  # noqa: E402
 from robustops import backend  # noqa: E402
@@ -40,3 +41,34 @@ def kernel_backend(request):
         pytest.skip(f"backend {request.param} not available here")
     with backend.use(request.param):
         yield request.param
+
+
+# ----------------------------------------------------------------------------- shared models
+
+
+def _digits_mlp():
+    from robustops.data import load_sklearn_digits
+
+    train = load_sklearn_digits("train", seed=0)
+    test = load_sklearn_digits("test", seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = train.tensors
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    xt, yt = test.tensors
+    with torch.no_grad():
+        acc = (model(xt).argmax(1) == yt).float().mean().item()
+    assert acc > 0.9, acc
+    return model, xt, yt
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """(model, x_test (N,1,8,8) in [0,1], y_test) with > 90% clean accuracy."""
+    pytest.importorskip("sklearn")
+    return _digits_mlp()

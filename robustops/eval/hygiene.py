@@ -1,0 +1,78 @@
+"""Checks that catch evaluations a robust-accuracy number would silently lie about.
+
+Each check looks at one batch: a model left in train mode, a model that returns
+probabilities instead of logits, zero input gradients (masked or non-
+differentiable), outputs that differ for the same input (stochastic: use EOT),
+and inputs outside the image box or not finite.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import List, Sequence
+
+import torch
+from torch import Tensor, nn
+
+ACTIONS = ("raise", "warn", "off")
+
+
+class EvaluationHygieneError(RuntimeError):
+    """The evaluation setup would make robust accuracy meaningless."""
+
+
+def find_problems(model: nn.Module, x: Tensor, y: Tensor, *, lo: float, hi: float,
+                  uses_eot: bool) -> List[str]:
+    """Human-readable problems of evaluating `model` on the batch (x, y); empty if none."""
+    problems = []
+    if not torch.isfinite(x).all():
+        problems.append("inputs contain NaN or Inf; check the data pipeline")
+    elif x.min() < lo or x.max() > hi:
+        problems.append(f"inputs span [{x.min().item():.4g}, {x.max().item():.4g}] but the attacks "
+                        f"assume [{lo}, {hi}]; normalise inside the model, not in the data")
+    training = [name or "<model>" for name, m in model.named_modules() if m.training]
+    if training:
+        problems.append(f"model is in train mode ({', '.join(training[:3])}"
+                        f"{', ...' if len(training) > 3 else ''}); call model.eval() first")
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            xr = x.detach().clone().requires_grad_(True)
+            out = model(xr)
+            if out.ndim != 2 or out.shape[0] != x.shape[0]:
+                problems.append(f"model output has shape {tuple(out.shape)}; expected logits (B, K)")
+                return problems
+            rows = out.detach().float()
+            if (rows >= 0).all() and (rows <= 1).all() and torch.allclose(
+                    rows.sum(1), torch.ones(rows.shape[0]), atol=1e-3):
+                problems.append("model returns probabilities (rows in [0, 1] summing to 1); attacks "
+                                "need logits: remove the final softmax")
+            loss = nn.functional.cross_entropy(out.float(), y)
+            (g,) = torch.autograd.grad(loss, xr, allow_unused=True)
+        if g is None or not torch.any(g != 0):
+            problems.append("the input gradient is zero everywhere (non-differentiable or masked "
+                            "gradients): gradient attacks cannot measure robustness here")
+        with torch.no_grad():
+            again = model(x.detach())
+        if not uses_eot and not torch.equal(again, out.detach()):
+            problems.append("model gives different outputs for the same input (stochastic); "
+                            "attack it with EOT (eot_samples > 1)")
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+    return problems
+
+
+def enforce(problems: Sequence[str], action: str) -> None:
+    """Raise or warn about `problems` as `action` ('raise' | 'warn' | 'off') says."""
+    if action not in ACTIONS:
+        raise ValueError(f"checks must be one of {', '.join(ACTIONS)}, got {action!r}")
+    if not problems or action == "off":
+        return
+    msg = "robust-accuracy evaluation: " + "; ".join(problems) + \
+        " (pass checks='warn' or checks='off' to proceed anyway)"
+    if action == "raise":
+        raise EvaluationHygieneError(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)

@@ -1,0 +1,142 @@
+"""Clean, per-attack and worst-case robust accuracy over a dataset, with early exit."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..attacks.base import Attack
+from .hygiene import enforce, find_problems
+
+Data = Union[Iterable[Tuple[Tensor, Tensor]], Tuple[Tensor, Tensor]]
+
+
+@dataclasses.dataclass
+class RobustAccuracy:
+    """Accuracies in [0, 1] over `n` samples; `seconds` per attack (and 'clean')."""
+
+    n: int
+    clean: float
+    per_attack: Dict[str, float]
+    worst_case: float
+    seconds: Dict[str, float]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def table(self) -> str:
+        lines = [f"{'attack':<24}{'accuracy':>10}{'seconds':>10}",
+                 f"{'clean':<24}{100 * self.clean:>9.2f}%{self.seconds.get('clean', 0):>10.1f}"]
+        for name, acc in self.per_attack.items():
+            lines.append(f"{name:<24}{100 * acc:>9.2f}%{self.seconds.get(name, 0):>10.1f}")
+        lines.append(f"{'worst case':<24}{100 * self.worst_case:>9.2f}%")
+        return "\n".join(lines)
+
+
+def _batches(data: Data, batch_size: int):
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+        x, y = data
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+        for i in range(0, x.shape[0], batch_size):
+            yield x[i:i + batch_size], y[i:i + batch_size]
+    else:
+        yield from data
+
+
+def _named(attacks) -> Dict[str, Attack]:
+    if isinstance(attacks, Mapping):
+        named = dict(attacks)
+    else:
+        named = {}
+        for a in attacks:
+            base = type(a).__name__
+            name, i = base, 2
+            while name in named:
+                name, i = f"{base}_{i}", i + 1
+            named[name] = a
+    if not named:
+        raise ValueError("attacks is empty: give at least one attack")
+    for name, a in named.items():
+        if not isinstance(a, Attack):
+            raise TypeError(f"attack {name!r} is a {type(a).__name__}, not a robustops Attack")
+    return named
+
+
+def robust_accuracy(model: nn.Module, data: Data,
+                    attacks: Union[Sequence[Attack], Mapping[str, Attack]], *,
+                    early_exit: bool = True, per_attack: bool = True, checks: str = "raise",
+                    batch_size: int = 256, device: Optional[torch.device] = None,
+                    progress: bool = True, max_samples: Optional[int] = None) -> RobustAccuracy:
+    """Robust accuracy of `model` on `data` under each attack and in the worst case.
+
+    data: a DataLoader / iterable of (x (B, C, H, W) in [lo, hi], y (B,)) or an (x, y)
+    tuple of tensors (split into `batch_size` chunks). A sample counts as robust
+    for an attack if it is classified correctly clean and at NO iterate of ANY
+    restart. early_exit drops broken samples from the working batch (same
+    result, fewer passes). per_attack=False runs each attack only on samples all
+    previous attacks left standing (worst case only, AutoAttack style). checks:
+    'raise' | 'warn' | 'off' for the hygiene checks on the first batch.
+    """
+    named = _named(attacks)
+    if device is None:
+        p = next(iter(model.parameters()), None)
+        device = p.device if p is not None else torch.device("cpu")
+    first = next(iter(named.values()))
+    uses_eot = all(a.eot_samples > 1 for a in named.values())
+    counts = {name: 0 for name in named}
+    seconds = {name: 0.0 for name in named}
+    seconds["clean"] = 0.0
+    n = clean_correct = worst_correct = 0
+    checked = False
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(desc="robust accuracy", unit="img", total=max_samples, leave=False)
+    try:
+        for x, y in _batches(data, batch_size):
+            if max_samples is not None and n >= max_samples:
+                break
+            if max_samples is not None:
+                x, y = x[:max_samples - n], y[:max_samples - n]
+            x, y = x.to(device), y.to(device=device, dtype=torch.int64)
+            if not checked:
+                enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi, uses_eot=uses_eot), checks)
+                checked = True
+            index = torch.arange(n, n + x.shape[0], device=device)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                correct = model(x).argmax(1) == y
+            seconds["clean"] += time.perf_counter() - t0
+            worst = correct.clone()
+            for name, atk in named.items():
+                todo = correct if per_attack else worst
+                robust = torch.zeros_like(correct)
+                ids = todo.nonzero()[:, 0]
+                if ids.numel():
+                    t0 = time.perf_counter()
+                    if isinstance(atk.eps, Tensor):
+                        raise ValueError(f"attack {name!r} has per-sample eps; the evaluator "
+                                         "attacks a dataset, give a float eps")
+                    robust[ids] = atk.robust_mask(x[ids], y[ids], index=index[ids],
+                                                  early_exit=early_exit)
+                    seconds[name] += time.perf_counter() - t0
+                counts[name] += int(robust.sum())
+                worst &= robust
+            n += x.shape[0]
+            clean_correct += int(correct.sum())
+            worst_correct += int(worst.sum())
+            if bar is not None:
+                bar.update(x.shape[0])
+                bar.set_postfix(clean=f"{clean_correct / n:.3f}", worst=f"{worst_correct / n:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    if n == 0:
+        raise ValueError("data yielded no samples")
+    return RobustAccuracy(n=n, clean=clean_correct / n,
+                          per_attack={k: v / n for k, v in counts.items()},
+                          worst_case=worst_correct / n, seconds=seconds)
