@@ -42,11 +42,21 @@ def _cmd_bench(args) -> int:
     print(f"robustops bench: {threads} threads, medians of {repeats} interleaved repetitions "
           "(each case timed side by side in this process); allocator: "
           f"{'warm (freed memory kept, eager at its best)' if warm else 'default glibc'}", flush=True)
-    table, records = bench_pgd.report(shapes=shapes, repeats=repeats)
-    print(table)
-    print("speedup = eager / fused; 'via op' = the same kernel called through the "
-          "torch.library dispatcher; bandwidth counts the bytes the step must move "
-          "(read x, x_nat, grad; write x) against copy_ of the same tensor (read + write).")
+    records = []
+    if args.only in (None, "pgd_step"):
+        table, recs = bench_pgd.report(shapes=shapes, repeats=repeats)
+        records += recs
+        print(table)
+        print("speedup = eager / fused; 'via op' = the same kernel called through the "
+              "torch.library dispatcher; bandwidth counts the bytes the step must move "
+              "(read x, x_nat, grad; write x) against copy_ of the same tensor (read + write).")
+    if args.only in (None, "attacks"):
+        from .bench import attacks as bench_attacks
+
+        table, recs = bench_attacks.report(quick=args.quick)
+        records += recs
+        print()
+        print(table)
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
@@ -67,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=None, help="interleaved repetitions per case")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     s.add_argument("--json", default=None, help="also write the results to this JSON file")
+    s.add_argument("--only", choices=("pgd_step", "attacks"), default=None,
+                   help="run one group of cases (default: all)")
     s.add_argument("--allocator", choices=("warm", "default"), default="warm",
                    help="warm: glibc keeps freed memory so eager code is not re-faulting "
                         "pages (conservative ratios); default: leave glibc as it is")

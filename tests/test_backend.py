@@ -89,7 +89,7 @@ def test_cli_info_and_quick_bench(tmp_path):
     assert "available backends: reference, cpp" in res.stdout
     out = tmp_path / "bench.json"
     res = subprocess.run([sys.executable, "-m", "robustops", "bench", "--quick", "--repeats", "3",
-                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+                          "--only", "pgd_step", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "pgd_step linf (128, 3, 32, 32)" in res.stdout
     import json

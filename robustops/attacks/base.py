@@ -57,14 +57,18 @@ class Attack:
     norm: 'linf' | 'l2'; loss: 'ce' | 'margin' | 'dlr'; lo, hi: the image box;
     model_mode: 'eval' | 'train' | 'as_is' during the attack (restored after);
     eot_samples: gradients averaged over this many forward passes (stochastic
-    models); restarts: independent random starts; seed: keys every random draw.
+    models); restarts: independent random starts; seed: keys every random draw;
+    channels_last: attack 4-D images in channels_last layout (oneDNN/cuDNN run
+    convolutions ~1.2-1.6x faster so, whatever the model's own layout; results
+    come back in the caller's layout).
     """
 
     steps: int = 1
 
     def __init__(self, model: nn.Module, *, eps: Eps = 8 / 255, norm="linf", loss: str = "ce",
                  random_start: bool = True, restarts: int = 1, lo: float = 0.0, hi: float = 1.0,
-                 model_mode: str = "eval", eot_samples: int = 1, seed: int = 0):
+                 model_mode: str = "eval", eot_samples: int = 1, seed: int = 0,
+                 channels_last: bool = True):
         if not callable(model):
             raise TypeError(f"model must be an nn.Module returning logits, got {type(model).__name__}")
         self.model = model
@@ -83,6 +87,7 @@ class Attack:
         if not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.seed = seed
+        self.channels_last = bool(channels_last)
 
     # ------------------------------------------------------------------ subclass hooks
 
@@ -129,6 +134,12 @@ class Attack:
         if isinstance(self.eps, Tensor) and self.eps.shape[0] != x.shape[0]:
             raise ValueError(f"per-sample eps has {self.eps.shape[0]} entries for a batch of {x.shape[0]}")
 
+    def _working_copy(self, x: Tensor) -> Tensor:
+        """x detached, in the layout the attack computes in."""
+        if self.channels_last and x.ndim == 4:
+            return x.detach().contiguous(memory_format=torch.channels_last)
+        return x.detach()
+
     def _eps_for(self, x: Tensor) -> Eps:
         return self.eps.to(x.device, torch.float32) if isinstance(self.eps, Tensor) else self.eps
 
@@ -156,9 +167,11 @@ class Attack:
         self._check_batch(x, y, target)
         from ..counter_rng import sample_index
         idx = sample_index(x.shape[0], index, x.device)
-        x_nat = x.detach()
+        x_nat = self._working_copy(x)
         eps = self._eps_for(x)
         best, done = None, None
+        layout = torch.channels_last if (x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last)) else torch.contiguous_format
         with attack_state(self.model, self.model_mode), torch.no_grad():
             for r in range(self.restarts):
                 state = self._start(self._x0(x_nat, eps, idx, r), x_nat, y, target, eps, None)
@@ -166,7 +179,7 @@ class Attack:
                     self._step(state, k)
                 adv = self._result(state)
                 if self.restarts == 1:
-                    return adv
+                    return adv.contiguous(memory_format=layout)
                 fooled = self._fooled(self.model(adv), y, target)
                 if best is None:
                     best, done = adv.clone(), fooled
@@ -174,7 +187,7 @@ class Attack:
                     take = (fooled & ~done).reshape(-1, *([1] * (x.ndim - 1)))
                     best = torch.where(take | ~done.reshape(take.shape), adv, best)
                     done = done | fooled
-        return best
+        return best.contiguous(memory_format=layout)
 
     @staticmethod
     def _fooled(logits: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
@@ -192,7 +205,7 @@ class Attack:
         self._check_batch(x, y, None)
         from ..counter_rng import sample_index
         idx = sample_index(x.shape[0], index, x.device)
-        x_nat = x.detach()
+        x_nat = self._working_copy(x)
         eps = self._eps_for(x)
         robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         with attack_state(self.model, self.model_mode), torch.no_grad():

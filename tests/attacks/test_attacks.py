@@ -122,6 +122,22 @@ def test_per_sample_eps_and_multi_eps(digits_model):
     assert (multi[2] <= multi[0]).all()
 
 
+def test_channels_last_working_layout_gives_same_result_and_keeps_caller_layout():
+    from robustops.models import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN(3, 10, 32).eval()
+    x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    a = PGD(model, eps=0.03, steps=3, seed=1)(x, y)
+    b = PGD(model, eps=0.03, steps=3, seed=1, channels_last=False)(x, y)
+    assert a.is_contiguous() and b.is_contiguous()
+    # Layouts reorder convolution sums: a sign may flip where a gradient is ~0.
+    assert (a - b).abs().gt(1e-5).float().mean() < 0.01
+    c = PGD(model, eps=0.03, steps=3, seed=1)(x.contiguous(memory_format=torch.channels_last), y)
+    assert c.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(c, a)
+
+
 def test_targeted_attack_reaches_target(digits_model):
     model, x, y = _batch(digits_model)
     target = (y + 1) % 10
