@@ -156,15 +156,18 @@ class Attack:
         return self.perturb(x, y, target=target, index=index)
 
     def perturb(self, x: Tensor, y: Tensor, *, target: Optional[Tensor] = None,
-                index: Union[None, int, Tensor] = None) -> Tensor:
+                index: Union[None, int, Tensor] = None, start: Optional[Tensor] = None) -> Tensor:
         """Adversarial examples (B, ...) for x (B, ...) in [lo, hi] with labels y (B,).
 
         target: (B,) labels for a targeted attack; index: global sample indices
-        (or the offset of the first) keying the random starts. With several
-        restarts, each sample keeps the first restart that fools the model, else
-        the last one.
+        (or the offset of the first) keying the random starts; start: an explicit
+        starting point (B, ...) instead of the random start (one restart only).
+        With several restarts, each sample keeps the first restart that fools
+        the model, else the last one.
         """
         self._check_batch(x, y, target)
+        if start is not None and (start.shape != x.shape or self.restarts != 1):
+            raise ValueError("start must have x's shape, and works with restarts=1 only")
         from ..counter_rng import sample_index
         idx = sample_index(x.shape[0], index, x.device)
         x_nat = self._working_copy(x)
@@ -174,7 +177,8 @@ class Attack:
             memory_format=torch.channels_last)) else torch.contiguous_format
         with attack_state(self.model, self.model_mode), torch.no_grad():
             for r in range(self.restarts):
-                state = self._start(self._x0(x_nat, eps, idx, r), x_nat, y, target, eps, None)
+                x0 = self._x0(x_nat, eps, idx, r) if start is None else self._working_copy(start).clone()
+                state = self._start(x0, x_nat, y, target, eps, None)
                 for k in range(self.steps):
                     self._step(state, k)
                 adv = self._result(state)

@@ -16,8 +16,10 @@ from torch import Tensor
 LOSSES = ("ce", "margin", "dlr")
 
 
-def check_loss_name(name: str) -> str:
-    """The loss name, validated."""
+def check_loss_name(name):
+    """The loss name, validated (or a callable (logits, y, target) -> (B,) loss, kept)."""
+    if callable(name):
+        return name
     if name not in LOSSES:
         raise ValueError(f"unknown attack loss {name!r}; choose one of {', '.join(LOSSES)}")
     return name
@@ -29,8 +31,14 @@ def _other_max(logits: Tensor, cls: Tensor) -> Tensor:
     return masked.amax(dim=1)
 
 
-def attack_loss(logits: Tensor, y: Tensor, kind: str = "ce", target: Optional[Tensor] = None) -> Tensor:
-    """Per-sample loss to ascend. logits: (B, K) float; y, target: (B,) int64. Returns (B,)."""
+def attack_loss(logits: Tensor, y: Tensor, kind="ce", target: Optional[Tensor] = None) -> Tensor:
+    """Per-sample loss to ascend. logits: (B, K) float; y, target: (B,) int64. Returns (B,).
+
+    kind: 'ce' | 'margin' | 'dlr', or a callable (logits, y, target) -> (B,)
+    (e.g. TRADES' KL to the clean prediction).
+    """
+    if callable(kind):
+        return kind(logits, y, target)
     logits = logits.float()  # autocast may hand back half logits; the loss wants float32
     if target is None:
         if kind == "ce":

@@ -1,0 +1,35 @@
+"""torch.distributed set-up for the Trainer: works unchanged alone or under torchrun."""
+from __future__ import annotations
+
+import os
+from typing import Tuple
+
+import torch
+import torch.distributed as dist
+
+
+def init_from_env(device: torch.device) -> Tuple[int, int]:
+    """(rank, world_size); starts the process group when torchrun's variables say so.
+
+    gloo for CPU, nccl for CUDA. A single process (no WORLD_SIZE) runs as rank 0 of 1.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over ranks (itself when alone)."""
+    if dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value

@@ -1,0 +1,313 @@
+"""Trainer: SGD/AdamW, LR schedules, autocast, channels_last, compile, clipping,
+JSONL metrics, progress bars, atomic checkpoints with mid-epoch resume, and DDP.
+
+The same script runs alone or under `torchrun --nproc_per_node N` (gloo on CPU,
+nccl on GPU): the data are sharded by a DistributedSampler whose shuffle is
+keyed by (seed, epoch), so a resumed run sees the same batches in the same order.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Callable, Dict, Iterator, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .checkpoint import load_checkpoint, save_atomic
+from .distributed import all_mean, barrier, init_from_env
+from .objectives import Objective
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine", "step", "onecycle")
+AUTOCAST = {None: None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+            "fp16": torch.float16, "float16": torch.float16}
+
+
+class _SkipSampler(Sampler):
+    """The sampler's epoch order without its first `skip` entries (mid-epoch resume)."""
+
+    def __init__(self, base: Sampler, skip: int):
+        self.base, self.skip = base, skip
+
+    def __iter__(self) -> Iterator[int]:
+        for i, idx in enumerate(self.base):
+            if i >= self.skip:
+                yield idx
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+def lr_factor(schedule: str, progress: float, warmup: float) -> float:
+    """Multiplier of the base LR at `progress` in [0, 1] of training (warmup: fraction)."""
+    if warmup > 0 and progress < warmup:
+        return (progress + 1e-12) / warmup
+    p = (progress - warmup) / max(1e-12, 1 - warmup)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+    if schedule == "step":  # /10 at 50% and 75%, the classic CIFAR schedule
+        return 0.01 if p >= 0.75 else 0.1 if p >= 0.5 else 1.0
+    return 1 - min(1.0, p) if p >= 0 else 1.0  # onecycle after warmup: linear decay
+
+
+class Trainer:
+    """Train `model` with `objective` on `train_set` ((x, y) samples, x in [0, 1]).
+
+    Checkpoints (model, optimizer, position, objective state, RNG) go atomically to
+    out_dir/checkpoint.pt every `checkpoint_every` steps and at each epoch end; a
+    new Trainer with the same out_dir resumes from it (resume=True). Metrics go to
+    out_dir/metrics.jsonl; final weights to out_dir/model.pt (rank 0 writes).
+    eval_fn(model) -> dict runs every `eval_every` epochs on rank 0.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, train_set: Dataset, *,
+                 batch_size: int = 128, epochs: int = 1, optimizer: str = "sgd", lr: float = 0.1,
+                 momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 5e-4,
+                 schedule: str = "cosine", warmup_epochs: float = 0.0,
+                 grad_clip: Optional[float] = None, autocast: Optional[str] = None,
+                 channels_last: bool = False, compile: bool = False,
+                 out_dir: Union[None, str, os.PathLike] = None, resume: bool = True,
+                 checkpoint_every: int = 200, eval_fn: Optional[Callable[[nn.Module], dict]] = None,
+                 eval_every: int = 1, log_every: int = 20, seed: int = 0,
+                 device: Union[None, str, torch.device] = None, progress: bool = True,
+                 num_workers: int = 0, drop_last: bool = True):
+        if not isinstance(objective, Objective):
+            raise TypeError(f"objective must be a robustops Objective, got {type(objective).__name__}")
+        for name, v in (("batch_size", batch_size), ("epochs", epochs), ("eval_every", eval_every),
+                        ("log_every", log_every)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        if autocast not in AUTOCAST:
+            raise ValueError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}")
+        if not lr > 0 or weight_decay < 0 or (grad_clip is not None and grad_clip <= 0):
+            raise ValueError("need lr > 0, weight_decay >= 0 and grad_clip > 0 (or None)")
+        if len(train_set) == 0:
+            raise ValueError("train_set is empty")
+        self.device = torch.device(device) if device is not None else (
+            next(model.parameters()).device)
+        self.rank, self.world = init_from_env(self.device)
+        torch.manual_seed(seed)  # same initial RNG on every rank
+        self.model = model.to(self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.objective = objective
+        self.batch_size, self.epochs = batch_size, epochs
+        self.lr, self.schedule, self.warmup_epochs = lr, schedule, warmup_epochs
+        self.grad_clip = grad_clip
+        self.autocast_dtype = AUTOCAST[autocast]
+        self.channels_last = channels_last
+        self.out_dir = pathlib.Path(out_dir) if out_dir is not None else None
+        self.resume = resume
+        self.checkpoint_every = checkpoint_every
+        self.eval_fn, self.eval_every, self.log_every = eval_fn, eval_every, log_every
+        self.seed, self.progress = seed, progress
+        self.train_set = train_set
+        self.sampler = DistributedSampler(train_set, num_replicas=self.world, rank=self.rank,
+                                          shuffle=True, seed=seed, drop_last=drop_last)
+        self.num_workers, self.drop_last = num_workers, drop_last
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum,
+                                             nesterov=nesterov and momentum > 0,
+                                             weight_decay=weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if (
+            self.autocast_dtype == torch.float16 and self.device.type == "cuda") else None
+        self.net = self.model
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if compile:
+            self.net = torch.compile(self.net)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.steps_per_epoch  # fail now, not after set-up, when a batch is larger than the data
+        self.history: list = []
+        if self.out_dir is not None and resume and (self.out_dir / "checkpoint.pt").exists():
+            self._load(self.out_dir / "checkpoint.pt")
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.sampler)
+        per = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if per == 0:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {n} samples per rank; "
+                             "lower it or pass drop_last=False")
+        return per
+
+    def _set_lr(self) -> float:
+        total = self.epochs * self.steps_per_epoch
+        warm = self.warmup_epochs / self.epochs if self.epochs else 0.0
+        lr = self.lr * lr_factor(self.schedule, self.global_step / total, warm)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _state(self) -> dict:
+        return {"format": 1, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step, "objective": self.objective.state_dict(),
+                "rng": torch.get_rng_state(), "world": self.world}
+
+    def save(self) -> None:
+        """Atomic checkpoint of the current position (rank 0 writes; all ranks wait)."""
+        if self.out_dir is not None and self.rank == 0:
+            save_atomic(self._state(), self.out_dir / "checkpoint.pt")
+        barrier()
+
+    def _load(self, path: pathlib.Path) -> None:
+        state = load_checkpoint(path)
+        if not isinstance(state, dict) or state.get("format") != 1:
+            raise RuntimeError(f"{path} is not a robustops Trainer checkpoint; delete it or use "
+                               "another out_dir")
+        if state["world"] != self.world:
+            raise RuntimeError(f"{path} was written by {state['world']} processes, this run has "
+                               f"{self.world}; mid-epoch positions would not match")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.objective.load_state_dict(state["objective"])
+        torch.set_rng_state(state["rng"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self._trim_metrics()
+
+    def _trim_metrics(self) -> None:
+        # Lines logged after the checkpoint by a killed run are replayed on resume.
+        path = self._metrics_path()
+        if path is None or not path.exists() or self.rank != 0:
+            return
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= self.global_step]
+        save_text = "".join(line + "\n" for line in keep)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(save_text)
+        os.replace(tmp, path)
+
+    def _metrics_path(self) -> Optional[pathlib.Path]:
+        return None if self.out_dir is None else self.out_dir / "metrics.jsonl"
+
+    def _log(self, record: dict) -> None:
+        self.history.append(record)
+        path = self._metrics_path()
+        if path is not None and self.rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ training
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _batch(self, x: Tensor, y: Tensor):
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, dtype=torch.int64, non_blocking=True)
+
+    def _train_step(self, x: Tensor, y: Tensor) -> Dict[str, float]:
+        metrics: Dict[str, Tensor] = {}
+        for replay in range(self.objective.replays):
+            lr = self._set_lr()
+            self.net.train()
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss, metrics = self.objective.compute(self.net, x, y, replay=replay)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at step {self.global_step}: lower the LR, enable "
+                    "grad_clip, or check the data (the last checkpoint is intact)")
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
+            self.objective.after_backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+        out = {"loss": loss.detach()}
+        out.update({k: v.detach() if isinstance(v, Tensor) else torch.tensor(v)
+                    for k, v in metrics.items()})
+        out = {k: float(all_mean(v.float().to(self.device))) for k, v in out.items()}
+        out["lr"] = lr
+        return out
+
+    def fit(self) -> dict:
+        """Train to the last epoch (resuming where a checkpoint left off); returns the last metrics."""
+        bar = None
+        last: dict = {}
+        t_start = time.perf_counter()
+        while self.epoch < self.epochs:
+            self.sampler.set_epoch(self.epoch)
+            loader = DataLoader(self.train_set, batch_size=self.batch_size,
+                                sampler=_SkipSampler(self.sampler, self.step_in_epoch * self.batch_size),
+                                num_workers=self.num_workers, drop_last=self.drop_last)
+            if self.progress and self.rank == 0:
+                from tqdm import tqdm
+                bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch,
+                           desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="step", leave=False)
+            sums: Dict[str, float] = {}
+            count = 0
+            for x, y in loader:
+                if self.step_in_epoch >= self.steps_per_epoch:
+                    break
+                m = self._train_step(*self._batch(x, y))
+                self.step_in_epoch += 1
+                self.global_step += 1
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in m.items() if k != "lr"})
+                if self.global_step % self.log_every == 0:
+                    self._log({"step": self.global_step, "epoch": self.epoch,
+                               **{k: v / count for k, v in sums.items()},
+                               "seconds": time.perf_counter() - t_start})
+                    last = {k: v / count for k, v in sums.items()}
+                    sums, count = {}, 0
+                if self.checkpoint_every and self.global_step % self.checkpoint_every == 0:
+                    self.save()
+            if bar is not None:
+                bar.close()
+            if count:
+                last = {k: v / count for k, v in sums.items()}
+            self.epoch += 1
+            self.step_in_epoch = 0
+            if self.eval_fn is not None and (self.epoch % self.eval_every == 0
+                                             or self.epoch == self.epochs):
+                if self.rank == 0:
+                    self.model.eval()
+                    result = self.eval_fn(self.model)
+                    self._log({"step": self.global_step, "epoch": self.epoch, "eval": result})
+                    last = {**last, **{f"eval_{k}": v for k, v in result.items()}}
+                barrier()
+            self.save()
+        if self.out_dir is not None and self.rank == 0:
+            save_atomic(self.model.state_dict(), self.out_dir / "model.pt")
+        barrier()
+        self.model.eval()
+        return last

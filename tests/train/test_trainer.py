@@ -1,0 +1,155 @@
+"""Trainer: every objective trains, checkpoints resume exactly, DDP keeps ranks identical."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from robustops.train import (MAT, PGDAT, TRADES, CrossEntropy, FastAT, FreeAT, Objective, Trainer,
+                             load_checkpoint, save_atomic)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    pytest.importorskip("sklearn")
+    from robustops.data import load_sklearn_digits
+    return load_sklearn_digits("train", seed=0)
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+@pytest.mark.parametrize("objective", [
+    CrossEntropy(), PGDAT(eps=0.05, steps=3), TRADES(eps=0.05, alpha=0.02, steps=3, beta=6.0),
+    MAT(beta=0.5, eps=0.05, steps=2), FastAT(eps=0.05), FreeAT(eps=0.05, replays=3)],
+    ids=lambda o: o.name)
+def test_each_objective_trains(digits, objective):
+    model = _mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(model, objective, digits, batch_size=64, epochs=2, lr=0.05, progress=False,
+                      log_every=5)
+    metrics = trainer.fit()
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    first, last = trainer.history[0]["loss"], trainer.history[-1]["loss"]
+    assert last < first  # it learns
+    assert not model.training
+
+
+def test_free_at_takes_one_optimizer_step_per_replay(digits):
+    model = _mlp()
+    trainer = Trainer(model, FreeAT(eps=0.05, replays=3), digits, batch_size=64, epochs=1, lr=0.05,
+                      progress=False)
+    steps = []
+    orig = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (steps.append(1), orig(*a, **k))[1]
+    trainer.fit()
+    assert len(steps) == 3 * trainer.steps_per_epoch
+
+
+@pytest.mark.parametrize("make_objective", [lambda: CrossEntropy(), lambda: PGDAT(eps=0.05, steps=2)],
+                         ids=["ce", "pgd_at"])
+def test_killed_run_resumes_to_the_same_weights(digits, tmp_path, make_objective):
+    kw = dict(batch_size=64, epochs=3, lr=0.05, checkpoint_every=5, progress=False, log_every=1)
+    ref = _mlp()
+    Trainer(ref, make_objective(), digits, out_dir=tmp_path / "ref", **kw).fit()
+
+    victim = _mlp()
+    obj = make_objective()
+    calls = {"n": 0}
+    compute = obj.compute
+
+    def dying(model, x, y, *, replay=0):
+        calls["n"] += 1
+        if calls["n"] == 28:  # mid-epoch 2, three steps after a checkpoint
+            raise KeyboardInterrupt("killed")
+        return compute(model, x, y, replay=replay)
+
+    obj.compute = dying
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(victim, obj, digits, out_dir=tmp_path / "run", **kw).fit()
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["global_step"] == 25 and state["step_in_epoch"] == 3
+    resumed = _mlp(seed=123)  # different init: everything must come from the checkpoint
+    trainer = Trainer(resumed, make_objective(), digits, out_dir=tmp_path / "run", **kw)
+    assert trainer.global_step == 25
+    trainer.fit()
+    for a, b in zip(ref.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if "eval" not in line]
+    assert steps == sorted(set(steps))  # no step logged twice after the resume
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_corrupt_checkpoint_gives_clear_error(digits, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="corrupt"):
+        Trainer(_mlp(), CrossEntropy(), digits, out_dir=tmp_path, progress=False)
+    save_atomic({"hello": torch.ones(2)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(RuntimeError, match="not a robustops Trainer checkpoint"):
+        Trainer(_mlp(), CrossEntropy(), digits, out_dir=tmp_path, progress=False)
+
+
+def test_final_weights_load_with_weights_only(digits, tmp_path):
+    model = _mlp()
+    Trainer(model, CrossEntropy(), digits, epochs=1, out_dir=tmp_path, progress=False).fit()
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    fresh = _mlp(seed=5)
+    fresh.load_state_dict(state)
+    for a, b in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_autocast_channels_last_and_clipping(digits):
+    pytest.importorskip("sklearn")
+    from robustops.models import SmallCNN
+    from torch.utils.data import TensorDataset
+
+    x, y = digits.tensors
+    x16 = nn.functional.interpolate(x, size=16)
+    model = SmallCNN(1, 10, 16, width=8, hidden=32)
+    trainer = Trainer(model, PGDAT(eps=0.05, steps=2), TensorDataset(x16, y), batch_size=64,
+                      epochs=1, lr=0.05, autocast="bf16", channels_last=True, grad_clip=1.0,
+                      progress=False)
+    metrics = trainer.fit()
+    assert torch.isfinite(torch.tensor(metrics["loss"]))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(optimizer="lbfgs"), "optimizer must be"),
+    (dict(schedule="exp"), "schedule must be"),
+    (dict(autocast="fp8"), "autocast must be"),
+    (dict(epochs=0), "epochs must be"),
+    (dict(batch_size=0), "batch_size must be"),
+    (dict(lr=-1.0), "lr > 0"),
+    (dict(batch_size=100000), "exceeds"),
+])
+def test_bad_arguments(digits, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Trainer(_mlp(), CrossEntropy(), digits, progress=False, **kwargs).fit()
+    with pytest.raises(TypeError, match="Objective"):
+        Trainer(_mlp(), nn.CrossEntropyLoss(), digits)
+
+
+def test_torchrun_two_processes_keep_identical_weights(tmp_path):
+    pytest.importorskip("sklearn")
+    script = os.path.join(os.path.dirname(__file__), "ddp_train_script.py")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29531", script, str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "rank 0/2" in res.stdout and "rank 1/2" in res.stdout
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    assert (tmp_path / "model.pt").exists()
