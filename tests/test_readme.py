@@ -14,7 +14,7 @@ def test_readme_starts_with_two_setup_commands():
     cmds = _readme_commands()
     assert len(cmds) >= 2
     main, tests = cmds[0], cmds[1]
-    assert "pip install" in main and main.rstrip().endswith("robustops bench")
+    assert "pip install" in main and main.rstrip().endswith("robustops quickstart")
     assert "pip install" in tests and "pytest" in tests
 
 

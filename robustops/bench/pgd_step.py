@@ -97,7 +97,7 @@ def report(shapes: Sequence[Sequence[int]] = SHAPES, norms: Sequence[str] = ("li
     rows, records = [], []
     todo = [(norm, shape) for norm in norms for shape in shapes]
     ops_by_norm = {norm: dispatched_ops(norm=norm) for norm in norms}
-    for norm, shape in tqdm(todo, desc="pgd_step cases", unit="case", leave=False):
+    for norm, shape in tqdm(todo, desc="pgd_step cases", unit="case", leave=False, disable=None):
         ops = ops_by_norm[norm]
         t = measure(shape, norm, repeats)
         numel = math.prod(shape)

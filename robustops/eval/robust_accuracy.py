@@ -95,7 +95,7 @@ def robust_accuracy(model: nn.Module, data: Data,
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(desc="robust accuracy", unit="img", total=max_samples, leave=False)
+        bar = tqdm(desc="robust accuracy", unit="img", total=max_samples, leave=False, disable=None)
     try:
         for x, y in _batches(data, batch_size):
             if max_samples is not None and n >= max_samples:

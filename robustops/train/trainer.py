@@ -268,7 +268,7 @@ class Trainer:
             if self.progress and self.rank == 0:
                 from tqdm import tqdm
                 bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch,
-                           desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="step", leave=False)
+                           desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="step", leave=False, disable=None)
             sums: Dict[str, float] = {}
             count = 0
             for x, y in loader:

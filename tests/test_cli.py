@@ -1,0 +1,48 @@
+"""The `robustops train` and `robustops eval` commands end to end on the sklearn digits."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(*args, timeout=600):
+    res = subprocess.run([sys.executable, "-m", "robustops", *args], capture_output=True, text=True,
+                         timeout=timeout)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+def test_train_resume_and_eval(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "run"
+    common = ["--dataset", "digits", "--objective", "pgd_at", "--steps", "2", "--eps", "0.1",
+              "--batch-size", "64", "--eval-every", "1", "--eval-samples", "64", "--eval-steps", "3",
+              "--out", str(out)]
+    _run("train", "--epochs", "1", *common)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval" in r for r in lines)
+    stdout = _run("train", "--epochs", "2", *common)  # a longer run resumes the shorter one
+    assert "resuming" in stdout and "epoch 2" in stdout
+    stdout = _run("eval", "--dataset", "digits", "--weights", str(out / "model.pt"), "--eps", "0.1",
+                  "--attack", "pgd+apgd", "--steps", "5", "--samples", "100",
+                  "--json", str(tmp_path / "eval.json"))
+    assert "worst case" in stdout
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert res["n"] == 100 and 0 <= res["worst_case"] <= res["clean"] <= 1
+
+
+def test_eval_rejects_corrupt_weights(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"garbage")
+    res = subprocess.run([sys.executable, "-m", "robustops", "eval", "--dataset", "digits",
+                          "--weights", str(bad)], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "corrupt" in res.stderr
+
+
+def test_quickstart_runs_end_to_end(tmp_path):
+    pytest.importorskip("mlxtend")
+    stdout = _run("quickstart", "--epochs", "1", "--out", str(tmp_path / "qs"))
+    assert "APGD-CE-20" in stdout and "worst case" in stdout
+    res = json.loads((tmp_path / "qs" / "eval.json").read_text())
+    assert res["n"] == 1000 and res["clean"] > 0.8
