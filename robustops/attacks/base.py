@@ -199,38 +199,47 @@ class Attack:
         return pred == target if target is not None else pred != y
 
     def robust_mask(self, x: Tensor, y: Tensor, *, index: Union[None, int, Tensor] = None,
-                    early_exit: bool = True) -> Tensor:
+                    early_exit: bool = True, batch_restarts: bool = False) -> Tensor:
         """(B,) bool: True where NO iterate of ANY restart is misclassified.
 
         early_exit drops a sample from the working batch as soon as one iterate
         fools the model, so later passes are spent only on samples still
-        standing; the result equals the full run's.
+        standing; batch_restarts runs all restarts in one replicated batch
+        (fewer, larger passes). Both give the result of the full sequential run.
         """
         self._check_batch(x, y, None)
         from ..counter_rng import sample_index
-        idx = sample_index(x.shape[0], index, x.device)
+        b = x.shape[0]
+        idx = sample_index(b, index, x.device)
         x_nat = self._working_copy(x)
         eps = self._eps_for(x)
-        robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        robust = torch.ones(b, dtype=torch.bool, device=x.device)
+        rounds = [list(range(self.restarts))] if batch_restarts else \
+            [[r] for r in range(self.restarts)]
         with attack_state(self.model, self.model_mode), torch.no_grad():
-            for r in range(self.restarts):
-                ids = robust.nonzero()[:, 0] if early_exit else torch.arange(x.shape[0], device=x.device)
+            for restarts in rounds:
+                ids = robust.nonzero()[:, 0] if early_exit else torch.arange(b, device=x.device)
                 if ids.numel() == 0:
                     break
-                e = eps[ids] if isinstance(eps, Tensor) else eps
-                state = self._start(self._x0(x_nat[ids], e, idx[ids], r), x_nat[ids], y[ids], None, e,
-                                    ids)
-                state["_ids"] = ids
+                # One copy of each standing sample per restart; `owner` maps copies to samples.
+                owner = ids.repeat(len(restarts))
+                e = eps[owner] if isinstance(eps, Tensor) else eps
+                e_ids = eps[ids] if isinstance(eps, Tensor) else eps
+                x0 = torch.cat([self._x0(x_nat[ids], e_ids, idx[ids], r) for r in restarts])
+                state = self._start(x0, x_nat[owner], y[owner], None, e, owner)
+                state["_owner"] = owner
                 for k in range(self.steps + 1):
                     logits = self._step(state, k) if k < self.steps else self.model(state["x"])
                     fooled = logits.argmax(dim=1) != state["y"]
                     if not early_exit:
-                        robust[state["_ids"]] &= ~fooled
+                        hits = torch.zeros(b, dtype=torch.int32, device=x.device)
+                        hits.index_add_(0, state["_owner"], fooled.int())
+                        robust &= hits == 0
                         continue
                     if bool(fooled.any()):
-                        robust[state["_ids"][fooled]] = False
-                        state = compact(state, ~fooled)
-                        if state["_ids"].numel() == 0:
+                        robust[state["_owner"][fooled]] = False
+                        state = compact(state, robust[state["_owner"]])
+                        if state["_owner"].numel() == 0:
                             break
         return robust
 

@@ -68,7 +68,8 @@ def _named(attacks) -> Dict[str, Attack]:
 
 def robust_accuracy(model: nn.Module, data: Data,
                     attacks: Union[Sequence[Attack], Mapping[str, Attack]], *,
-                    early_exit: bool = True, per_attack: bool = True, checks: str = "raise",
+                    early_exit: bool = True, batch_restarts: bool = False,
+                    per_attack: bool = True, checks: str = "raise",
                     batch_size: int = 256, device: Optional[torch.device] = None,
                     progress: bool = True, max_samples: Optional[int] = None) -> RobustAccuracy:
     """Robust accuracy of `model` on `data` under each attack and in the worst case.
@@ -77,7 +78,8 @@ def robust_accuracy(model: nn.Module, data: Data,
     tuple of tensors (split into `batch_size` chunks). A sample counts as robust
     for an attack if it is classified correctly clean and at NO iterate of ANY
     restart. early_exit drops broken samples from the working batch (same
-    result, fewer passes). per_attack=False runs each attack only on samples all
+    result, fewer passes); batch_restarts runs each attack's restarts in one
+    replicated batch (same result, fewer and larger passes). per_attack=False runs each attack only on samples all
     previous attacks left standing (worst case only, AutoAttack style). checks:
     'raise' | 'warn' | 'off' for the hygiene checks on the first batch.
     """
@@ -122,7 +124,8 @@ def robust_accuracy(model: nn.Module, data: Data,
                         raise ValueError(f"attack {name!r} has per-sample eps; the evaluator "
                                          "attacks a dataset, give a float eps")
                     robust[ids] = atk.robust_mask(x[ids], y[ids], index=index[ids],
-                                                  early_exit=early_exit)
+                                                  early_exit=early_exit,
+                                                  batch_restarts=batch_restarts)
                     seconds[name] += time.perf_counter() - t0
                 counts[name] += int(robust.sum())
                 worst &= robust

@@ -83,6 +83,43 @@ def test_early_exit_gives_identical_robust_accuracy(digits_model, attack):
     assert 0 < full.sum() < len(y)
 
 
+@pytest.mark.parametrize("attack", ["pgd", "apgd"])
+def test_batched_restarts_equal_sequential_restarts(digits_model, attack):
+    model, x, y = digits_model
+    x, y = x[:100], y[:100]
+    cls = PGD if attack == "pgd" else APGD
+    make = lambda: cls(model, eps=0.05, steps=10, restarts=3, seed=8)  # noqa: E731
+    seq = make().robust_mask(x, y)
+    for early in (True, False):
+        assert torch.equal(make().robust_mask(x, y, batch_restarts=True, early_exit=early), seq)
+
+
+@pytest.mark.parametrize("cls", [PGD, APGD], ids=["pgd", "apgd"])
+def test_one_attack_step_compiles_fullgraph(cls):
+    """No host synchronisation or data-dependent Python in a step: dynamo traces it whole."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.ReLU(), nn.Linear(16, 5)).eval()
+    x, y = torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 2, 3])
+    atk = cls(model, eps=0.1, steps=3, channels_last=False)
+
+    def one_step(x0, x_nat, y, k: int):
+        state = atk._start(x0, x_nat, y, None, 0.1, None)
+        logits = atk._step(state, k)
+        return state["x"], logits
+
+    torch._dynamo.reset()
+    old = torch._dynamo.config.trace_autograd_ops
+    torch._dynamo.config.trace_autograd_ops = True
+    try:
+        compiled = torch.compile(one_step, fullgraph=True)
+        for k in (0, 1):
+            got, want = compiled(x.clone(), x, y, k), one_step(x.clone(), x, y, k)
+            assert_close(got[0], want[0])
+            assert_close(got[1], want[1])
+    finally:
+        torch._dynamo.config.trace_autograd_ops = old
+
+
 def test_restarts_only_break_more(digits_model):
     model, x, y = _batch(digits_model, 120)
     one = PGD(model, eps=0.05, steps=10, restarts=1, seed=0).robust_mask(x, y)

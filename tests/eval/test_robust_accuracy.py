@@ -36,7 +36,9 @@ def test_early_exit_and_sequence_give_identical_results(digits_model):
     full = robust_accuracy(model, data, attacks, early_exit=False, progress=False)
     fast = robust_accuracy(model, data, attacks, early_exit=True, progress=False)
     seq = robust_accuracy(model, data, attacks, per_attack=False, progress=False)
-    assert full.per_attack == fast.per_attack and full.worst_case == fast.worst_case
+    batched = robust_accuracy(model, data, attacks, batch_restarts=True, progress=False)
+    assert full.per_attack == fast.per_attack == batched.per_attack
+    assert full.worst_case == fast.worst_case
     assert seq.worst_case == full.worst_case
     assert set(full.per_attack) == {"PGD", "APGD"}
 
