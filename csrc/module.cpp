@@ -8,6 +8,7 @@
 #include <omp.h>
 #endif
 
+#include "counter_rng.h"
 #include "pgd_step.h"
 
 #ifndef ROBUSTOPS_CUDA_ARCHS
@@ -105,6 +106,20 @@ int pgd_step_inplace_checked(at::Tensor x, const at::Tensor& x_nat, const at::Te
   return finite ? 0 : 1;
 }
 
+void counter_rng_entry(at::Tensor out, const at::Tensor& index, int64_t base1, int64_t base2,
+                       bool normal) {
+  const auto b1 = static_cast<uint32_t>(base1), b2 = static_cast<uint32_t>(base2);
+  if (out.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::counter_rng_cuda(out, index, b1, b2, normal);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::counter_rng_cpu(out, index, b1, b2, normal);
+}
+
 py::dict build_info() {
   py::dict info;
   info["torch_version"] = std::string(TORCH_VERSION);
@@ -155,5 +170,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "finite) or 2 (not the common case: nothing done).",
         py::arg("x"), py::arg("x_nat"), py::arg("grad"), py::arg("eps"), py::arg("alpha"),
         py::arg("lo"), py::arg("hi"), py::arg("l2"), py::arg("grad_enabled"));
+  m.def("counter_rng", &counter_rng_entry,
+        "Counter-based uniforms (normal=False) or normals into out (B, N) contiguous, keyed by "
+        "index (B,) int64 and the 32-bit stream bases.",
+        py::arg("out"), py::arg("index"), py::arg("base1"), py::arg("base2"), py::arg("normal"));
   m.def("build_info", &build_info, "How this extension was built.");
 }

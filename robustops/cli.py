@@ -50,6 +50,13 @@ def _cmd_bench(args) -> int:
         print("speedup = eager / fused; 'via op' = the same kernel called through the "
               "torch.library dispatcher; bandwidth counts the bytes the step must move "
               "(read x, x_nat, grad; write x) against copy_ of the same tensor (read + write).")
+    if args.only in (None, "corruptions"):
+        from .bench import corruptions as bench_corruptions
+
+        table, recs = bench_corruptions.report(quick=args.quick)
+        records += recs
+        print()
+        print(table)
     if args.only in (None, "attacks"):
         from .bench import attacks as bench_attacks
 
@@ -196,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=None, help="interleaved repetitions per case")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     s.add_argument("--json", default=None, help="also write the results to this JSON file")
-    s.add_argument("--only", choices=("pgd_step", "attacks"), default=None,
+    s.add_argument("--only", choices=("pgd_step", "corruptions", "attacks"), default=None,
                    help="run one group of cases (default: all)")
     s.add_argument("--allocator", choices=("warm", "default"), default="warm",
                    help="warm: glibc keeps freed memory so eager code is not re-faulting "

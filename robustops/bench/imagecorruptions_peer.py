@@ -51,11 +51,19 @@ def load():
 
 
 def reference(ic, img_uint8_hwc, name, severity, seed=0):
-    """The reference corruption of one uint8 HWC image as a float array in [0, 255]."""
-    np.random.seed(seed)
-    fn = ic.corruptions.corruption_dict[name] if hasattr(ic.corruptions, "corruption_dict") \
-        else getattr(ic.corruptions, name)
+    """The reference corruption of one uint8 HWC image as a float array in [0, 255].
+
+    Called as imagecorruptions.corrupt calls it (a PIL image in), but returned
+    before its final np.uint8 truncation, so comparisons see the exact values.
+    """
     from PIL import Image
-    out = fn(Image.fromarray(img_uint8_hwc) if name in ("jpeg_compression", "pixelate")
-             else img_uint8_hwc, severity)
+
+    np.random.seed(seed)
+    out = ic.corruptions.__dict__[name](Image.fromarray(img_uint8_hwc), severity)
     return np.asarray(out, dtype=np.float64)
+
+
+def corrupt_uint8(ic, img_uint8_hwc, name, severity, seed=0):
+    """imagecorruptions.corrupt itself (uint8 out), for timing the peer as users call it."""
+    np.random.seed(seed)
+    return ic.corrupt(img_uint8_hwc, severity=severity, corruption_name=name)

@@ -1,0 +1,36 @@
+// CPU kernel of counter_rng: at::parallel_for over samples, the hash of kernels/counter_rng.h.
+#include "counter_rng.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <kernels/counter_rng.h>
+
+namespace robustops {
+
+void counter_rng_cpu(at::Tensor& out, const at::Tensor& index, uint32_t base1, uint32_t base2,
+                     bool normal) {
+  using namespace kernels;
+  const int64_t b = out.size(0);
+  const int64_t n = out.numel() / std::max<int64_t>(b, 1);
+  if (out.numel() == 0) return;
+  const int64_t* idx = index.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "counter_rng_cpu", [&] {
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+    at::parallel_for(0, b, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const uint32_t row1 = rng_row(base1, idx[r]);
+        scalar_t* orow = o + r * n;
+        if (normal) {
+          const uint32_t row2 = rng_row(base2, idx[r]);
+          for (int64_t j = 0; j < n; ++j) orow[j] = static_cast<scalar_t>(rng_normal(row1, row2, j));
+        } else {
+          for (int64_t j = 0; j < n; ++j) orow[j] = static_cast<scalar_t>(rng_uniform(row1, j));
+        }
+      }
+    });
+  });
+}
+
+}  // namespace robustops

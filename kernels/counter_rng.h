@@ -1,0 +1,62 @@
+// counter_rng: the per-element math of the counter-based random numbers.
+//
+// Single source of truth for the hash; robustops/ops/counter_rng.py holds the
+// plain-PyTorch reference (bit-identical for uniforms) and the Triton kernel
+// restates it. A value depends only on (base, sample index, element):
+//   base  = fmix32(key32(seed) ^ (stream + 1) * GOLDEN)        (host side)
+//   row   = fmix32(fmix32(base ^ fmix32(idx_hi ^ C1)) ^ idx_lo)
+//   col   = fmix32(j * GOLDEN ^ C2)
+//   h     = fmix32(fmix32(row ^ col) ^ (row >> 7))
+//   u     = ((h >> 8) + 0.5) * 2^-24                          in (0, 1)
+#pragma once
+#include <stdint.h>
+
+#include "common.h"
+
+namespace robustops {
+namespace kernels {
+
+constexpr uint32_t kRngGolden = 0x9E3779B9u;
+constexpr uint32_t kRngRowSalt = 0x68E31DA4u;
+constexpr uint32_t kRngColSalt = 0x1B873593u;
+
+// MurmurHash3's 32-bit finaliser.
+RO_HOST_DEVICE inline uint32_t rng_fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return h;
+}
+
+// The per-sample part of the key: hoisted out of the per-element loop.
+RO_HOST_DEVICE inline uint32_t rng_row(uint32_t base, int64_t index) {
+  const uint32_t lo = static_cast<uint32_t>(static_cast<uint64_t>(index) & 0xFFFFFFFFu);
+  const uint32_t hi = static_cast<uint32_t>(static_cast<uint64_t>(index) >> 32);
+  return rng_fmix32(rng_fmix32(base ^ rng_fmix32(hi ^ kRngRowSalt)) ^ lo);
+}
+
+RO_HOST_DEVICE inline uint32_t rng_bits(uint32_t row, int64_t j) {
+  const uint32_t col = rng_fmix32((static_cast<uint32_t>(j) * kRngGolden) ^ kRngColSalt);
+  return rng_fmix32(rng_fmix32(row ^ col) ^ (row >> 7));
+}
+
+// Uniform in the open interval (0, 1): 24 random bits, centred in their bucket.
+RO_HOST_DEVICE inline double rng_uniform(uint32_t row, int64_t j) {
+  return (static_cast<double>(rng_bits(row, j) >> 8) + 0.5) * (1.0 / 16777216.0);
+}
+
+// Standard normal by Box-Muller on two streams' uniforms.
+RO_HOST_DEVICE inline double rng_normal(uint32_t row1, uint32_t row2, int64_t j) {
+  const double u1 = rng_uniform(row1, j);
+  const double u2 = rng_uniform(row2, j);
+#if defined(__CUDA_ARCH__)
+  return ::sqrt(-2.0 * ::log(u1)) * ::cos(6.283185307179586 * u2);
+#else
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+#endif
+}
+
+}  // namespace kernels
+}  // namespace robustops

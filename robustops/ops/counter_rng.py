@@ -1,0 +1,120 @@
+"""counter_rng: counter-based uniform and normal numbers, keyed per sample.
+
+Each value is a pure function of (seed, stream, global sample index, element),
+so a sample gets the same numbers whatever the batch split, the number of
+processes or the backend. The custom op `robustops::counter_rng` runs the hash
+of kernels/counter_rng.h in C++ (CPU), CUDA or Triton; the plain-PyTorch
+reference below is bit-identical for uniforms (normals agree to the last bits
+of float64 log/cos). No autograd: these are random numbers.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import backend
+
+OP = "counter_rng"
+BACKENDS = ("reference", "cpp", "cuda", "triton")
+MASK = 0xFFFFFFFF
+GOLDEN = 0x9E3779B9
+ROW_SALT = 0x68E31DA4
+COL_SALT = 0x1B873593
+
+
+def fmix32_int(h: int) -> int:
+    """MurmurHash3's finaliser on a Python int (host-side key set-up)."""
+    h &= MASK
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & MASK
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & MASK
+    return h ^ (h >> 16)
+
+
+def stream_base(seed: int, stream: int) -> int:
+    """The 32-bit key of (seed, stream): fmix32(fold32(seed) ^ (stream + 1) * GOLDEN)."""
+    s = seed & ((1 << 64) - 1)
+    return fmix32_int((s ^ (s >> 32)) & MASK ^ (((stream + 1) * GOLDEN) & MASK))
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _mul32(h: Tensor, c: int) -> Tensor:
+    # (h * c) mod 2**32 from 16-bit halves so no int64 product overflows.
+    lo = (h & 0xFFFF) * c
+    hi = ((h >> 16) * c) & 0xFFFF
+    return (lo + (hi << 16)) & MASK
+
+
+def fmix32(h: Tensor) -> Tensor:
+    """MurmurHash3 finaliser on int64 tensors holding uint32 values."""
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def _reference_uniform64(index: Tensor, numel: int, base: int) -> Tensor:
+    lo, hi = index & MASK, (index >> 32) & MASK
+    row = fmix32(fmix32(base ^ fmix32(hi ^ ROW_SALT)) ^ lo)                  # (B,)
+    col = torch.arange(numel, device=index.device, dtype=torch.int64)
+    col = fmix32(_mul32(col & MASK, GOLDEN) ^ COL_SALT)                      # (N,)
+    h = fmix32(fmix32(row[:, None] ^ col[None, :]) ^ (row[:, None] >> 7))
+    return ((h >> 8).to(torch.float64) + 0.5) * (2.0 ** -24)
+
+
+def counter_rng_reference(index: Tensor, numel: int, base1: int, base2: int, normal: bool,
+                          dtype: torch.dtype) -> Tensor:
+    """(B, numel) uniforms in (0, 1), or normals (Box-Muller on bases 1 and 2), in plain PyTorch."""
+    u1 = _reference_uniform64(index, numel, base1)
+    if not normal:
+        return u1.to(dtype)
+    u2 = _reference_uniform64(index, numel, base2)
+    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(6.283185307179586 * u2)).to(dtype)
+
+
+# ----------------------------------------------------------------------------- custom op
+
+
+@torch.library.custom_op("robustops::counter_rng", mutates_args=())
+def _counter_rng_op(index: Tensor, numel: int, base1: int, base2: int, normal: bool,
+                    dtype: torch.dtype) -> Tensor:
+    name = backend.resolve(index.device, OP, BACKENDS)
+    if name == "reference":
+        return counter_rng_reference(index, numel, base1, base2, normal, dtype)
+    out = torch.empty(index.shape[0], numel, dtype=dtype, device=index.device)
+    idx = index.contiguous()
+    if name == "triton":
+        from ..triton.counter_rng import counter_rng_triton
+        counter_rng_triton(out, idx, base1, base2, normal)
+    else:
+        backend.extension().counter_rng(out, idx, base1, base2, normal)
+    return out
+
+
+@_counter_rng_op.register_fake
+def _(index, numel, base1, base2, normal, dtype):
+    return index.new_empty((index.shape[0], numel), dtype=dtype)
+
+
+def counter_rng(index: Tensor, numel: int, seed: int, stream: int, *, normal: bool = False,
+                dtype: torch.dtype = torch.float32) -> Tensor:
+    """(B, numel) random numbers for global sample indices `index` (B,) int64.
+
+    Uniforms in the open interval (0, 1), or standard normals (normal=True, drawn
+    from streams 2*stream and 2*stream + 1). dtype: float32 or float64.
+    """
+    if not isinstance(index, Tensor) or index.dtype != torch.int64 or index.ndim != 1:
+        raise ValueError("index must be a (B,) int64 tensor of global sample indices")
+    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+        raise ValueError(f"numel must be an int >= 0, got {numel!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if normal:
+        b1, b2 = stream_base(seed, 2 * stream), stream_base(seed, 2 * stream + 1)
+    else:
+        b1 = b2 = stream_base(seed, stream)
+    return _counter_rng_op(index, numel, b1, b2, normal, dtype)
