@@ -7,7 +7,7 @@
 //   row   = fmix32(fmix32(base ^ fmix32(idx_hi ^ C1)) ^ idx_lo)
 //   col   = fmix32(j * GOLDEN ^ C2)
 //   h     = fmix32(fmix32(row ^ col) ^ (row >> 7))
-//   u     = ((h >> 8) + 0.5) * 2^-24                          in (0, 1)
+//   u     = ((h >> 9) + 0.5) * 2^-23                          in (0, 1)
 #pragma once
 #include <stdint.h>
 
@@ -42,9 +42,10 @@ RO_HOST_DEVICE inline uint32_t rng_bits(uint32_t row, int64_t j) {
   return rng_fmix32(rng_fmix32(row ^ col) ^ (row >> 7));
 }
 
-// Uniform in the open interval (0, 1): 24 random bits, centred in their bucket.
+// Uniform in the open interval (0, 1): 23 random bits, centred in their bucket, so
+// the largest value (1 - 2^-24) stays below 1 even after rounding to float32.
 RO_HOST_DEVICE inline double rng_uniform(uint32_t row, int64_t j) {
-  return (static_cast<double>(rng_bits(row, j) >> 8) + 0.5) * (1.0 / 16777216.0);
+  return (static_cast<double>(rng_bits(row, j) >> 9) + 0.5) * (1.0 / 8388608.0);
 }
 
 // Standard normal by Box-Muller on two streams' uniforms.

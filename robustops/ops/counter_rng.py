@@ -63,7 +63,7 @@ def _reference_uniform64(index: Tensor, numel: int, base: int) -> Tensor:
     col = torch.arange(numel, device=index.device, dtype=torch.int64)
     col = fmix32(_mul32(col & MASK, GOLDEN) ^ COL_SALT)                      # (N,)
     h = fmix32(fmix32(row[:, None] ^ col[None, :]) ^ (row[:, None] >> 7))
-    return ((h >> 8).to(torch.float64) + 0.5) * (2.0 ** -24)
+    return ((h >> 9).to(torch.float64) + 0.5) * (2.0 ** -23)
 
 
 def counter_rng_reference(index: Tensor, numel: int, base1: int, base2: int, normal: bool,

@@ -29,7 +29,7 @@ def _row(base, index):
 def _uniform(row, j):
     col = _fmix32((j.to(tl.uint32) * 0x9E3779B9) ^ 0x1B873593)
     h = _fmix32(_fmix32(row ^ col) ^ (row >> 7))
-    return ((h >> 8).to(tl.float64) + 0.5) * (1.0 / 16777216.0)
+    return ((h >> 9).to(tl.float64) + 0.5) * (1.0 / 8388608.0)
 
 
 @triton.jit

@@ -57,3 +57,12 @@ def test_compiles_fullgraph():
     f = torch.compile(lambda i: counter_normal(1, 2, i, 16) * 2, fullgraph=True)
     idx = torch.arange(4)
     assert torch.equal(f(idx), counter_normal(1, 2, idx, 16) * 2)
+
+
+def test_float32_uniforms_stay_below_one():
+    from robustops.ops.counter_rng import counter_rng_reference
+    # The largest possible value, (2^23 - 0.5) / 2^23, must not round up to 1.0 in float32.
+    top = torch.tensor((2**23 - 0.5) / 2**23, dtype=torch.float64).float()
+    assert top < 1.0
+    u = counter_rng(torch.arange(300), 4000, 0, 0)
+    assert u.max() < 1.0 and u.min() > 0.0
