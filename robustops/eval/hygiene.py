@@ -49,7 +49,11 @@ def find_problems(model: nn.Module, x: Tensor, y: Tensor, *, lo: float, hi: floa
                     rows.sum(1), torch.ones(rows.shape[0]), atol=1e-3):
                 problems.append("model returns probabilities (rows in [0, 1] summing to 1); attacks "
                                 "need logits: remove the final softmax")
-            loss = nn.functional.cross_entropy(out.float(), y)
+            # A margin of logits, not cross-entropy: CE saturates to exactly zero
+            # gradient on confidently classified batches, which is not masking.
+            z = out.float()
+            other = z.masked_fill(nn.functional.one_hot(y, z.shape[1]).bool(), float("-inf"))
+            loss = (other.amax(1) - z.gather(1, y[:, None])[:, 0]).sum()
             (g,) = torch.autograd.grad(loss, xr, allow_unused=True)
         if g is None or not torch.any(g != 0):
             problems.append("the input gradient is zero everywhere (non-differentiable or masked "
