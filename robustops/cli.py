@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/shape_study")
     s.add_argument("--n-train", type=int, default=4000)
     s.add_argument("--epochs", type=int, default=12)
-    s.add_argument("--eps", type=float, default=8 / 255)
+    s.add_argument("--eps", type=float, default=4 / 255)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_cmd_shape_study)
     s = sub.add_parser("info", help="build info and available backends")
