@@ -12,6 +12,10 @@ import math
 import torch
 from torch import Tensor
 
+# The integer hash of robustops::counter_rng's reference, applied here to the
+# dataset's own keys (plain tensor ops: no custom-op set-up when generating data).
+from ..ops.counter_rng import fmix32, mul32
+
 _MASK64 = (1 << 64) - 1
 
 # Dataset tags keyed into every seed so shapes and parts never share random numbers.
@@ -197,33 +201,16 @@ def coverage(sd: Tensor, pixels_per_unit: Tensor | float) -> Tensor:
     return (0.5 - sd * pixels_per_unit).clamp_(0.0, 1.0)
 
 
-def _mul32(h: Tensor, c: int) -> Tensor:
-    """(h * c) mod 2**32 for int64 tensors holding uint32 values, from 16-bit halves (no
-    int64 product overflows)."""
-    lo = (h & 0xFFFF) * c
-    hi = ((h >> 16) * c) & 0xFFFF
-    return (lo + (hi << 16)) & 0xFFFFFFFF
-
-
-def _fmix32(h: Tensor) -> Tensor:
-    """MurmurHash3's 32-bit finaliser on int64 tensors holding uint32 values."""
-    h = h ^ (h >> 16)
-    h = _mul32(h, 0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = _mul32(h, 0xC2B2AE35)
-    return h ^ (h >> 16)
-
-
 def hashed_uniform(keys: tuple[int, ...], index: Tensor, numel: int) -> Tensor:
     """(m, numel) float32 uniforms in (0, 1); row b is a pure function of (keys, index[b]),
     so an image's numbers do not depend on which chunk (or which other images) it is drawn
     with. A small integer hash, independent of the torch RNG: index (m,) int64 >= 0."""
     key = derive_seed(*keys)
     k_lo, k_hi = key & 0xFFFFFFFF, key >> 32
-    row = _fmix32((index & 0xFFFFFFFF) ^ k_lo)
-    row = _fmix32(row ^ ((index >> 32) & 0xFFFFFFFF) ^ _fmix32(torch.tensor(k_hi)))
-    col = _fmix32(_mul32(torch.arange(numel, dtype=torch.int64), 0x9E3779B9) ^ 0x1B873593)
-    h = _fmix32(_mul32(row[:, None] ^ col[None, :], 0xCC9E2D51) ^ (row[:, None] >> 7))
+    row = fmix32((index & 0xFFFFFFFF) ^ k_lo)
+    row = fmix32(row ^ ((index >> 32) & 0xFFFFFFFF) ^ fmix32(torch.tensor(k_hi)))
+    col = fmix32(mul32(torch.arange(numel, dtype=torch.int64), 0x9E3779B9) ^ 0x1B873593)
+    h = fmix32(mul32(row[:, None] ^ col[None, :], 0xCC9E2D51) ^ (row[:, None] >> 7))
     # 24 random bits, centred in their bucket: never exactly 0 or 1.
     return ((h >> 8).to(torch.float32) + 0.5) * (2.0 ** -24)
 

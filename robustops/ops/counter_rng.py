@@ -41,7 +41,7 @@ def stream_base(seed: int, stream: int) -> int:
 # ----------------------------------------------------------------------------- reference
 
 
-def _mul32(h: Tensor, c: int) -> Tensor:
+def mul32(h: Tensor, c: int) -> Tensor:
     # (h * c) mod 2**32 from 16-bit halves so no int64 product overflows.
     lo = (h & 0xFFFF) * c
     hi = ((h >> 16) * c) & 0xFFFF
@@ -51,9 +51,9 @@ def _mul32(h: Tensor, c: int) -> Tensor:
 def fmix32(h: Tensor) -> Tensor:
     """MurmurHash3 finaliser on int64 tensors holding uint32 values."""
     h = h ^ (h >> 16)
-    h = _mul32(h, 0x85EBCA6B)
+    h = mul32(h, 0x85EBCA6B)
     h = h ^ (h >> 13)
-    h = _mul32(h, 0xC2B2AE35)
+    h = mul32(h, 0xC2B2AE35)
     return h ^ (h >> 16)
 
 
@@ -61,7 +61,7 @@ def _reference_uniform64(index: Tensor, numel: int, base: int) -> Tensor:
     lo, hi = index & MASK, (index >> 32) & MASK
     row = fmix32(fmix32(base ^ fmix32(hi ^ ROW_SALT)) ^ lo)                  # (B,)
     col = torch.arange(numel, device=index.device, dtype=torch.int64)
-    col = fmix32(_mul32(col & MASK, GOLDEN) ^ COL_SALT)                      # (N,)
+    col = fmix32(mul32(col & MASK, GOLDEN) ^ COL_SALT)                      # (N,)
     h = fmix32(fmix32(row[:, None] ^ col[None, :]) ^ (row[:, None] >> 7))
     return ((h >> 9).to(torch.float64) + 0.5) * (2.0 ** -23)
 

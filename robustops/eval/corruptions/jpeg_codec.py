@@ -139,24 +139,22 @@ def _fdct_1d(d: Tensor, dim: int, pass1: bool) -> Tensor:
     z1 = (tmp12 + tmp13) * _F0_541
     o2 = _descale(z1 + tmp13 * _F0_765, sh)
     o6 = _descale(z1 - tmp12 * _F1_847, sh)
-    z1 = tmp4 + tmp7
-    z2 = tmp5 + tmp6
-    z3 = tmp4 + tmp6
-    z4 = tmp5 + tmp7
+    r4, r5, r6, r7 = _odd_rotation(tmp4, tmp5, tmp6, tmp7)
+    o7, o5, o3, o1 = (_descale(r, sh) for r in (r4, r5, r6, r7))
+    return torch.stack((o0, o1, o2, o3, o4, o5, o6, o7), dim=dim)
+
+
+def _odd_rotation(a: Tensor, b: Tensor, c: Tensor, d: Tensor):
+    """The odd-part butterfly shared by jfdctint.c and jidctint.c (same constants, same
+    sums): inputs (tmp4..tmp7) forward, (c7, c5, c3, c1) inverse; outputs undescaled."""
+    z1, z2, z3, z4 = a + d, b + c, a + c, b + d
     z5 = (z3 + z4) * _F1_175
-    tmp4 = tmp4 * _F0_298
-    tmp5 = tmp5 * _F2_053
-    tmp6 = tmp6 * _F3_072
-    tmp7 = tmp7 * _F1_501
     z1 = z1 * -_F0_899
     z2 = z2 * -_F2_562
     z3 = z3 * -_F1_961 + z5
     z4 = z4 * -_F0_390 + z5
-    o7 = _descale(tmp4 + z1 + z3, sh)
-    o5 = _descale(tmp5 + z2 + z4, sh)
-    o3 = _descale(tmp6 + z2 + z3, sh)
-    o1 = _descale(tmp7 + z1 + z4, sh)
-    return torch.stack((o0, o1, o2, o3, o4, o5, o6, o7), dim=dim)
+    return (a * _F0_298 + z1 + z3, b * _F2_053 + z2 + z4, c * _F3_072 + z2 + z3,
+            d * _F1_501 + z1 + z4)
 
 
 def fdct_islow(blocks: Tensor) -> Tensor:
@@ -176,24 +174,7 @@ def _idct_1d(z: Tensor, dim: int, pass1: bool) -> Tensor:
     tmp1 = (c0 - c4) << _CONST_BITS
     tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
     tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
-    tmp0, tmp1, tmp2, tmp3 = c7, c5, c3, c1
-    z1 = tmp0 + tmp3
-    z2 = tmp1 + tmp2
-    z3 = tmp0 + tmp2
-    z4 = tmp1 + tmp3
-    z5 = (z3 + z4) * _F1_175
-    tmp0 = tmp0 * _F0_298
-    tmp1 = tmp1 * _F2_053
-    tmp2 = tmp2 * _F3_072
-    tmp3 = tmp3 * _F1_501
-    z1 = z1 * -_F0_899
-    z2 = z2 * -_F2_562
-    z3 = z3 * -_F1_961 + z5
-    z4 = z4 * -_F0_390 + z5
-    tmp0 = tmp0 + z1 + z3
-    tmp1 = tmp1 + z2 + z4
-    tmp2 = tmp2 + z2 + z3
-    tmp3 = tmp3 + z1 + z4
+    tmp0, tmp1, tmp2, tmp3 = _odd_rotation(c7, c5, c3, c1)
     sh = _CONST_BITS - _PASS1_BITS if pass1 else _CONST_BITS + _PASS1_BITS + 3
     return torch.stack((
         _descale(tmp10 + tmp3, sh), _descale(tmp11 + tmp2, sh),
