@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from .dataset_batches import iterate_batches
 
 
 @dataclasses.dataclass
@@ -34,15 +35,6 @@ class CorruptionAccuracy:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _batches(data, batch_size):
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        x, y = data
-        for i in range(0, x.shape[0], batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size]
-    else:
-        yield from data
 
 
 @torch.no_grad()
@@ -70,11 +62,7 @@ def corruption_accuracy(model: nn.Module, data, *, corruptions: Sequence[str] = 
         from tqdm import tqdm
         bar = tqdm(desc="corruptions", unit="img", leave=False, disable=None, total=max_samples)
     try:
-        for x, y in _batches(data, batch_size):
-            if max_samples is not None and n >= max_samples:
-                break
-            if max_samples is not None:
-                x, y = x[:max_samples - n], y[:max_samples - n]
+        for x, y in iterate_batches(data, batch_size, max_samples):
             x, y = x.to(device), y.to(device)
             clean += int((model(x).argmax(1) == y).sum())
             for c in corruptions:

@@ -11,7 +11,6 @@ import os
 import pathlib
 from typing import Dict, List, Optional, Sequence
 
-import torch
 from torch import Tensor
 
 
@@ -66,7 +65,7 @@ class Report:
         return path
 
 
-def plot_corruption_accuracy(results: Dict[str, "CorruptionAccuracy"]):  # noqa: F821
+def plot_corruption_accuracy(results: Dict[str, "CorruptionAccuracy"]):  # noqa: F821 (a CorruptionAccuracy per model)
     """One panel per corruption: accuracy vs severity (0 = clean), a line per model."""
     plt = _plt()
     names = list(next(iter(results.values())).accuracy)

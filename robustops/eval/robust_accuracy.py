@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..attacks.base import Attack
+from .dataset_batches import Data, iterate_batches
 from .hygiene import enforce, find_problems
 
-Data = Union[Iterable[Tuple[Tensor, Tensor]], Tuple[Tensor, Tensor]]
 
 
 @dataclasses.dataclass
@@ -34,17 +34,6 @@ class RobustAccuracy:
             lines.append(f"{name:<24}{100 * acc:>9.2f}%{self.seconds.get(name, 0):>10.1f}")
         lines.append(f"{'worst case':<24}{100 * self.worst_case:>9.2f}%")
         return "\n".join(lines)
-
-
-def _batches(data: Data, batch_size: int):
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        x, y = data
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
-        for i in range(0, x.shape[0], batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size]
-    else:
-        yield from data
 
 
 def _named(attacks) -> Dict[str, Attack]:
@@ -99,11 +88,7 @@ def robust_accuracy(model: nn.Module, data: Data,
         from tqdm import tqdm
         bar = tqdm(desc="robust accuracy", unit="img", total=max_samples, leave=False, disable=None)
     try:
-        for x, y in _batches(data, batch_size):
-            if max_samples is not None and n >= max_samples:
-                break
-            if max_samples is not None:
-                x, y = x[:max_samples - n], y[:max_samples - n]
+        for x, y in iterate_batches(data, batch_size, max_samples):
             x, y = x.to(device), y.to(device=device, dtype=torch.int64)
             if not checked:
                 enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi, uses_eot=uses_eot), checks)
