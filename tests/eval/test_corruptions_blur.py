@@ -47,14 +47,6 @@ TOL = 2e-3            # 0-255 units, float32 vs float64
 SHAPES = ((32, 32, 3), (40, 24, 3), (32, 32, 1), (40, 24, 1))
 
 
-@pytest.fixture(scope="module")
-def ic():
-    mod = corruption_oracle.load()
-    if mod is None:
-        pytest.skip("imagecorruptions (or scikit-image / OpenCV) not installed")
-    return mod
-
-
 def smooth_images(n, h, w, c=3, seed=0):
     """(n, c, h, w) uint8 natural-looking images: smooth colour fields, texture,
     a little noise, with saturated (flat 0 / 255) areas from the clipping."""

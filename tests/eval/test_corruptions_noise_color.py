@@ -36,14 +36,6 @@ TOL_255 = {"brightness": 1e-3, "contrast": 1e-3, "saturate": 1e-3,
            "pixelate": 1e-3, "jpeg_compression": 1e-3}
 
 
-@pytest.fixture(scope="module")
-def ic():
-    mod = corruption_oracle.load()
-    if mod is None:
-        pytest.skip("imagecorruptions (or its dependencies) not installed")
-    return mod
-
-
 def smooth_image(rs, h, w, c):
     """Natural-looking uint8 image (c, h, w): smooth random colour field plus mild texture,
     with some saturated regions (values beyond [0, 1] before clipping)."""

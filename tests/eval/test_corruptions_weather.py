@@ -38,14 +38,6 @@ NAMES = ("fog", "frost", "spatter", "elastic_transform")
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
-@pytest.fixture(scope="module")
-def ic():
-    mod = corruption_oracle.load()
-    if mod is None:
-        pytest.skip("imagecorruptions (or scikit-image / OpenCV) not installed")
-    return mod
-
-
 def images(n, h=32, w=32, seed=0):
     """(n, h, w, 3) uint8 smooth colour patterns with a noise texture and a flat disc."""
     rs = np.random.RandomState(seed)
