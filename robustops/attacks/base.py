@@ -18,8 +18,9 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from ..counter_rng import sample_index
 from ..ops.pgd_step import normalize_norm
-from ..ops.random_init import random_init
+from ..random_init import random_init
 from .losses import attack_loss, check_loss_name
 from .model_state import MODES, attack_state
 
@@ -168,7 +169,6 @@ class Attack:
         self._check_batch(x, y, target)
         if start is not None and (start.shape != x.shape or self.restarts != 1):
             raise ValueError("start must have x's shape, and works with restarts=1 only")
-        from ..counter_rng import sample_index
         idx = sample_index(x.shape[0], index, x.device)
         x_nat = self._working_copy(x)
         eps = self._eps_for(x)
@@ -208,7 +208,6 @@ class Attack:
         (fewer, larger passes). Both give the result of the full sequential run.
         """
         self._check_batch(x, y, None)
-        from ..counter_rng import sample_index
         b = x.shape[0]
         idx = sample_index(b, index, x.device)
         x_nat = self._working_copy(x)
@@ -250,7 +249,6 @@ class Attack:
         eps_values = [check_eps(float(e)) for e in eps_values]
         if not eps_values:
             raise ValueError("eps_values is empty")
-        from ..counter_rng import sample_index
         b = x.shape[0]
         idx = sample_index(b, index, x.device)
         k = len(eps_values)

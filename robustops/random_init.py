@@ -4,17 +4,19 @@ Uniform in the L-inf ball, or uniform in the L2 ball (Gaussian direction, radius
 eps * U^(1/D)), then clamped to [lo, hi]. The draws are counter-based
 (robustops.counter_rng): keyed by (seed, restart stream, global sample index,
 element), so a sample gets the same start whatever the batch split or the number
-of processes. Plain tensor ops: runs on any device, no host synchronisation.
+of processes. Not an op of its own: the random numbers come from the fused
+robustops::counter_rng op, and the rest (scale by eps, L2 normalisation, clamp)
+is a few plain tensor ops on any device, with no host synchronisation.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import Tensor
 
-from ..counter_rng import counter_normal, counter_uniform, sample_index
-from .pgd_step import _check_scalar, _opmath, _per_sample, normalize_norm
+from .counter_rng import counter_normal, counter_uniform, sample_index
+from .ops.pgd_step import _check_scalar, _opmath, _per_sample, normalize_norm
 
 __all__ = ["random_init"]
 
