@@ -4,7 +4,6 @@ Run: python -m pytest benchmarks/test_bench_attacks.py --benchmark-group-by=grou
 (`robustops bench --only attacks` prints the same comparison as a ratio table.)
 """
 import pytest
-import torch
 
 from robustops.attacks import PGD
 from robustops.bench.attacks import quick_mnist_model, small_cifar_batch

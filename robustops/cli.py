@@ -120,8 +120,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    import torch
-
     from . import recipes
     from .eval import robust_accuracy
     from .train import load_checkpoint

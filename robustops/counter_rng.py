@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .ops.counter_rng import counter_rng, fmix32  # noqa: F401  (fmix32: re-exported)
+from .ops.counter_rng import counter_rng
 
 
 def sample_index(batch: int, index, device: torch.device) -> torch.Tensor:

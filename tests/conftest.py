@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import robustops  # noqa: E402
+
 from robustops import backend  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -20,16 +20,13 @@ Units: errors are stated in the reference's 0-255 scale (ours * 255).
   std, mean absolute change) must agree over 16 images within 4-10 % (the
   observed spread from the different draws is <= 3.5 %).
 """
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-import corruption_oracle  # noqa: E402
+from robustops.bench import imagecorruptions_peer as corruption_oracle  # noqa: E402
 
 from robustops.counter_rng import sample_index  # noqa: E402
 from robustops.eval.corruptions import corrupt  # noqa: E402

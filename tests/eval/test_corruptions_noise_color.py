@@ -12,16 +12,13 @@ estimated from the samples), and for impulse noise the salt/pepper fractions
 within 5 binomial standard errors of the reference's and of amount / 2.
 """
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-import corruption_oracle  # noqa: E402
+from robustops.bench import imagecorruptions_peer as corruption_oracle  # noqa: E402
 
 from robustops.eval.corruptions import CORRUPTIONS, corrupt  # noqa: E402
 from robustops.eval.corruptions.base import SampleRandom  # noqa: E402

@@ -16,7 +16,6 @@ Plus the library-wide properties: shape, dtype, range, seed reproducibility,
 seed sensitivity and batch-split invariance.
 """
 import os
-import sys
 import time
 import types
 
@@ -24,8 +23,6 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-import corruption_oracle  # noqa: E402
 
 from robustops.eval.corruptions import corrupt  # noqa: E402
 from robustops.eval.corruptions import elastic_transform as elastic_mod  # noqa: E402

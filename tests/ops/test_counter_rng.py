@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from robustops import backend
+
 from robustops.counter_rng import counter_normal, counter_uniform
 from robustops.ops.counter_rng import counter_rng, counter_rng_reference, stream_base
 
@@ -60,7 +60,6 @@ def test_compiles_fullgraph():
 
 
 def test_float32_uniforms_stay_below_one():
-    from robustops.ops.counter_rng import counter_rng_reference
     # The largest possible value, (2^23 - 0.5) / 2^23, must not round up to 1.0 in float32.
     top = torch.tensor((2**23 - 0.5) / 2**23, dtype=torch.float64).float()
     assert top < 1.0

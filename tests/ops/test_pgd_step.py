@@ -6,7 +6,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import robustops
 from robustops import backend, pgd_step, pgd_step_, pgd_step_reference
 from robustops.bench.pgd_step import (eager_l2_step, eager_linf_step, make_inputs,
                                       torchattacks_linf_step)

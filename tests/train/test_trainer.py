@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustops.train import (MAT, PGDAT, TRADES, CrossEntropy, FastAT, FreeAT, Objective, Trainer,
+from robustops.train import (MAT, PGDAT, TRADES, CrossEntropy, FastAT, FreeAT, Trainer,
                              load_checkpoint, save_atomic)
 
 

@@ -8,7 +8,7 @@ sample index), so results are reproducible and independent of the batch split.
 from __future__ import annotations
 
 import importlib
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import Tensor
