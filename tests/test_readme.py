@@ -1,4 +1,5 @@
 """The README's two set-up commands exist, and .ci/run runs the test one verbatim."""
+import math
 import pathlib
 import re
 
@@ -22,3 +23,34 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert _readme_commands()[1] in ci
     assert any("ROBUSTOPS_CUDA=1" in line for line in ci)
+
+
+def _python_blocks_after(heading):
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(heading):]
+    section = section[:section.index("\n### ", 1)]
+    return re.findall(r"```python\n(.+?)\n```", section, re.S)
+
+
+def test_readme_eval_suite_snippets_run():
+    import torch
+
+    from robustops.models import SmallCNN
+
+    blocks = _python_blocks_after("### Evaluation suite")
+    assert len(blocks) == 2
+    torch.manual_seed(0)
+    ns = {"model": SmallCNN(3, 8, 32).eval(), "baseline": SmallCNN(3, 8, 32).eval(),
+          "x": torch.rand(4, 3, 32, 32), "y": torch.randint(0, 8, (4,))}
+    # Two corruptions instead of 19 keep the test short; the call is the README's.
+    code = blocks[0].replace("make_shapes(1000,", "make_shapes(16,")
+    code = code.replace(", (x, y))", ", (x, y), corruptions=('fog', 'contrast'))")
+    assert code.count("corruptions=('fog'") == 2
+    exec(code, ns)
+    sb = ns["sb"].shape_bias
+    assert ns["xc"].shape == ns["x"].shape and (math.isnan(sb) or 0 <= sb <= 1)
+    # The neuron block on parts images (64 px): a parts-sized SmallCNN.
+    ns["model"] = SmallCNN(3, 5, 64).eval()
+    exec(blocks[1].replace("make_parts(500,", "make_parts(20,"), ns)
+    assert sum(ns["d"].counts().values()) <= ns["d"].iou.shape[0]
+    assert set(ns["d"].concepts) == {n for n in ns["parts"].part_names[1:]}

@@ -135,11 +135,13 @@ def load_cifar10_c(root: os.PathLike, corruption: str, severity: int) -> Tuple[T
     return x, y
 
 
-def imagenet_c_folder(root: os.PathLike, corruption: str, severity: int, transform=None):
-    """An ImageFolder over root/<corruption>/<severity>/<class>/*.JPEG (ImageNet-C layout)."""
-    from torchvision.datasets import ImageFolder
+def imagenet_c_folder(root: os.PathLike, corruption: str, severity: int,
+                      image_size: Optional[int] = 224, transform=None):
+    """An ImageFolderDataset over root/<corruption>/<severity>/<class>/*.JPEG (ImageNet-C
+    layout); images resized to image_size (None keeps their size)."""
+    from ..data.folders import ImageFolderDataset
 
     path = pathlib.Path(root) / corruption / str(severity)
     if not path.is_dir():
         raise FileNotFoundError(f"{path} not found (expected root/<corruption>/<severity>/<class>/)")
-    return ImageFolder(str(path), transform=transform)
+    return ImageFolderDataset(path, image_size=image_size, transform=transform)

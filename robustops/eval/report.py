@@ -95,7 +95,7 @@ def plot_bars(values: Dict[str, float], ylabel: str, title: str = "", ylim=(0, 1
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(values), 3))
     bars = ax.bar(list(values), list(values.values()), color="tab:blue")
     for b, v in zip(bars, values.values()):
-        ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+        ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel(ylabel)
     if ylim:
         ax.set_ylim(*ylim)

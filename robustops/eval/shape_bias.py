@@ -135,8 +135,7 @@ def load_cue_conflict_folder(root: os.PathLike, image_size: Optional[int] = 224
     """Read a cue-conflict folder (root/<shape category>/<shape>N-<texture>M.png, as in
     Geirhos et al.'s release) -> images (N, 3, S, S) in [0, 1], shape labels, texture
     labels (indices into CATEGORIES_16), and the categories."""
-    from PIL import Image
-    import numpy as np
+    from ..data.folders import read_image
 
     root = pathlib.Path(root)
     if not root.is_dir():
@@ -153,15 +152,7 @@ def load_cue_conflict_folder(root: os.PathLike, image_size: Optional[int] = 224
         if shape not in index or texture not in index:
             raise ValueError(f"{path}: categories {shape!r}/{texture!r} are not among the 16 "
                              f"({', '.join(CATEGORIES_16)})")
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if image_size:
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8).copy()
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path} is not a readable image ({exc})") from exc
-        imgs.append(torch.from_numpy(arr).permute(2, 0, 1).float() / 255)
+        imgs.append(read_image(path, image_size))
         shapes_.append(index[shape])
         textures.append(index[texture])
     if not imgs:

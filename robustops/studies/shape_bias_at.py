@@ -4,8 +4,12 @@ A standard CNN and a PGD-trained CNN learn the same shape classes from images
 whose texture agrees with the shape; then both are measured side by side:
 accuracy, shape bias on cue-conflict images (shape of one class filled with the
 texture of another), silhouette- and texture-only accuracy, accuracy under
-common corruptions, PGD robust accuracy, and the total-variation smoothness of
-their activation maps. Everything lands in out_dir/report.md with PNG plots.
+common corruptions, PGD robust accuracy, the total-variation smoothness of
+their activation maps, and neuron analyses of the last convolutional layer:
+class selectivity on images both models classify correctly, dissection of the
+units against shape and texture concept masks, and the accuracy lost when the
+shape- or texture-labelled units are zeroed. Everything lands in
+out_dir/report.md with PNG plots.
 """
 from __future__ import annotations
 
@@ -22,10 +26,16 @@ from ..eval import robust_accuracy
 from ..eval.activation_smoothness import activation_smoothness
 from ..eval.corruption_benchmark import corruption_accuracy
 from ..eval.corruptions import CORRUPTIONS
+from ..eval.dissection import Dissection, dissect
 from ..eval.report import Report, plot_bars, plot_corruption_accuracy, plot_image_grid
 from ..eval.shape_bias import evaluate_shape_bias
+from ..eval.unit_ablation import concept_ablation
+from ..eval.unit_selectivity import class_selectivity
 from ..models import SmallCNN
 from ..train import PGDAT, CrossEntropy, Trainer
+
+# SmallCNN's last ReLU before pooling: the deepest spatial maps, where shape units live.
+ANALYSIS_LAYER = "features.8"
 
 
 def _accuracy(model, x, y) -> float:
@@ -96,11 +106,73 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
             "tv_normalized": {layer: v["tv_normalized"] for layer, v in tv.items()},
             "tv_normalized_noisy": {layer: v["tv_normalized"] for layer, v in tv_noisy.items()},
         }
+    neurons = neuron_analyses(models, test, conflict, train.class_names, train.texture_names)
+    for name in results:
+        results[name]["neurons"] = neurons[name]
     _write_report(out, results, corr, conflict, train.class_names, train.texture_names, eps)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, out / "results.json")
     return results
+
+
+def concept_masks(data, class_names, texture_names) -> Dict[str, torch.Tensor]:
+    """{'shape:<class>', 'texture:<class>'}: (N, H, W) bool masks of one shapes dataset.
+
+    On cue-conflict images a shape concept and a texture concept cover the same
+    pixels of one image but different images, so a unit that follows shape and a
+    unit that follows texture overlap different concepts over the dataset.
+    """
+    shape = data.shape_mask[:, 0]
+    tex = data.texture_mask[:, 0]
+    out = {}
+    for c, name in enumerate(class_names):
+        out[f"shape:{name}"] = shape & (data.shape_labels == c).view(-1, 1, 1)
+    for c, name in enumerate(texture_names):
+        out[f"texture:{name}"] = tex & (data.texture_labels == c).view(-1, 1, 1)
+    return out
+
+
+def neuron_analyses(models: Dict[str, torch.nn.Module], test, conflict, class_names,
+                    texture_names, layer: str = ANALYSIS_LAYER) -> Dict[str, dict]:
+    """Selectivity, dissection and concept ablation of `layer` for each model.
+
+    Selectivity and ablation use only the consistent test images that every
+    model classifies correctly, so a difference is not a difference in accuracy.
+    """
+    with torch.no_grad():
+        ok = torch.ones(len(test.shape_labels), dtype=torch.bool)
+        for m in models.values():
+            m.eval()
+            ok &= m(test.images).argmax(1) == test.shape_labels
+    x_ok, y_ok = test.images[ok], test.shape_labels[ok]
+    masks = concept_masks(conflict, class_names, texture_names)
+    out = {}
+    # Selectivity compares classes: it needs correctly classified images of two or more.
+    comparable = int(torch.unique(y_ok).numel()) >= 2
+    nan = float("nan")
+    for name, model in models.items():
+        sel = (class_selectivity(model, layer, x_ok, y_ok)["selectivity"] if comparable
+               else torch.full((1,), nan))
+        d = dissect(model, layer, conflict.images, masks)
+        # Ablate by concept family: every unit labelled with some shape (texture).
+        family = Dissection(layer=layer, concepts=["shape", "texture"], iou=d.iou,
+                            labels=[None if lab is None else lab.split(":")[0]
+                                    for lab in d.labels], thresholds=d.thresholds)
+        abl = (concept_ablation(model, family, x_ok, y_ok) if len(y_ok)
+               else {"none": {"accuracy": nan}})
+        counts = family.counts()
+        out[name] = {
+            "layer": layer, "units": len(d.labels), "both_correct_images": int(ok.sum()),
+            "selectivity_mean": float(sel.mean()), "selectivity_median": float(sel.median()),
+            "shape_units": counts["shape"], "texture_units": counts["texture"],
+            "unlabelled_units": len(d.labels) - counts["shape"] - counts["texture"],
+            "mean_best_iou": float(d.iou.max(1).values.mean()),
+            "accuracy_without_shape_units": abl.get("shape", abl["none"])["accuracy"],
+            "accuracy_without_texture_units": abl.get("texture", abl["none"])["accuracy"],
+            "concept_counts": {k: v for k, v in d.counts().items() if v},
+        }
+    return out
 
 
 def _write_report(out, results, corr, conflict, class_names, texture_names, eps):
@@ -129,6 +201,26 @@ def _write_report(out, results, corr, conflict, class_names, texture_names, eps)
     r.table(["layer"] + [f"{n} clean" for n in names] + [f"{n} noisy" for n in names],
             [[layer] + [results[n]["tv_normalized"][layer] for n in names]
              + [results[n]["tv_normalized_noisy"][layer] for n in names] for layer in layers])
+    n0 = results[names[0]]["neurons"]
+    r.heading(f"Neurons of layer `{n0['layer']}` ({n0['units']} units)")
+    r.text(f"Selectivity and ablation on the {n0['both_correct_images']} test images both "
+           "models classify correctly; dissection (top 0.5% activations vs concept masks, "
+           "IoU > 0.04) on the cue-conflict images, with one concept per shape class and one "
+           "per texture class. Ablation zeroes every unit labelled with a shape (texture) "
+           "concept.")
+    neuron_rows = [("selectivity_mean", "mean class selectivity"),
+                   ("selectivity_median", "median class selectivity"),
+                   ("shape_units", "units labelled shape"),
+                   ("texture_units", "units labelled texture"),
+                   ("unlabelled_units", "units without a label"),
+                   ("mean_best_iou", "mean best IoU"),
+                   ("accuracy_without_shape_units", "accuracy with shape units zeroed"),
+                   ("accuracy_without_texture_units", "accuracy with texture units zeroed")]
+    r.table(["measure"] + names,
+            [[label] + [results[n]["neurons"][key] for n in names] for key, label in neuron_rows])
+    r.figure(plot_bars({f"{n} {fam}": results[n]["neurons"][f"{fam}_units"]
+                        for n in names for fam in ("shape", "texture")}, "units",
+                       "dissection: units per concept family", ylim=None), "dissection_units")
     r.heading("Example cue-conflict images")
     titles = [f"{class_names[s]}/{texture_names[t]}" for s, t in
               zip(conflict.shape_labels[:16].tolist(), conflict.texture_labels[:16].tolist())]
