@@ -9,7 +9,9 @@
 #endif
 
 #include "counter_rng.h"
+#include "gabor_bank.h"
 #include "pgd_step.h"
+#include "v1_response.h"
 
 #ifndef ROBUSTOPS_CUDA_ARCHS
 #define ROBUSTOPS_CUDA_ARCHS ""
@@ -120,6 +122,91 @@ void counter_rng_entry(at::Tensor out, const at::Tensor& index, int64_t base1, i
   robustops::counter_rng_cpu(out, index, b1, b2, normal);
 }
 
+// v1_response (forward, backward): robustops/ops/v1_response.py has validated the
+// tensors and chosen the layout; index may be None when noise is off.
+robustops::V1Params v1_params(int64_t simple, double k_exc, double noise_scale,
+                              double noise_level, bool noise, int64_t base1, int64_t base2,
+                              bool channels_last) {
+  return robustops::V1Params{simple, k_exc, noise_scale, noise_level, noise,
+                             static_cast<uint32_t>(base1), static_cast<uint32_t>(base2),
+                             channels_last};
+}
+
+void v1_response_entry(at::Tensor out, const at::Tensor& q0, const at::Tensor& q1,
+                       const c10::optional<at::Tensor>& index, int64_t simple, double k_exc,
+                       double noise_scale, double noise_level, bool noise, int64_t base1,
+                       int64_t base2, bool channels_last) {
+  const auto p = v1_params(simple, k_exc, noise_scale, noise_level, noise, base1, base2,
+                           channels_last);
+  const at::Tensor idx = or_undefined(index);
+  if (q0.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::v1_response_cuda(out, q0, q1, idx, p);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::v1_response_cpu(out, q0, q1, idx, p);
+}
+
+void v1_response_backward_entry(at::Tensor grad_q0, at::Tensor grad_q1,
+                                const at::Tensor& grad_out, const at::Tensor& q0,
+                                const at::Tensor& q1, const c10::optional<at::Tensor>& index,
+                                int64_t simple, double k_exc, double noise_scale,
+                                double noise_level, bool noise, int64_t base1, int64_t base2,
+                                bool channels_last) {
+  const auto p = v1_params(simple, k_exc, noise_scale, noise_level, noise, base1, base2,
+                           channels_last);
+  const at::Tensor idx = or_undefined(index);
+  if (q0.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::v1_response_backward_cuda(grad_q0, grad_q1, grad_out, q0, q1, idx, p);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::v1_response_backward_cpu(grad_q0, grad_q1, grad_out, q0, q1, idx, p);
+}
+
+// gabor_bank (forward, backward): robustops/ops/gabor_bank.py has validated the
+// parameters and allocated out / the five (F,) gradients.
+void gabor_bank_entry(at::Tensor out, const at::Tensor& frequency, const at::Tensor& sigma_x,
+                      const at::Tensor& sigma_y, const at::Tensor& theta,
+                      const at::Tensor& phase) {
+  if (out.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::gabor_bank_cuda(out, frequency, sigma_x, sigma_y, theta, phase);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::gabor_bank_cpu(out, frequency, sigma_x, sigma_y, theta, phase);
+}
+
+void gabor_bank_backward_entry(const at::Tensor& grad_out, const at::Tensor& frequency,
+                               const at::Tensor& sigma_x, const at::Tensor& sigma_y,
+                               const at::Tensor& theta, const at::Tensor& phase,
+                               at::Tensor grad_frequency, at::Tensor grad_sigma_x,
+                               at::Tensor grad_sigma_y, at::Tensor grad_theta,
+                               at::Tensor grad_phase) {
+  if (grad_out.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::gabor_bank_backward_cuda(grad_out, frequency, sigma_x, sigma_y, theta, phase,
+                                        grad_frequency, grad_sigma_x, grad_sigma_y, grad_theta,
+                                        grad_phase);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::gabor_bank_backward_cpu(grad_out, frequency, sigma_x, sigma_y, theta, phase,
+                                     grad_frequency, grad_sigma_x, grad_sigma_y, grad_theta,
+                                     grad_phase);
+}
+
 py::dict build_info() {
   py::dict info;
   info["torch_version"] = std::string(TORCH_VERSION);
@@ -174,5 +261,28 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Counter-based uniforms (normal=False) or normals into out (B, N) contiguous, keyed by "
         "index (B,) int64 and the 32-bit stream bases.",
         py::arg("out"), py::arg("index"), py::arg("base1"), py::arg("base2"), py::arg("normal"));
+  m.def("v1_response", &v1_response_entry,
+        "Fused V1 epilogue (simple/complex cells, gain, counter-based noise) written into out "
+        "(q0's layout: contiguous NCHW or channels_last).",
+        py::arg("out"), py::arg("q0"), py::arg("q1"), py::arg("index"), py::arg("simple"),
+        py::arg("k_exc"), py::arg("noise_scale"), py::arg("noise_level"), py::arg("noise"),
+        py::arg("base1"), py::arg("base2"), py::arg("channels_last"));
+  m.def("v1_response_backward", &v1_response_backward_entry,
+        "Gradients of v1_response wrt q0 and q1 written into grad_q0, grad_q1 (noise "
+        "recomputed from the counter).",
+        py::arg("grad_q0"), py::arg("grad_q1"), py::arg("grad_out"), py::arg("q0"),
+        py::arg("q1"), py::arg("index"), py::arg("simple"), py::arg("k_exc"),
+        py::arg("noise_scale"), py::arg("noise_level"), py::arg("noise"), py::arg("base1"),
+        py::arg("base2"), py::arg("channels_last"));
+  m.def("gabor_bank", &gabor_bank_entry,
+        "Gabor filter bank written into out (F, k, k) contiguous from (F,) contiguous "
+        "frequency, sigma_x, sigma_y, theta, phase of out's dtype.",
+        py::arg("out"), py::arg("frequency"), py::arg("sigma_x"), py::arg("sigma_y"),
+        py::arg("theta"), py::arg("phase"));
+  m.def("gabor_bank_backward", &gabor_bank_backward_entry,
+        "Gradients of gabor_bank wrt its five (F,) parameters, written into the grad_* tensors.",
+        py::arg("grad_out"), py::arg("frequency"), py::arg("sigma_x"), py::arg("sigma_y"),
+        py::arg("theta"), py::arg("phase"), py::arg("grad_frequency"), py::arg("grad_sigma_x"),
+        py::arg("grad_sigma_y"), py::arg("grad_theta"), py::arg("grad_phase"));
   m.def("build_info", &build_info, "How this extension was built.");
 }

@@ -1,11 +1,15 @@
 """robustops: fused kernels, drop-in layers and evaluators for robust vision models.
 
 Functional ops: ``robustops.pgd_step``, ``robustops.pgd_step_`` (in place),
-``robustops.random_init``. Backends: ``robustops.backend`` (``available()``, ``use()``).
+``robustops.random_init``, ``robustops.gabor_bank`` (V1 filter banks),
+``robustops.v1_response`` (the fused V1 epilogue). Modules: ``robustops.nn``. Backends: ``robustops.backend`` (``available()``, ``use()``).
 """
 from . import backend
 from .ops import pgd_step, pgd_step_, pgd_step_reference
+from .ops.gabor_bank import gabor_bank
+from .ops.v1_response import v1_response
 from .random_init import random_init
 
 __version__ = "0.1.0"
-__all__ = ["backend", "pgd_step", "pgd_step_", "pgd_step_reference", "random_init", "__version__"]
+__all__ = ["backend", "gabor_bank", "pgd_step", "pgd_step_", "pgd_step_reference", "random_init",
+           "v1_response", "__version__"]

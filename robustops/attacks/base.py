@@ -22,7 +22,7 @@ from ..counter_rng import sample_index
 from ..ops.pgd_step import normalize_norm
 from ..random_init import random_init
 from .losses import attack_loss, check_loss_name
-from .model_state import MODES, attack_state
+from .model_state import MODES, attack_state, default_eot_samples
 
 State = Dict[str, Union[Tensor, float]]
 Eps = Union[float, Tensor]
@@ -57,8 +57,9 @@ class Attack:
     model: any nn.Module returning logits (B, K); eps: float or (B,) tensor;
     norm: 'linf' | 'l2'; loss: 'ce' | 'margin' | 'dlr'; lo, hi: the image box;
     model_mode: 'eval' | 'train' | 'as_is' during the attack (restored after);
-    eot_samples: gradients averaged over this many forward passes (stochastic
-    models); restarts: independent random starts; seed: keys every random draw;
+    eot_samples: gradients averaged over this many forward passes; None (default):
+    8 for a model that declares itself stochastic (a submodule with `stochastic =
+    True`, e.g. VOneBlock with fresh noise), else 1; restarts: independent random starts; seed: keys every random draw;
     channels_last: attack 4-D images in channels_last layout (oneDNN/cuDNN run
     convolutions ~1.2-1.6x faster so, whatever the model's own layout; results
     come back in the caller's layout).
@@ -68,7 +69,7 @@ class Attack:
 
     def __init__(self, model: nn.Module, *, eps: Eps = 8 / 255, norm="linf", loss: str = "ce",
                  random_start: bool = True, restarts: int = 1, lo: float = 0.0, hi: float = 1.0,
-                 model_mode: str = "eval", eot_samples: int = 1, seed: int = 0,
+                 model_mode: str = "eval", eot_samples: Optional[int] = None, seed: int = 0,
                  channels_last: bool = True):
         if not callable(model):
             raise TypeError(f"model must be an nn.Module returning logits, got {type(model).__name__}")
@@ -84,7 +85,7 @@ class Attack:
         if model_mode not in MODES:
             raise ValueError(f"model_mode must be one of {', '.join(MODES)}, got {model_mode!r}")
         self.model_mode = model_mode
-        self.eot_samples = _check_positive_int(eot_samples, "eot_samples")
+        self.eot_samples = _check_positive_int(default_eot_samples(model, eot_samples), "eot_samples")
         if not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.seed = seed

@@ -8,6 +8,22 @@ import torch
 
 MODES = ("eval", "train", "as_is")
 
+# EOT draws an attack uses by default on a model that declares itself stochastic.
+STOCHASTIC_EOT_SAMPLES = 8
+
+
+def is_stochastic(model: torch.nn.Module) -> bool:
+    """True when some submodule declares `stochastic = True` (e.g. a VOneBlock with fresh
+    noise): two forward passes on one input differ, so gradients need EOT."""
+    return any(bool(getattr(m, "stochastic", False)) for m in model.modules())
+
+
+def default_eot_samples(model, eot_samples):
+    """eot_samples as given, or (None) STOCHASTIC_EOT_SAMPLES for a stochastic model, else 1."""
+    if eot_samples is not None:
+        return eot_samples
+    return STOCHASTIC_EOT_SAMPLES if isinstance(model, torch.nn.Module) and is_stochastic(model) else 1
+
 
 @contextlib.contextmanager
 def attack_state(model: torch.nn.Module, mode: str = "eval") -> Iterator[torch.nn.Module]:

@@ -1,6 +1,7 @@
 """Training objectives, pluggable into the Trainer (subclass Objective for your own)."""
 from .base import Objective
 from .ce import CrossEntropy
+from .distillation import Distillation
 from .fast_at import FastAT
 from .free_at import FreeAT
 from .mat import MAT
@@ -9,4 +10,4 @@ from .trades import TRADES
 
 OBJECTIVES = {c.name: c for c in (CrossEntropy, PGDAT, TRADES, MAT, FastAT, FreeAT)}
 
-__all__ = ["Objective", "CrossEntropy", "PGDAT", "TRADES", "MAT", "FastAT", "FreeAT", "OBJECTIVES"]
+__all__ = ["Objective", "CrossEntropy", "PGDAT", "TRADES", "MAT", "FastAT", "FreeAT", "Distillation", "OBJECTIVES"]

@@ -1,0 +1,200 @@
+"""VOneBlock: a V1 front-end (fixed Gabor bank, simple/complex cells, neuronal noise).
+
+A drop-in replacement for VOneNet's block with the same constructor knobs. The
+bank is computed with the structure exploited (robustops/nn/gabor_conv.py: one
+grouped convolution, quadrature filters only for complex channels) and the
+epilogue is the fused `v1_response` op (one pass, counter-based noise keyed by
+the global sample index). `dense_forward` is VOneNet's own formulation (two
+dense convolutions, eager epilogue) with the same parameters: the oracle of the
+tests and the baseline of the benchmarks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..counter_rng import sample_index
+from ..models.gabor_parameters import gabor_filter_parameters, sample_gabor_parameters
+from ..ops.gabor_bank import gabor_bank
+from ..ops.v1_response import V1_NOISE_STREAM, v1_response
+from ..counter_rng import counter_normal
+from .gabor_conv import GaborConvPlan, dense_gabor_weight
+
+NOISE_MODES = ("off", "fixed", "fresh")
+_PARAMS = ("frequency", "sigma_x", "sigma_y", "theta", "phase")
+
+
+class VOneBlock(nn.Module):
+    """V1 front-end. x: (B, in_channels, H, W) in [0, 1] -> (B, simple + complex, H/stride, W/stride).
+
+    Knobs as VOneNet: sf_corr, sf_min, sf_max (cycles/deg), rand_param, gabor_seed,
+    simple_channels, complex_channels, noise_scale, noise_level, k_exc, ksize, stride,
+    image_size, visual_degrees. noise_mode: 'fresh' (VOneNet's neuronal noise, new draws
+    every call: the block is stochastic), 'fixed' (noise keyed by noise_seed and the
+    global sample index: reproducible, the same sample gets the same noise whatever
+    the batch split) or 'off'. learnable: the Gabor parameters become nn.Parameters and
+    the bank is regenerated (differentiably) every call; frozen by default, as VOneNet.
+    normalize: map [0, 1] inputs to [-1, 1] (VOneNet's mean = std = 0.5) first.
+    """
+
+    def __init__(self, *, sf_corr: float = 0.75, sf_max: float = 6.0, sf_min: float = 0.0,
+                 rand_param: bool = False, gabor_seed: int = 0, simple_channels: int = 256,
+                 complex_channels: int = 256, noise_mode: str = "fresh", noise_scale: float = 0.35,
+                 noise_level: float = 0.07, noise_seed: int = 0, k_exc: float = 25.0,
+                 ksize: int = 25, stride: int = 4, image_size: int = 224,
+                 visual_degrees: float = 8.0, in_channels: int = 3, learnable: bool = False,
+                 normalize: bool = True):
+        super().__init__()
+        for name, v, lo in (("simple_channels", simple_channels, 0),
+                            ("complex_channels", complex_channels, 0), ("ksize", ksize, 1),
+                            ("stride", stride, 1), ("in_channels", in_channels, 1),
+                            ("image_size", image_size, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"VOneBlock: {name} must be an int >= {lo}, got {v!r}")
+        if simple_channels + complex_channels == 0:
+            raise ValueError("VOneBlock: simple_channels + complex_channels must be > 0")
+        if ksize % 2 == 0:
+            raise ValueError(f"VOneBlock: ksize must be odd (a centred filter), got {ksize}")
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"VOneBlock: noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if not (math.isfinite(noise_scale) and noise_scale > 0):
+            raise ValueError(f"VOneBlock: noise_scale must be finite and > 0, got {noise_scale}")
+        self.simple_channels, self.complex_channels = simple_channels, complex_channels
+        self.out_channels = simple_channels + complex_channels
+        self.in_channels, self.ksize, self.stride = in_channels, ksize, stride
+        self.padding = ksize // 2
+        self.noise_mode, self.noise_seed = noise_mode, int(noise_seed)
+        self.noise_scale, self.noise_level, self.k_exc = float(noise_scale), float(noise_level), float(k_exc)
+        self.image_size, self.visual_degrees = image_size, float(visual_degrees)
+        self.gabor_seed, self.learnable, self.normalize = int(gabor_seed), bool(learnable), bool(normalize)
+        self.config = dict(sf_corr=sf_corr, sf_max=sf_max, sf_min=sf_min, rand_param=rand_param,
+                           gabor_seed=gabor_seed, simple_channels=simple_channels,
+                           complex_channels=complex_channels, noise_mode=noise_mode,
+                           noise_scale=noise_scale, noise_level=noise_level, noise_seed=noise_seed,
+                           k_exc=k_exc, ksize=ksize, stride=stride, image_size=image_size,
+                           visual_degrees=visual_degrees, in_channels=in_channels,
+                           learnable=learnable, normalize=normalize)
+
+        bio = sample_gabor_parameters(self.out_channels, seed=self.gabor_seed, rand_param=rand_param,
+                                      sf_corr=sf_corr, sf_min=sf_min, sf_max=sf_max)
+        self.biological = {k: v.float() for k, v in bio.items()}
+        filt = gabor_filter_parameters(bio, image_size=image_size, visual_degrees=visual_degrees)
+        for name in _PARAMS:
+            t = filt[name].float()
+            if self.learnable:
+                setattr(self, name, nn.Parameter(t))
+            else:
+                self.register_buffer(name, t)
+        # Each output channel reads one input channel, drawn by its own generator.
+        g = torch.Generator().manual_seed(self.gabor_seed)
+        self.register_buffer("channel_of_filter", torch.randint(0, in_channels, (self.out_channels,),
+                                                                generator=g))
+        # The filters: q0 of every channel, then q1 of the complex channels.
+        c = self.out_channels
+        self.plan = GaborConvPlan(torch.cat([self.channel_of_filter,
+                                             self.channel_of_filter[simple_channels:]]), in_channels)
+        self._q0_filters = torch.arange(c)
+        self._q1_filters = torch.arange(c, c + complex_channels)
+        if not self.learnable:
+            with torch.no_grad():
+                self.register_buffer("weight", self.plan.weight(torch.cat(self.filters())))
+
+    @property
+    def stochastic(self) -> bool:
+        """True when two calls on the same input differ (attacks then average with EOT)."""
+        return self.noise_mode == "fresh"
+
+    def filters(self):
+        """(C, k, k) q0 filters and (Cc, k, k) quadrature (phase + 90 deg) filters."""
+        p = [getattr(self, n) for n in _PARAMS]
+        w0 = gabor_bank(*p, self.ksize)
+        s = self.simple_channels
+        cp = [t[s:] for t in p]
+        w1 = gabor_bank(*cp[:4], cp[4] + math.pi / 2, self.ksize)
+        return w0, w1
+
+    def _noise_seed(self) -> int:
+        if self.noise_mode == "fresh":
+            # Fresh draws from torch's generator: seeded runs stay reproducible.
+            return int(torch.randint(0, 2**62, (1,)))
+        return self.noise_seed
+
+    def _check(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim != 4:
+            raise TypeError("VOneBlock: x must be a floating (B, C, H, W) tensor of images in [0, 1]")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"VOneBlock: x has {x.shape[1]} channels, the block was built for "
+                             f"{self.in_channels} (in_channels=...)")
+
+    def forward(self, x: Tensor, index: Union[None, int, Tensor] = None) -> Tensor:
+        """index: global sample indices keying the noise (None: 0..B-1, or an int offset)."""
+        self._check(x)
+        if self.normalize:
+            x = (x - 0.5) / 0.5
+        weight = self.plan.weight(torch.cat(self.filters())) if self.learnable else self.weight
+        y = self.plan.convolve(x, weight, self.stride, self.padding)
+        return self.respond(y, self.plan, self._q0_filters, self._q1_filters, index)
+
+    def respond(self, y: Tensor, plan: GaborConvPlan, q0_filters: Tensor, q1_filters: Tensor,
+                index: Union[None, int, Tensor] = None) -> Tensor:
+        """The cells' response from y = plan.convolve(...), whose filters q0_filters /
+        q1_filters (indices into plan's filters) are this block's q0 / q1 filters (a
+        fused ensemble front-end shares one plan among several blocks)."""
+        q0 = y.index_select(1, plan.slots(q0_filters, y.device))
+        q1 = y.index_select(1, plan.slots(q1_filters, y.device))
+        noise = self.noise_mode != "off"
+        return v1_response(q0, q1, k_exc=self.k_exc, noise_scale=self.noise_scale,
+                           noise_level=self.noise_level, noise=noise,
+                           seed=self._noise_seed() if noise else 0,
+                           index=index if noise else None)
+
+    def extra_repr(self) -> str:
+        return (f"simple={self.simple_channels}, complex={self.complex_channels}, "
+                f"ksize={self.ksize}, stride={self.stride}, noise_mode={self.noise_mode!r}, "
+                f"gabor_seed={self.gabor_seed}, learnable={self.learnable}")
+
+
+def dense_weights(block: VOneBlock):
+    """VOneNet's two dense (C, in_channels, k, k) weights of `block`: q0 and q1 of every
+    channel (zero except at each filter's input channel)."""
+    with torch.no_grad():
+        p = [getattr(block, n) for n in _PARAMS]
+        w0 = gabor_bank(*p, block.ksize)
+        w1 = gabor_bank(*p[:4], p[4] + math.pi / 2, block.ksize)  # VOneNet computes q1 for all
+        chn = block.channel_of_filter
+        return (dense_gabor_weight(w0, chn, block.in_channels),
+                dense_gabor_weight(w1, chn, block.in_channels))
+
+
+def dense_forward(block: VOneBlock, x: Tensor, index: Union[None, int, Tensor] = None,
+                  seed: Optional[int] = None, weights=None, normal=None) -> Tensor:
+    """VOneNet's formulation of `block`: two dense convolutions for q0 and q1 of every
+    channel, then the eager epilogue (as VOneNet's gabors_f and noise_f).
+
+    The noise is the block's (counter-based, keyed by seed, default the block's
+    noise_seed, and index) unless normal(out) supplies it (VOneNet draws torch.randn).
+    weights: dense_weights(block), precomputed (as VOneNet's frozen convolutions are).
+    """
+    if block.normalize:
+        x = (x - 0.5) / 0.5
+    w0, w1 = dense_weights(block) if weights is None else weights
+    s = block.simple_channels
+    q0 = F.conv2d(x, w0, stride=block.stride, padding=block.padding)
+    q1 = F.conv2d(x, w1, stride=block.stride, padding=block.padding)
+    c = torch.sqrt(q0[:, s:] ** 2 + q1[:, s:] ** 2) / math.sqrt(2)
+    out = block.k_exc * torch.cat((F.relu(q0[:, :s]), c), 1)
+    if block.noise_mode != "off":
+        if normal is None:
+            idx = sample_index(x.shape[0], index, x.device)
+            n = counter_normal(block.noise_seed if seed is None else seed, V1_NOISE_STREAM, idx,
+                               out[0].numel(), torch.float64).view_as(out).to(out.dtype)
+        else:
+            n = normal(out)
+        out = out * block.noise_scale + block.noise_level
+        out = out + n * torch.sqrt(F.relu(out.clone()) + 1e-4)
+        out = (out - block.noise_level) / block.noise_scale
+    return F.relu(out)

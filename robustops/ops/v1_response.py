@@ -1,0 +1,337 @@
+"""v1_response: the fused VOneNet V1 epilogue (METHODS.md section 3), forward and backward.
+
+Given the Gabor responses of a V1 front-end, q0 (B, S + Cc, H, W) at phase phi for
+all channels (S simple, then Cc complex) and q1 (B, Cc, H, W) at phi + 90 deg for
+the complex channels only:
+
+    simple  x = k_exc * relu(q0[:, :S])
+    complex x = k_exc * sqrt(q0[:, S:]^2 + q1^2) / sqrt(2)
+    noise:  r = s x + l;  r = r + n * sqrt(relu(r) + 1e-4);  x = relu((r - l) / s)
+
+with s = noise_scale, l = noise_level. n is a standard normal from the counter-based
+generator (robustops.counter_rng) keyed by (seed, global sample index, logical
+NCHW offset c*H*W + h*W + w) on the fixed stream V1_NOISE_STREAM (normals from
+counter streams 2*V1_NOISE_STREAM and 2*V1_NOISE_STREAM + 1): a sample gets the
+same noise whatever its batch, its memory layout, the backend or the number of
+processes. Without noise the output is x (>= 0, so VOneNet's final ReLU is a no-op).
+
+One pass over the data instead of ~8 eager ones, and no noise tensor: the backward
+recomputes n from the counter and saves only q0, q1 and the scalars.
+
+Gradients: n is a constant; sqrt(relu(r) + 1e-4) is differentiated (as in VOneNet,
+whose noise term stays in the graph); relu'(0) = 0; the complex cell's gradient is
+0 where q0 = q1 = 0 (no NaN).
+
+Layouts and dtypes: contiguous NCHW or channels_last (q0 and q1 alike) run as they
+are and the output follows q0's memory format; anything else is made contiguous.
+float32 and float64 compute in their own precision; float16/bfloat16 compute in
+float32 and return their dtype. NaN/Inf inputs are not checked (they propagate).
+
+Layers: this file holds the custom ops (``robustops::v1_response``,
+``robustops::v1_response_backward``), the plain-PyTorch references (the oracle and
+fallback), fake kernels, autograd and all input validation. The kernels live in
+kernels/v1_response.h (math), csrc/cpu/v1_response.cpp, csrc/cuda/v1_response.cu
+and robustops/triton/v1_response.py.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from .. import backend
+from ..counter_rng import counter_normal, sample_index
+from .counter_rng import stream_base
+from .pgd_step import _direct_call_ok, _opmath
+
+__all__ = ["v1_response", "v1_response_reference", "v1_response_backward_reference",
+           "V1_NOISE_STREAM"]
+
+OP = "v1_response"
+BACKENDS = ("reference", "cpp", "cuda", "triton")
+# Counter stream of the V1 noise ("V1" in ASCII): far from the small stream ids that
+# random_init and the corruptions use, so the same seed never reuses their numbers.
+V1_NOISE_STREAM = 0x5631
+INV_SQRT2 = 0.70710678118654752440
+NOISE_EPS = 1e-4
+_M64 = (1 << 64) - 1
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def noise_bases(seed: int) -> tuple[int, int]:
+    """The two 32-bit counter keys of the noise normals (Box-Muller's two uniforms)."""
+    return stream_base(seed, 2 * V1_NOISE_STREAM), stream_base(seed, 2 * V1_NOISE_STREAM + 1)
+
+
+def _memory_format(t: Tensor) -> torch.memory_format:
+    if t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _noise_normals(shape, seed: int, index: Tensor, ct: torch.dtype) -> Tensor:
+    """(B, C0, H, W) standard normals in logical NCHW order, float64 rounded to ct."""
+    numel = math.prod(shape[1:])
+    n = counter_normal(seed, V1_NOISE_STREAM, index, numel, torch.float64)
+    return n.reshape(shape).to(ct)
+
+
+def _cells(a: Tensor, b: Tensor, k: float) -> Tensor:
+    """x before noise, in the compute type: simple channels then complex ones."""
+    s = a.shape[1] - b.shape[1]
+    simple = k * torch.relu(a[:, :s])
+    ac = a[:, s:]
+    cplx = k * torch.sqrt(ac * ac + b * b) * INV_SQRT2
+    return torch.cat([simple, cplx], dim=1)
+
+
+def v1_response_reference(q0: Tensor, q1: Tensor, k_exc: float = 25.0, noise_scale: float = 0.35,
+                          noise_level: float = 0.07, noise: bool = True, seed: int = 0,
+                          index: Optional[Tensor] = None) -> Tensor:
+    """Plain-PyTorch v1_response: the oracle for every backend (no validation).
+
+    q0: (B, S + Cc, H, W), q1: (B, Cc, H, W) floating; index: (B,) int64 global sample
+    indices (needed when noise is on). Returns (B, S + Cc, H, W) in q0's dtype and
+    memory format, computed in float32 (float64 for float64). Differentiable by
+    torch autograd except at q0 = q1 = 0 of complex channels (sqrt'(0)).
+    """
+    ct = _opmath(q0.dtype)
+    x = _cells(q0.to(ct), q1.to(ct), k_exc)
+    if noise:
+        n = _noise_normals(tuple(q0.shape), seed, index, ct)
+        s, lv = noise_scale, noise_level
+        r0 = s * x + lv
+        r = r0 + n * torch.sqrt(torch.relu(r0) + NOISE_EPS)
+        x = torch.relu((r - lv) / s)
+    return x.to(q0.dtype).contiguous(memory_format=_memory_format(q0))
+
+
+def v1_response_backward_reference(grad_out: Tensor, q0: Tensor, q1: Tensor, k_exc: float,
+                                   noise_scale: float, noise_level: float, noise: bool,
+                                   seed: int, index: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Analytic (grad_q0, grad_q1) of v1_response in plain PyTorch (same scalars as forward).
+
+    grad_out: (B, S + Cc, H, W). Returns tensors shaped, typed and laid out like q0, q1.
+    """
+    ct = _opmath(q0.dtype)
+    a, b, g = q0.to(ct), q1.to(ct), grad_out.to(ct)
+    s_ch = a.shape[1] - b.shape[1]
+    k = k_exc
+    if noise:
+        n = _noise_normals(tuple(q0.shape), seed, index, ct)
+        s, lv = noise_scale, noise_level
+        r0 = s * _cells(a, b, k) + lv
+        root = torch.sqrt(torch.relu(r0) + NOISE_EPS)
+        r = r0 + n * root
+        active = ((r - lv) / s > 0).to(ct)
+        droot = (r0 > 0).to(ct) * 0.5 / root
+        g = g * (active * (1.0 + n * droot))
+    g_simple = g[:, :s_ch] * k * (a[:, :s_ch] > 0).to(ct)
+    ac = a[:, s_ch:]
+    e = torch.sqrt(ac * ac + b * b)
+    inv = torch.where(e > 0, 1.0 / torch.where(e > 0, e, torch.ones_like(e)), torch.zeros_like(e))
+    f = g[:, s_ch:] * k * INV_SQRT2 * inv
+    g0 = torch.cat([g_simple, f * ac], dim=1)
+    return (g0.to(q0.dtype).contiguous(memory_format=_memory_format(q0)),
+            (f * b).to(q1.dtype).contiguous(memory_format=_memory_format(q1)))
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def _channels_last(*ts: Tensor) -> Optional[bool]:
+    """False: all contiguous NCHW; True: all channels_last; None: copies needed."""
+    if all(t.is_contiguous() for t in ts):
+        return False
+    if all(t.is_contiguous(memory_format=torch.channels_last) for t in ts):
+        return True
+    return None
+
+
+def _kernel_args(q0: Tensor, q1: Tensor, index: Optional[Tensor], k_exc: float,
+                 noise_scale: float, noise_level: float, noise: bool, seed: int) -> tuple:
+    b1, b2 = noise_bases(seed) if noise else (0, 0)
+    idx = index.contiguous() if noise else None
+    return (idx, q0.shape[1] - q1.shape[1], float(k_exc), float(noise_scale),
+            float(noise_level), bool(noise), b1, b2)
+
+
+def _run_forward(out: Tensor, q0: Tensor, q1: Tensor, index: Optional[Tensor], k_exc: float,
+                 noise_scale: float, noise_level: float, noise: bool, seed: int) -> None:
+    """Write v1_response(q0, q1) into `out` (empty_like(q0)) with the chosen backend."""
+    name = backend.resolve(q0.device, OP, BACKENDS)
+    if name == "reference":
+        out.copy_(v1_response_reference(q0, q1, k_exc, noise_scale, noise_level, noise, seed,
+                                        index))
+        return
+    if out.numel() == 0:
+        return
+    args = _kernel_args(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
+    cl = _channels_last(out, q0, q1)
+    target = out
+    if cl is None:  # neither layout: the kernels walk dense NCHW
+        cl, q0, q1 = False, q0.contiguous(), q1.contiguous()
+        target = torch.empty(out.shape, dtype=out.dtype, device=out.device)
+    if name == "triton":
+        from ..triton.v1_response import v1_response_triton
+        v1_response_triton(target, q0, q1, *args, cl)
+    else:
+        backend.extension().v1_response(target, q0, q1, *args, cl)
+    if target is not out:
+        out.copy_(target)
+
+
+def _run_backward(gq0: Tensor, gq1: Tensor, grad_out: Tensor, q0: Tensor, q1: Tensor,
+                  index: Optional[Tensor], k_exc: float, noise_scale: float, noise_level: float,
+                  noise: bool, seed: int) -> None:
+    """Write the gradients into gq0 (empty_like(q0)) and gq1 (empty_like(q1))."""
+    name = backend.resolve(q0.device, OP, BACKENDS)
+    if name == "reference":
+        r0, r1 = v1_response_backward_reference(grad_out, q0, q1, k_exc, noise_scale,
+                                                noise_level, noise, seed, index)
+        gq0.copy_(r0)
+        gq1.copy_(r1)
+        return
+    if q0.numel() == 0:
+        return
+    args = _kernel_args(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
+    # Autograd often hands over expanded or differently strided gradients.
+    go = grad_out
+    if go.dtype != q0.dtype or go.stride() != q0.stride():
+        go = torch.empty_like(q0)
+        go.copy_(grad_out)
+    cl = _channels_last(gq0, gq1, go, q0, q1)
+    t0, t1 = gq0, gq1
+    if cl is None:
+        cl, go, q0, q1 = False, go.contiguous(), q0.contiguous(), q1.contiguous()
+        t0 = torch.empty(q0.shape, dtype=q0.dtype, device=q0.device)
+        t1 = torch.empty(q1.shape, dtype=q1.dtype, device=q1.device)
+    if name == "triton":
+        from ..triton.v1_response import v1_response_backward_triton
+        v1_response_backward_triton(t0, t1, go, q0, q1, *args, cl)
+    else:
+        backend.extension().v1_response_backward(t0, t1, go, q0, q1, *args, cl)
+    if t0 is not gq0:
+        gq0.copy_(t0)
+        gq1.copy_(t1)
+
+
+# ----------------------------------------------------------------------------- custom ops
+
+
+@torch.library.custom_op("robustops::v1_response", mutates_args=())
+def _v1_response_op(q0: Tensor, q1: Tensor, index: Optional[Tensor], k_exc: float,
+                    noise_scale: float, noise_level: float, noise: bool, seed: int) -> Tensor:
+    out = torch.empty_like(q0)
+    _run_forward(out, q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
+    return out
+
+
+@_v1_response_op.register_fake
+def _(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed):
+    return torch.empty_like(q0)
+
+
+@torch.library.custom_op("robustops::v1_response_backward", mutates_args=())
+def _v1_response_backward_op(grad_out: Tensor, q0: Tensor, q1: Tensor, index: Optional[Tensor],
+                             k_exc: float, noise_scale: float, noise_level: float, noise: bool,
+                             seed: int) -> tuple[Tensor, Tensor]:
+    gq0, gq1 = torch.empty_like(q0), torch.empty_like(q1)
+    _run_backward(gq0, gq1, grad_out, q0, q1, index, k_exc, noise_scale, noise_level, noise,
+                  seed)
+    return gq0, gq1
+
+
+@_v1_response_backward_op.register_fake
+def _(grad_out, q0, q1, index, k_exc, noise_scale, noise_level, noise, seed):
+    return torch.empty_like(q0), torch.empty_like(q1)
+
+
+def _setup_context(ctx, inputs, output):
+    q0, q1, index, k_exc, noise_scale, noise_level, noise, seed = inputs
+    # Only the inputs: the noise is recomputed from the counter in backward.
+    ctx.save_for_backward(q0, q1, index)
+    ctx.scalars = (k_exc, noise_scale, noise_level, noise, seed)
+
+
+def _backward(ctx, grad_out):
+    q0, q1, index = ctx.saved_tensors
+    gq0, gq1 = _v1_response_backward_op(grad_out, q0, q1, index, *ctx.scalars)
+    return gq0, gq1, None, None, None, None, None, None
+
+
+_v1_response_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _real(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(float(v)):
+        raise ValueError(f"v1_response: {name} must be a finite real number, got {v!r}")
+    return float(v)
+
+
+def _validate(q0, q1, k_exc, noise_scale, noise_level, noise, seed):
+    for name, t in (("q0", q0), ("q1", q1)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"v1_response: {name} must be a tensor, got {type(t).__name__}")
+        if t.ndim != 4:
+            raise ValueError(f"v1_response: {name} must be 4-D (B, C, H, W), got shape "
+                             f"{tuple(t.shape)}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"v1_response: {name} must be float32, float64, float16 or "
+                             f"bfloat16, got {t.dtype}")
+    if q1.dtype != q0.dtype:
+        raise ValueError(f"v1_response: q1 has dtype {q1.dtype} but q0 has {q0.dtype}; "
+                         "they must match")
+    if q1.device != q0.device:
+        raise ValueError(f"v1_response: q1 is on {q1.device} but q0 is on {q0.device}")
+    if (q1.shape[0], q1.shape[2], q1.shape[3]) != (q0.shape[0], q0.shape[2], q0.shape[3]) \
+            or q1.shape[1] > q0.shape[1]:
+        raise ValueError(
+            f"v1_response: q1 must be (B, Cc, H, W) with q0's B, H, W and Cc <= q0's "
+            f"channels (q0 = simple then complex channels); got q0 {tuple(q0.shape)}, "
+            f"q1 {tuple(q1.shape)}")
+    k_exc = _real(k_exc, "k_exc")
+    noise_scale = _real(noise_scale, "noise_scale")
+    if noise_scale <= 0:
+        raise ValueError(f"v1_response: noise_scale must be > 0, got {noise_scale}")
+    noise_level = _real(noise_level, "noise_level")
+    if not isinstance(noise, bool):
+        raise ValueError(f"v1_response: noise must be a bool, got {noise!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"v1_response: seed must be an int, got {seed!r}")
+    # The op schema takes int64: fold the seed to the 64 bits stream_base uses anyway.
+    seed = ((seed & _M64) ^ (1 << 63)) - (1 << 63)
+    return k_exc, noise_scale, noise_level, seed
+
+
+def v1_response(q0: Tensor, q1: Tensor, *, k_exc: float = 25.0, noise_scale: float = 0.35,
+                noise_level: float = 0.07, noise: bool = True, seed: int = 0,
+                index: Union[None, int, Tensor] = None) -> Tensor:
+    """Fused V1 epilogue: simple/complex cells, gain k_exc and counter-based neuronal noise.
+
+    q0: (B, S + Cc, H, W) phase-phi Gabor responses (S simple channels, then Cc complex);
+    q1: (B, Cc, H, W) quadrature responses of the complex channels (Cc may be 0), same
+    dtype/device/layout. noise_scale (> 0), noise_level: the noise's s and l; seed: any
+    int; index: global sample indices (None: 0..B-1, an int offset, or a (B,) tensor).
+    Returns (B, S + Cc, H, W) in q0's dtype and memory format; differentiable in q0, q1.
+    """
+    k_exc, noise_scale, noise_level, seed = _validate(q0, q1, k_exc, noise_scale, noise_level,
+                                                      noise, seed)
+    batch = q0.shape[0]
+    idx = sample_index(batch, index, q0.device) if (noise or index is not None) else None
+    if not noise:
+        idx = None  # validated, but unused: keep it out of the graph
+    if _direct_call_ok(q0, q1, idx, inplace=False):
+        out = torch.empty_like(q0)
+        _run_forward(out, q0, q1, idx, k_exc, noise_scale, noise_level, noise, seed)
+        return out
+    return _v1_response_op(q0, q1, idx, k_exc, noise_scale, noise_level, noise, seed)

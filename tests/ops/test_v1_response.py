@@ -1,0 +1,327 @@
+"""v1_response: every backend against the plain-PyTorch reference, gradients, noise, contract."""
+import math
+import os
+
+import pytest
+import torch
+
+from robustops import backend, v1_response
+from robustops.counter_rng import counter_normal
+from robustops.ops.v1_response import (V1_NOISE_STREAM, noise_bases,
+                                       v1_response_backward_reference, v1_response_reference)
+from robustops.testing import assert_close
+
+K, S_, L_ = 25.0, 0.35, 0.07
+CHANNELS = [(3, 2), (0, 3), (4, 0)]  # (simple S, complex Cc)
+
+
+def inputs(s, cc, dtype=torch.float64, layout="contiguous", batch=2, h=5, w=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q0 = torch.randn(batch, s + cc, h, w, generator=g, dtype=torch.float64)
+    q1 = torch.randn(batch, cc, h, w, generator=g, dtype=torch.float64)
+    q0, q1 = q0.to(dtype), q1.to(dtype)
+    if layout == "channels_last":
+        q0, q1 = (t.contiguous(memory_format=torch.channels_last) for t in (q0, q1))
+    elif layout == "strided":  # every other column of a wider tensor: not dense
+        q0, q1 = (torch.cat([t, t], dim=-1)[..., ::2] for t in (q0, q1))
+    return q0, q1
+
+
+def assert_output_close(actual, expected, msg=""):
+    """assert_close, with float32's absolute tolerance scaled to the responses' size.
+
+    The noise's inverse affine (r - l) / s cancels where r is close to l, so float32
+    results (FMA-contracted in the kernels, not in eager PyTorch) may differ by a few
+    ulp of s x + l, divided by s: an absolute error that grows with x.
+    """
+    if expected.dtype == torch.float32 and expected.numel():
+        atol = 1e-6 * max(1.0, expected.abs().max().item())
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=atol,
+                                   msg=(lambda m: f"{msg}: {m}") if msg else None)
+    else:
+        assert_close(actual, expected, msg)
+
+
+def reference(q0, q1, noise, seed=3, index=None, **kw):
+    index = torch.arange(q0.shape[0]) if index is None else index
+    return v1_response_reference(q0, q1, K, S_, L_, noise, seed, index, **kw)
+
+
+def reference_grads(go, q0, q1, noise, seed=3):
+    return v1_response_backward_reference(go, q0, q1, K, S_, L_, noise, seed,
+                                          torch.arange(q0.shape[0]))
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def test_reference_formula_and_noise_stream():
+    q0, q1 = inputs(3, 2)
+    x = torch.cat([K * q0[:, :3].relu(), K * (q0[:, 3:] ** 2 + q1 ** 2).sqrt() / math.sqrt(2)], 1)
+    assert_close(reference(q0, q1, noise=False), x)
+    n = counter_normal(3, V1_NOISE_STREAM, torch.arange(2), q0[0].numel(), torch.float64)
+    r = S_ * x + L_
+    r = r + n.reshape(x.shape) * torch.sqrt(r.relu() + 1e-4)
+    assert_close(reference(q0, q1, noise=True), ((r - L_) / S_).relu())
+    assert noise_bases(3)[0] != noise_bases(3)[1]
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_reference_backward_matches_autograd(noise):
+    q0, q1 = inputs(3, 2, h=4, w=4)
+    a, b = q0.clone().requires_grad_(), q1.clone().requires_grad_()
+    out = reference(a, b, noise)
+    go = torch.randn_like(out)
+    ga, gb = torch.autograd.grad(out, (a, b), go)
+    r0, r1 = reference_grads(go, q0, q1, noise)
+    assert_close(r0, ga)
+    assert_close(r1, gb)
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_backend_matches_reference(kernel_backend, dtype, layout, noise, channels):
+    s, cc = channels
+    q0, q1 = inputs(s, cc, dtype, layout)
+    ref = reference(q0, q1, noise)
+    go = torch.randn(ref.shape, dtype=dtype)  # contiguous: differs from out's strides for CL
+    r0, r1 = reference_grads(go, q0, q1, noise)
+    a, b = q0.clone().requires_grad_(), q1.clone().requires_grad_()
+    out = v1_response(a, b, seed=3, noise=noise)
+    assert out.dtype == dtype and out.shape == q0.shape
+    if layout == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert out.is_contiguous()
+    msg = f"{kernel_backend} {dtype} {layout} noise={noise} S,Cc={channels}"
+    assert_output_close(out, ref, msg)
+    out.backward(go)
+    assert_close(a.grad, r0, msg + " grad_q0")
+    if cc:
+        assert_close(b.grad, r1, msg + " grad_q1")
+    else:
+        assert b.grad.shape == q1.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpp_noise_matches_counter_normal_at_scale(dtype):
+    # The CPU kernel restates rng_normal's log/cos without libm (so it vectorises):
+    # check it on many draws; float64 also backward (float32 gradients can flip the
+    # final relu's mask where its input rounds across 0).
+    if "cpp" not in backend.available():
+        pytest.skip("cpp backend not available here")
+    q0, q1 = inputs(40, 24, dtype, batch=3, h=33, w=31)
+    idx = torch.tensor([2**40 + 1, 7, 123456])
+    ref = reference(q0, q1, True, index=idx)
+    a, b = q0.clone().requires_grad_(), q1.clone().requires_grad_()
+    with backend.use("cpp"):
+        out = v1_response(a, b, seed=3, index=idx)
+    assert_output_close(out, ref)
+    if dtype == torch.float64:
+        go = torch.randn(ref.shape, dtype=dtype)
+        r0, r1 = v1_response_backward_reference(go, q0, q1, K, S_, L_, True, 3, idx)
+        with backend.use("cpp"):
+            out.backward(go)
+        assert_close(a.grad, r0)
+        assert_close(b.grad, r1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types_compute_in_float(kernel_backend, dtype):
+    q0, q1 = inputs(3, 2, dtype, "channels_last")
+    out = v1_response(q0, q1, seed=3)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert_close(out, reference(q0, q1, True))
+
+
+def test_complex_gradient_at_zero_is_zero(kernel_backend):
+    q0, q1 = inputs(2, 3)
+    q0[:, 2:], q1[:] = 0.0, 0.0
+    for noise in (False, True):
+        a, b = q0.clone().requires_grad_(), q1.clone().requires_grad_()
+        v1_response(a, b, seed=1, noise=noise).sum().backward()
+        assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+        assert (a.grad[:, 2:] == 0).all() and (b.grad == 0).all()
+
+
+@pytest.mark.parametrize("be", ["reference", "cpp", "triton"])
+def test_empty_batch(be):
+    if be not in backend.available():
+        pytest.skip(f"backend {be} not available here")
+    with backend.use(be):
+        a = torch.zeros(0, 5, 4, 4, requires_grad=True)
+        b = torch.zeros(0, 2, 4, 4, requires_grad=True)
+        out = v1_response(a, b)
+        assert out.shape == (0, 5, 4, 4)
+        out.sum().backward()
+        assert a.grad.shape == a.shape and b.grad.shape == b.shape
+
+
+# ----------------------------------------------------------------------------- autograd
+
+
+def _away_from_kinks(q0, q1):
+    # Keep the simple cells' relu and the complex cells' |q| off their kinks.
+    q0 = torch.where(q0.abs() < 0.1, q0.sign() * 0.1 + q0, q0)
+    return q0, q1 + 0.05
+
+
+@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gradcheck(noise, layout):
+    q0, q1 = _away_from_kinks(*inputs(3, 2, torch.float64, layout, h=3, w=3))
+    a, b = q0.requires_grad_(), q1.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, y: v1_response(x, y, seed=5, noise=noise, k_exc=2.0), (a, b))
+
+
+def test_opcheck():
+    q0, q1 = _away_from_kinks(*inputs(3, 2, torch.float32, "channels_last"))
+    idx = torch.tensor([4, 9])
+    fwd = torch.ops.robustops.v1_response.default
+    torch.library.opcheck(fwd, (q0.requires_grad_(), q1.requires_grad_(), idx, K, S_, L_, True, 7))
+    torch.library.opcheck(fwd, (q0.detach(), q1.detach(), None, K, S_, L_, False, 0))
+    bwd = torch.ops.robustops.v1_response_backward.default
+    go = torch.randn(q0.shape)
+    torch.library.opcheck(bwd, (go, q0.detach(), q1.detach(), idx, K, S_, L_, True, 7))
+
+
+def test_compiles_fullgraph_forward_backward():
+    torch._dynamo.reset()
+    q0, q1 = inputs(3, 2, torch.float32)
+
+    def f(a, b):
+        return (v1_response(a, b, seed=2, index=4) * 0.5).square().sum()
+
+    compiled = torch.compile(f, fullgraph=True)
+    grads = []
+    for fn in (compiled, f):
+        a, b = q0.clone().requires_grad_(), q1.clone().requires_grad_()
+        loss = fn(a, b)
+        loss.backward()
+        grads.append((loss.detach(), a.grad, b.grad))
+    for c, e in zip(*grads):
+        assert_close(c, e)
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+def _rectified_normal_moments(mu: float, sigma: float) -> tuple[float, float]:
+    """Mean and variance of relu(mu + sigma * N(0, 1))."""
+    z = mu / sigma
+    cdf = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    pdf = math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    m1 = mu * cdf + sigma * pdf
+    m2 = (mu * mu + sigma * sigma) * cdf + mu * sigma * pdf
+    return m1, m2 - m1 * m1
+
+
+@pytest.mark.parametrize("x", [0.0, 0.3, 2.0, 10.0])
+def test_noise_statistics(x):
+    # Constant rate x in 4 simple and 4 complex channels: y = relu(x + sigma n) with
+    # sigma = sqrt(s x + l + 1e-4) / s (s x + l > 0, so the inner relu never clips).
+    shape = (16, 8, 32, 32)
+    q0 = torch.full(shape, x / K, dtype=torch.float64)
+    q1 = torch.full((16, 4, 32, 32), x / K, dtype=torch.float64)  # k sqrt(2 a^2)/sqrt(2) = k a
+    for seed in (0, 1):
+        y = v1_response(q0, q1, seed=seed, index=1000 * seed)
+        n = y.numel()
+        mean, var = _rectified_normal_moments(x, math.sqrt(S_ * x + L_ + 1e-4) / S_)
+        se_mean = math.sqrt(var / n)
+        assert abs(y.mean().item() - mean) < 5 * se_mean, (y.mean().item(), mean)
+        assert abs(y.var().item() - var) < 5 * var * math.sqrt(2 / n) + 0.02 * var
+        # Simple and complex channels carry the same statistics.
+        assert abs(y[:, :4].mean().item() - y[:, 4:].mean().item()) < 10 * se_mean
+    y_off = v1_response(q0, q1, noise=False)
+    assert_close(y_off, torch.full(shape, x, dtype=torch.float64))
+    assert not torch.equal(v1_response(q0, q1, seed=0), v1_response(q0, q1, seed=1))
+
+
+def test_batch_split_invariance(kernel_backend):
+    q0, q1 = inputs(3, 2, torch.float32, batch=8)
+    full = v1_response(q0, q1, seed=9)
+    parts = torch.cat([v1_response(q0[:3], q1[:3], seed=9, index=0),
+                       v1_response(q0[3:], q1[3:], seed=9, index=3)])
+    assert torch.equal(full, parts)
+    perm = torch.tensor([6, 1, 4])
+    assert torch.equal(v1_response(q0[perm], q1[perm], seed=9, index=perm), full[perm])
+    assert torch.equal(v1_response(q0, q1, seed=9, index=torch.arange(8)), full)
+    # The noise is keyed by the logical NCHW offset: channels_last gets the same values.
+    cl = v1_response(*(t.contiguous(memory_format=torch.channels_last) for t in (q0, q1)), seed=9)
+    assert_output_close(cl, full)
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+def test_bad_inputs_raise_clear_errors():
+    q0, q1 = inputs(3, 2, torch.float32)
+    cases = [
+        (dict(q0=q0[0]), "4-D"),
+        (dict(q1=torch.randn(2, 6, 5, 3)), "Cc <= q0's channels"),
+        (dict(q1=torch.randn(2, 2, 5, 4)), "same|q0's B, H, W"),
+        (dict(q1=torch.randn(3, 2, 5, 3)), "q0's B, H, W"),
+        (dict(q0=q0.to(torch.int32)), "float32"),
+        (dict(q1=q1.double()), "dtype"),
+        (dict(q1=q1.to("meta")), "on meta"),
+        (dict(noise_scale=0.0), "noise_scale must be > 0"),
+        (dict(noise_scale=-1.0), "noise_scale must be > 0"),
+        (dict(noise_scale=float("nan")), "noise_scale must be a finite"),
+        (dict(noise_level=float("inf")), "noise_level must be a finite"),
+        (dict(k_exc="25"), "k_exc must be a finite"),
+        (dict(noise=1), "noise must be a bool"),
+        (dict(seed=1.5), "seed must be an int"),
+        (dict(index=torch.arange(3)), r"shape \(2,\)"),
+        (dict(index=torch.zeros(2, 1, dtype=torch.int64)), r"shape \(2,\)"),
+        (dict(index=-1), "offset must be >= 0"),
+        (dict(q0="x"), "must be a tensor"),
+    ]
+    for kw, match in cases:
+        args = dict(q0=q0, q1=q1)
+        args.update(kw)
+        with pytest.raises(ValueError, match=match):
+            v1_response(args.pop("q0"), args.pop("q1"), **args)
+
+
+def test_index_forms_and_large_seeds():
+    q0, q1 = inputs(3, 2, torch.float32)
+    base = v1_response(q0, q1, seed=2**70 + 3)
+    assert torch.equal(base, v1_response(q0, q1, seed=2**70 + 3, index=0))
+    assert torch.equal(base, v1_response(q0, q1, seed=2**70 + 3,
+                                         index=torch.arange(2, dtype=torch.int32)))
+    assert_output_close(base, reference(q0, q1, True, seed=2**70 + 3))
+    assert (v1_response(q0, q1, noise=False) >= 0).all()
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("be", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("noise", [False, True])
+def test_gpu_backend_matches_reference(be, dtype, layout, noise):
+    if be == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("Triton runs interpreted in this session")
+    if be not in backend.available():
+        pytest.skip(f"{be} backend not available")
+    q0, q1 = inputs(40, 24, dtype, layout, batch=3, h=17, w=13)
+    q0, q1 = q0.cuda(), q1.cuda()
+    idx = torch.tensor([5, 0, 2**40], device="cuda")
+    ref = reference(q0, q1, noise, index=idx)
+    go = torch.randn(ref.shape, device="cuda").to(dtype)
+    r0, r1 = v1_response_backward_reference(go, q0, q1, K, S_, L_, noise, 3, idx)
+    with backend.use(be):
+        a, b = q0.clone().requires_grad_(), q1.clone().requires_grad_()
+        out = v1_response(a, b, seed=3, noise=noise, index=idx)
+        out.backward(go)
+    assert_output_close(out, ref)
+    assert_close(a.grad, r0)
+    assert_close(b.grad, r1)
