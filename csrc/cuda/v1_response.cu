@@ -1,7 +1,15 @@
 // CUDA kernels of v1_response: the math of kernels/v1_response.h, launched on the
-// current stream. Grid-stride loops over q0's elements in memory order; each thread
-// finds its (sample, channel, pixel) and the logical noise offset c*H*W + h*W + w.
-// Includes are kept minimal (no torch/extension.h) so this file compiles in seconds.
+// current stream. The noise comes in Box-Muller pairs (elements 2p, 2p + 1 of a
+// sample's logical NCHW order share u1, u2: cosine and sine), so each thread takes
+// one pair's two elements and draws the pair once (grid-stride over these units):
+//   NCHW: unit (sample, pair p): elements j = 2p, 2p + 1, adjacent in memory.
+//   channels_last: unit (sample, m, channel c), channel fastest (coalesced): pixels
+//     pb, pb + 1 of channel c with pb = 2m - ((c*H*W) & 1), so c*H*W + pb is even; a
+//     pixel outside [0, H*W) (its pair straddles two channels when H*W is odd) is
+//     skipped: the neighbouring channel's unit handles it.
+// The Box-Muller runs in the compute type (float for float/half/bfloat16: logf and
+// sincospif; double for double). Includes are kept minimal (no torch/extension.h)
+// so this file compiles in seconds.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -21,55 +29,85 @@ using namespace kernels;
 
 constexpr int kThreads = 256;
 
-// Where element i of q0 (memory order) lives: sample b, channel c, pixel p, and the
-// offset of its quadrature partner in q1 (meaningful for complex channels only).
-struct Loc {
-  int64_t b, c, p, off1;
+struct Shape {
+  int64_t c0, cc, hw, simple;
+};
+
+// The two elements of unit u: sample b, pair p, and per element k its channel c[k],
+// q0 offset i[k], q1 offset off1[k] (complex channels only) and validity.
+struct Unit {
+  int64_t b, p;
+  int64_t c[2], i[2], off1[2];
+  bool valid[2];
 };
 
 template <bool kChannelsLast>
-__device__ __forceinline__ Loc locate(int64_t i, int64_t c0, int64_t cc, int64_t hw,
-                                      int64_t simple) {
-  Loc l;
-  const int64_t per = c0 * hw;
-  l.b = i / per;
-  const int64_t rem = i - l.b * per;
+__device__ __forceinline__ Unit unit_at(int64_t u, const Shape& sh) {
+  Unit e;
+  const int64_t per = sh.c0 * sh.hw;
   if (kChannelsLast) {
-    l.p = rem / c0;
-    l.c = rem - l.p * c0;
-    l.off1 = (l.b * hw + l.p) * cc + (l.c - simple);
+    const int64_t mh = (sh.hw + 1) / 2;
+    e.b = u / (mh * sh.c0);
+    const int64_t rem = u - e.b * (mh * sh.c0);
+    const int64_t m = rem / sh.c0;
+    const int64_t c = rem - m * sh.c0;
+    const int64_t par = (c * sh.hw) & 1;
+    e.p = (c * sh.hw - par) / 2 + m;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int64_t pix = 2 * m - par + k;
+      e.c[k] = c;
+      e.valid[k] = pix >= 0 && pix < sh.hw;
+      e.i[k] = e.b * per + pix * sh.c0 + c;
+      e.off1[k] = (e.b * sh.hw + pix) * sh.cc + (c - sh.simple);
+    }
   } else {
-    l.c = rem / hw;
-    l.p = rem - l.c * hw;
-    l.off1 = (l.b * cc + (l.c - simple)) * hw + l.p;
+    const int64_t npp = (per + 1) / 2;
+    e.b = u / npp;
+    e.p = u - e.b * npp;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int64_t j = 2 * e.p + k;
+      const int64_t c = j / sh.hw;
+      e.c[k] = c;
+      e.valid[k] = j < per;
+      e.i[k] = e.b * per + j;
+      e.off1[k] = (e.b * sh.cc + (c - sh.simple)) * sh.hw + (j - c * sh.hw);
+    }
   }
-  return l;
+  return e;
 }
 
+// The unit's two normals n[0] (cosine, even j) and n[1] (sine, odd j).
 template <typename opmath_t>
-__device__ __forceinline__ opmath_t noise_normal(const int64_t* index, const Loc& l, int64_t hw,
-                                                 uint32_t base1, uint32_t base2) {
-  const int64_t idx = index[l.b];
-  return static_cast<opmath_t>(
-      rng_normal(rng_row(base1, idx), rng_row(base2, idx), l.c * hw + l.p));
+__device__ __forceinline__ void unit_normals(const int64_t* index, const Unit& e,
+                                             uint32_t base1, uint32_t base2, opmath_t n[2]) {
+  const int64_t idx = index[e.b];
+  v1_noise_pair<opmath_t>(rng_row(base1, idx), rng_row(base2, idx),
+                          static_cast<uint32_t>(e.p), &n[0], &n[1]);
 }
 
 template <typename scalar_t, typename opmath_t, bool kChannelsLast, bool kNoise>
 __global__ void v1_fwd_kernel(scalar_t* __restrict__ out, const scalar_t* __restrict__ q0,
                               const scalar_t* __restrict__ q1, const int64_t* __restrict__ index,
-                              int64_t total, int64_t c0, int64_t cc, int64_t hw, int64_t simple,
-                              opmath_t k, opmath_t s, opmath_t lv, uint32_t base1,
-                              uint32_t base2) {
+                              int64_t units, Shape sh, opmath_t k, opmath_t s, opmath_t lv,
+                              uint32_t base1, uint32_t base2) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += stride) {
-    const Loc l = locate<kChannelsLast>(i, c0, cc, hw, simple);
-    const opmath_t a = static_cast<opmath_t>(q0[i]);
-    opmath_t x = l.c < simple
-                     ? v1_simple<opmath_t>(a, k)
-                     : v1_complex<opmath_t>(a, static_cast<opmath_t>(q1[l.off1]), k);
-    if (kNoise) x = v1_noise<opmath_t>(x, noise_normal<opmath_t>(index, l, hw, base1, base2), s, lv);
-    out[i] = static_cast<scalar_t>(x);
+  for (int64_t u = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; u < units;
+       u += stride) {
+    const Unit e = unit_at<kChannelsLast>(u, sh);
+    opmath_t n[2] = {opmath_t(0), opmath_t(0)};
+    if (kNoise) unit_normals<opmath_t>(index, e, base1, base2, n);
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+      if (!e.valid[t]) continue;
+      const opmath_t a = static_cast<opmath_t>(q0[e.i[t]]);
+      opmath_t x = e.c[t] < sh.simple
+                       ? v1_simple<opmath_t>(a, k)
+                       : v1_complex<opmath_t>(a, static_cast<opmath_t>(q1[e.off1[t]]), k);
+      if (kNoise) x = v1_noise<opmath_t>(x, n[t], s, lv);
+      out[e.i[t]] = static_cast<scalar_t>(x);
+    }
   }
 }
 
@@ -77,32 +115,38 @@ template <typename scalar_t, typename opmath_t, bool kChannelsLast, bool kNoise>
 __global__ void v1_bwd_kernel(scalar_t* __restrict__ gq0, scalar_t* __restrict__ gq1,
                               const scalar_t* __restrict__ go, const scalar_t* __restrict__ q0,
                               const scalar_t* __restrict__ q1, const int64_t* __restrict__ index,
-                              int64_t total, int64_t c0, int64_t cc, int64_t hw, int64_t simple,
-                              opmath_t k, opmath_t s, opmath_t lv, uint32_t base1,
-                              uint32_t base2) {
+                              int64_t units, Shape sh, opmath_t k, opmath_t s, opmath_t lv,
+                              uint32_t base1, uint32_t base2) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += stride) {
-    const Loc l = locate<kChannelsLast>(i, c0, cc, hw, simple);
-    const opmath_t a = static_cast<opmath_t>(q0[i]);
-    opmath_t g = static_cast<opmath_t>(go[i]);
-    if (l.c < simple) {
-      if (kNoise) {
-        g *= v1_noise_grad<opmath_t>(v1_simple<opmath_t>(a, k),
-                                     noise_normal<opmath_t>(index, l, hw, base1, base2), s, lv);
+  for (int64_t u = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; u < units;
+       u += stride) {
+    const Unit e = unit_at<kChannelsLast>(u, sh);
+    opmath_t n[2] = {opmath_t(0), opmath_t(0)};
+    if (kNoise) unit_normals<opmath_t>(index, e, base1, base2, n);
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+      if (!e.valid[t]) continue;
+      const int64_t i = e.i[t];
+      const opmath_t a = static_cast<opmath_t>(q0[i]);
+      opmath_t g = static_cast<opmath_t>(go[i]);
+      if (e.c[t] < sh.simple) {
+        if (kNoise) g *= v1_noise_grad<opmath_t>(v1_simple<opmath_t>(a, k), n[t], s, lv);
+        gq0[i] = static_cast<scalar_t>(v1_simple_grad<opmath_t>(a, k, g));
+      } else {
+        const opmath_t b = static_cast<opmath_t>(q1[e.off1[t]]);
+        if (kNoise) g *= v1_noise_grad<opmath_t>(v1_complex<opmath_t>(a, b, k), n[t], s, lv);
+        const opmath_t f = v1_complex_grad_factor<opmath_t>(a, b, k, g);
+        gq0[i] = static_cast<scalar_t>(f * a);
+        gq1[e.off1[t]] = static_cast<scalar_t>(f * b);
       }
-      gq0[i] = static_cast<scalar_t>(v1_simple_grad<opmath_t>(a, k, g));
-    } else {
-      const opmath_t b = static_cast<opmath_t>(q1[l.off1]);
-      if (kNoise) {
-        g *= v1_noise_grad<opmath_t>(v1_complex<opmath_t>(a, b, k),
-                                     noise_normal<opmath_t>(index, l, hw, base1, base2), s, lv);
-      }
-      const opmath_t f = v1_complex_grad_factor<opmath_t>(a, b, k, g);
-      gq0[i] = static_cast<scalar_t>(f * a);
-      gq1[l.off1] = static_cast<scalar_t>(f * b);
     }
   }
+}
+
+// Units of the walk: pairs of NCHW elements, or (sample, pixel pair, channel) triples.
+int64_t unit_count(const at::Tensor& q0, bool channels_last) {
+  const int64_t b = q0.size(0), c0 = q0.size(1), hw = q0.size(2) * q0.size(3);
+  return channels_last ? b * c0 * ((hw + 1) / 2) : b * ((c0 * hw + 1) / 2);
 }
 
 // Calls fn(std::integral_constant<bool, cl>, std::integral_constant<bool, noise>).
@@ -125,9 +169,10 @@ unsigned blocks_for(int64_t total) {
 
 void v1_response_cuda(at::Tensor& out, const at::Tensor& q0, const at::Tensor& q1,
                       const at::Tensor& index, const V1Params& p) {
-  const int64_t total = q0.numel();
-  if (total == 0) return;
-  const int64_t c0 = q0.size(1), cc = c0 - p.simple, hw = q0.size(2) * q0.size(3);
+  if (q0.numel() == 0) return;
+  const int64_t c0 = q0.size(1);
+  const Shape sh{c0, c0 - p.simple, q0.size(2) * q0.size(3), p.simple};
+  const int64_t units = unit_count(q0, p.channels_last);
   c10::cuda::CUDAGuard guard(q0.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q0.device().index());
   const int64_t* idx = p.noise ? index.const_data_ptr<int64_t>() : nullptr;
@@ -135,11 +180,11 @@ void v1_response_cuda(at::Tensor& out, const at::Tensor& q0, const at::Tensor& q
                                   [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* a = q0.const_data_ptr<scalar_t>();
-    const scalar_t* b = cc > 0 ? q1.const_data_ptr<scalar_t>() : a;
+    const scalar_t* b = sh.cc > 0 ? q1.const_data_ptr<scalar_t>() : a;
     dispatch_flags(p.channels_last, p.noise, [&](auto cl, auto noise) {
       v1_fwd_kernel<scalar_t, opmath_t, decltype(cl)::value, decltype(noise)::value>
-          <<<blocks_for(total), kThreads, 0, stream>>>(
-              out.mutable_data_ptr<scalar_t>(), a, b, idx, total, c0, cc, hw, p.simple,
+          <<<blocks_for(units), kThreads, 0, stream>>>(
+              out.mutable_data_ptr<scalar_t>(), a, b, idx, units, sh,
               static_cast<opmath_t>(p.k_exc), static_cast<opmath_t>(p.noise_scale),
               static_cast<opmath_t>(p.noise_level), p.base1, p.base2);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -151,9 +196,10 @@ void v1_response_backward_cuda(at::Tensor& grad_q0, at::Tensor& grad_q1,
                                const at::Tensor& grad_out, const at::Tensor& q0,
                                const at::Tensor& q1, const at::Tensor& index,
                                const V1Params& p) {
-  const int64_t total = q0.numel();
-  if (total == 0) return;
-  const int64_t c0 = q0.size(1), cc = c0 - p.simple, hw = q0.size(2) * q0.size(3);
+  if (q0.numel() == 0) return;
+  const int64_t c0 = q0.size(1);
+  const Shape sh{c0, c0 - p.simple, q0.size(2) * q0.size(3), p.simple};
+  const int64_t units = unit_count(q0, p.channels_last);
   c10::cuda::CUDAGuard guard(q0.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q0.device().index());
   const int64_t* idx = p.noise ? index.const_data_ptr<int64_t>() : nullptr;
@@ -161,14 +207,14 @@ void v1_response_backward_cuda(at::Tensor& grad_q0, at::Tensor& grad_q1,
                                   "v1_response_backward_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     scalar_t* ga = grad_q0.mutable_data_ptr<scalar_t>();
-    scalar_t* gb = cc > 0 ? grad_q1.mutable_data_ptr<scalar_t>() : ga;
+    scalar_t* gb = sh.cc > 0 ? grad_q1.mutable_data_ptr<scalar_t>() : ga;
     const scalar_t* a = q0.const_data_ptr<scalar_t>();
-    const scalar_t* b = cc > 0 ? q1.const_data_ptr<scalar_t>() : a;
+    const scalar_t* b = sh.cc > 0 ? q1.const_data_ptr<scalar_t>() : a;
     dispatch_flags(p.channels_last, p.noise, [&](auto cl, auto noise) {
       v1_bwd_kernel<scalar_t, opmath_t, decltype(cl)::value, decltype(noise)::value>
-          <<<blocks_for(total), kThreads, 0, stream>>>(
-              ga, gb, grad_out.const_data_ptr<scalar_t>(), a, b, idx, total, c0, cc, hw,
-              p.simple, static_cast<opmath_t>(p.k_exc), static_cast<opmath_t>(p.noise_scale),
+          <<<blocks_for(units), kThreads, 0, stream>>>(
+              ga, gb, grad_out.const_data_ptr<scalar_t>(), a, b, idx, units, sh,
+              static_cast<opmath_t>(p.k_exc), static_cast<opmath_t>(p.noise_scale),
               static_cast<opmath_t>(p.noise_level), p.base1, p.base2);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });

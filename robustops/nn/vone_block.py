@@ -20,8 +20,7 @@ from torch import Tensor, nn
 from ..counter_rng import sample_index
 from ..models.gabor_parameters import gabor_filter_parameters, sample_gabor_parameters
 from ..ops.gabor_bank import gabor_bank
-from ..ops.v1_response import V1_NOISE_STREAM, v1_response
-from ..counter_rng import counter_normal
+from ..ops.v1_response import v1_noise_normals, v1_response
 from .gabor_conv import GaborConvPlan, dense_gabor_weight
 
 NOISE_MODES = ("off", "fixed", "fresh")
@@ -190,8 +189,8 @@ def dense_forward(block: VOneBlock, x: Tensor, index: Union[None, int, Tensor] =
     if block.noise_mode != "off":
         if normal is None:
             idx = sample_index(x.shape[0], index, x.device)
-            n = counter_normal(block.noise_seed if seed is None else seed, V1_NOISE_STREAM, idx,
-                               out[0].numel(), torch.float64).view_as(out).to(out.dtype)
+            n = v1_noise_normals(out.shape, block.noise_seed if seed is None else seed, idx,
+                                 out.dtype)
         else:
             n = normal(out)
         out = out * block.noise_scale + block.noise_level

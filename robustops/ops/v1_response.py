@@ -8,12 +8,21 @@ the complex channels only:
     complex x = k_exc * sqrt(q0[:, S:]^2 + q1^2) / sqrt(2)
     noise:  r = s x + l;  r = r + n * sqrt(relu(r) + 1e-4);  x = relu((r - l) / s)
 
-with s = noise_scale, l = noise_level. n is a standard normal from the counter-based
-generator (robustops.counter_rng) keyed by (seed, global sample index, logical
-NCHW offset c*H*W + h*W + w) on the fixed stream V1_NOISE_STREAM (normals from
-counter streams 2*V1_NOISE_STREAM and 2*V1_NOISE_STREAM + 1): a sample gets the
-same noise whatever its batch, its memory layout, the backend or the number of
-processes. Without noise the output is x (>= 0, so VOneNet's final ReLU is a no-op).
+with s = noise_scale, l = noise_level. n is standard normal noise from the
+counter-based generator (robustops.counter_rng), keyed by (seed, global sample
+index, logical NCHW offset j = c*H*W + h*W + w) on the fixed stream V1_NOISE_STREAM,
+by Box-Muller pairs: pair p = j // 2 draws u1 = uniform(stream 2*V1_NOISE_STREAM, p)
+and u2 = uniform(stream 2*V1_NOISE_STREAM + 1, p) and gives two normals,
+
+    R = sqrt(-2 ln u1),  n[2p] = R cos(2 pi u2),  n[2p + 1] = R sin(2 pi u2)
+
+(one hash pair, log and sqrt per two elements). `v1_noise_normals` is the reference
+definition (float64, rounded to the requested dtype). The kernels compute the
+Box-Muller in float64 for float64 tensors and in float32 otherwise (within 3 ulp of
+the float64 normals rounded, and about 2x faster on the CPU). A sample gets the
+same noise whatever its batch, its memory layout, the backend (up to those ulp) or
+the number of processes. Without noise the output is x (>= 0, so VOneNet's final
+ReLU is a no-op).
 
 One pass over the data instead of ~8 eager ones, and no noise tensor: the backward
 recomputes n from the counter and saves only q0, q1 and the scalars.
@@ -43,12 +52,12 @@ import torch
 from torch import Tensor
 
 from .. import backend
-from ..counter_rng import counter_normal, sample_index
+from ..counter_rng import counter_uniform, sample_index
 from .counter_rng import stream_base
 from .pgd_step import _direct_call_ok, _opmath
 
 __all__ = ["v1_response", "v1_response_reference", "v1_response_backward_reference",
-           "V1_NOISE_STREAM"]
+           "v1_noise_normals", "V1_NOISE_STREAM"]
 
 OP = "v1_response"
 BACKENDS = ("reference", "cpp", "cuda", "triton")
@@ -75,11 +84,30 @@ def _memory_format(t: Tensor) -> torch.memory_format:
 # ----------------------------------------------------------------------------- reference
 
 
-def _noise_normals(shape, seed: int, index: Tensor, ct: torch.dtype) -> Tensor:
-    """(B, C0, H, W) standard normals in logical NCHW order, float64 rounded to ct."""
+def v1_noise_normals(shape, seed: int, index: Union[None, int, Tensor] = None,
+                     dtype: torch.dtype = torch.float32) -> Tensor:
+    """The noise normals of v1_response: the reference definition, in plain PyTorch.
+
+    shape: (B, C, H, W); seed: any int; index: global sample indices (None: 0..B-1,
+    an int offset, or a (B,) integer tensor, whose device the result takes). Element
+    j = c*H*W + h*W + w of a sample belongs to Box-Muller pair p = j // 2: u1, u2 =
+    counter_uniform on streams 2*V1_NOISE_STREAM and 2*V1_NOISE_STREAM + 1 at (sample
+    index, p), R = sqrt(-2 ln u1), n[2p] = R cos(2 pi u2), n[2p + 1] = R sin(2 pi u2).
+    Computed in float64 and rounded to dtype; returns (B, C, H, W), contiguous.
+    """
+    shape = tuple(int(d) for d in shape)
+    if len(shape) != 4:
+        raise ValueError(f"v1_noise_normals: shape must be (B, C, H, W), got {shape}")
+    device = index.device if isinstance(index, Tensor) else torch.device("cpu")
+    idx = sample_index(shape[0], index, device)
     numel = math.prod(shape[1:])
-    n = counter_normal(seed, V1_NOISE_STREAM, index, numel, torch.float64)
-    return n.reshape(shape).to(ct)
+    pairs = (numel + 1) // 2
+    u1 = counter_uniform(seed, 2 * V1_NOISE_STREAM, idx, pairs, torch.float64)
+    u2 = counter_uniform(seed, 2 * V1_NOISE_STREAM + 1, idx, pairs, torch.float64)
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    theta = 6.283185307179586 * u2
+    n = torch.stack([radius * torch.cos(theta), radius * torch.sin(theta)], dim=-1)
+    return n.reshape(shape[0], 2 * pairs)[:, :numel].reshape(shape).to(dtype)
 
 
 def _cells(a: Tensor, b: Tensor, k: float) -> Tensor:
@@ -104,7 +132,7 @@ def v1_response_reference(q0: Tensor, q1: Tensor, k_exc: float = 25.0, noise_sca
     ct = _opmath(q0.dtype)
     x = _cells(q0.to(ct), q1.to(ct), k_exc)
     if noise:
-        n = _noise_normals(tuple(q0.shape), seed, index, ct)
+        n = v1_noise_normals(q0.shape, seed, index, ct)
         s, lv = noise_scale, noise_level
         r0 = s * x + lv
         r = r0 + n * torch.sqrt(torch.relu(r0) + NOISE_EPS)
@@ -124,7 +152,7 @@ def v1_response_backward_reference(grad_out: Tensor, q0: Tensor, q1: Tensor, k_e
     s_ch = a.shape[1] - b.shape[1]
     k = k_exc
     if noise:
-        n = _noise_normals(tuple(q0.shape), seed, index, ct)
+        n = v1_noise_normals(q0.shape, seed, index, ct)
         s, lv = noise_scale, noise_level
         r0 = s * _cells(a, b, k) + lv
         root = torch.sqrt(torch.relu(r0) + NOISE_EPS)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from robustops import backend, v1_response
-from robustops.counter_rng import counter_normal
-from robustops.ops.v1_response import (V1_NOISE_STREAM, noise_bases,
+from robustops.counter_rng import counter_uniform
+from robustops.ops.v1_response import (V1_NOISE_STREAM, noise_bases, v1_noise_normals,
                                        v1_response_backward_reference, v1_response_reference)
 from robustops.testing import assert_close
 
@@ -59,11 +59,43 @@ def test_reference_formula_and_noise_stream():
     q0, q1 = inputs(3, 2)
     x = torch.cat([K * q0[:, :3].relu(), K * (q0[:, 3:] ** 2 + q1 ** 2).sqrt() / math.sqrt(2)], 1)
     assert_close(reference(q0, q1, noise=False), x)
-    n = counter_normal(3, V1_NOISE_STREAM, torch.arange(2), q0[0].numel(), torch.float64)
+    n = v1_noise_normals(x.shape, 3, torch.arange(2), torch.float64)
     r = S_ * x + L_
-    r = r + n.reshape(x.shape) * torch.sqrt(r.relu() + 1e-4)
+    r = r + n * torch.sqrt(r.relu() + 1e-4)
     assert_close(reference(q0, q1, noise=True), ((r - L_) / S_).relu())
     assert noise_bases(3)[0] != noise_bases(3)[1]
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 5, 3), (3, 4, 2, 2), (1, 1, 1, 1)])
+def test_noise_normals_are_box_muller_pairs(shape):
+    # Element j of a sample is normal j % 2 of pair j // 2: R cos(2 pi u2), R sin(2 pi u2)
+    # with u1, u2 the counter uniforms of the pair on V1_NOISE_STREAM's two streams.
+    idx = torch.tensor([7, 2**40 + 3, 0])[: shape[0]]
+    numel = math.prod(shape[1:])
+    pairs = (numel + 1) // 2
+    u1 = counter_uniform(11, 2 * V1_NOISE_STREAM, idx, pairs, torch.float64)
+    u2 = counter_uniform(11, 2 * V1_NOISE_STREAM + 1, idx, pairs, torch.float64)
+    radius = torch.sqrt(-2 * torch.log(u1))
+    n = v1_noise_normals(shape, 11, idx, torch.float64).reshape(shape[0], numel)
+    assert_close(n[:, 0::2], radius * torch.cos(2 * math.pi * u2)[:, : (numel + 1) // 2])
+    assert_close(n[:, 1::2], (radius * torch.sin(2 * math.pi * u2))[:, : numel // 2])
+    # Keyed by (seed, sample index, element): an int offset is sample_index's.
+    assert torch.equal(v1_noise_normals(shape, 11, 5, torch.float64),
+                       v1_noise_normals(shape, 11, torch.arange(5, 5 + shape[0]), torch.float64))
+    assert v1_noise_normals(shape, 11, idx, torch.float32).dtype == torch.float32
+
+
+def test_noise_normals_statistics():
+    # Both members of a pair are standard normal and uncorrelated (Box-Muller).
+    n = v1_noise_normals((64, 8, 32, 32), 0, None, torch.float64).reshape(64, -1)
+    even, odd = n[:, 0::2].flatten(), n[:, 1::2].flatten()
+    m = even.numel()
+    for z in (even, odd):
+        assert abs(z.mean().item()) < 5 / math.sqrt(m)
+        assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / m)
+        assert abs((z ** 4).mean().item() - 3) < 5 * math.sqrt(96 / m)
+    assert abs((even * odd).mean().item()) < 5 / math.sqrt(m)
+    assert abs((even ** 2 * odd ** 2).mean().item() - 1) < 5 * math.sqrt(8 / m)
 
 
 @pytest.mark.parametrize("noise", [False, True])
@@ -108,14 +140,36 @@ def test_backend_matches_reference(kernel_backend, dtype, layout, noise, channel
         assert b.grad.shape == q1.shape
 
 
+@pytest.mark.parametrize("channels", [(3, 2), (0, 3)])
+@pytest.mark.parametrize("hw", [(4, 3), (5, 3)])  # even planes: pixel pairs in channels_last
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_backend_matches_reference_plane_parity(kernel_backend, layout, hw, channels):
+    # Box-Muller pairs straddle channels when H*W is odd; channels_last pairs pixels
+    # when it is even: both walks against the reference, float32 (float Box-Muller).
+    q0, q1 = inputs(*channels, torch.float32, layout, batch=3, h=hw[0], w=hw[1])
+    idx = torch.tensor([1, 2**33 + 5, 0])
+    ref = reference(q0, q1, True, index=idx)
+    with torch.no_grad():
+        out = v1_response(q0, q1, seed=3, index=idx)
+    assert_output_close(out, ref, f"{kernel_backend} {layout} {hw} {channels}")
+    go = torch.randn(ref.shape, dtype=torch.float64)
+    a, b = (t.double().requires_grad_() for t in (q0, q1))
+    v1_response(a, b, seed=3, index=idx).backward(go)
+    r0, r1 = v1_response_backward_reference(go, a.detach(), b.detach(), K, S_, L_, True, 3, idx)
+    assert_close(a.grad, r0)
+    assert_close(b.grad, r1)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("hw", [(33, 31), (34, 31)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cpp_noise_matches_counter_normal_at_scale(dtype):
-    # The CPU kernel restates rng_normal's log/cos without libm (so it vectorises):
-    # check it on many draws; float64 also backward (float32 gradients can flip the
-    # final relu's mask where its input rounds across 0).
+def test_cpp_noise_matches_reference_at_scale(dtype, hw, layout):
+    # The CPU kernel restates Box-Muller without libm (so it vectorises), in float for
+    # float32: check it on many draws and both walks; float64 also backward (float32
+    # gradients can flip the final relu's mask where its input rounds across 0).
     if "cpp" not in backend.available():
         pytest.skip("cpp backend not available here")
-    q0, q1 = inputs(40, 24, dtype, batch=3, h=33, w=31)
+    q0, q1 = inputs(40, 24, dtype, layout, batch=3, h=hw[0], w=hw[1])
     idx = torch.tensor([2**40 + 1, 7, 123456])
     ref = reference(q0, q1, True, index=idx)
     a, b = q0.clone().requires_grad_(), q1.clone().requires_grad_()
@@ -129,6 +183,23 @@ def test_cpp_noise_matches_counter_normal_at_scale(dtype):
             out.backward(go)
         assert_close(a.grad, r0)
         assert_close(b.grad, r1)
+
+
+def test_float_noise_within_few_ulp_of_double():
+    # float32 outputs draw Box-Muller in float: with k_exc = 0, s = 1, l = 0 the op
+    # returns relu(n * 0.01) exactly up to the float normal's error (a few ulp).
+    if "cpp" not in backend.available():
+        pytest.skip("cpp backend not available here")
+    shape = (2, 64, 32, 32)
+    q0, q1 = torch.zeros(shape), torch.zeros(2, 0, 32, 32)
+    with backend.use("cpp"):
+        y = v1_response(q0, q1, k_exc=0.0, noise_scale=1.0, noise_level=0.0, seed=4)
+    n = v1_noise_normals(shape, 4, None, torch.float64)
+    expected = (n * 0.01).relu()  # sqrt(0 + 1e-4) = 0.01
+    err = (y.double() - expected).abs() / (expected.abs() * 2.0 ** -23).clamp_min(1e-300)
+    pos = expected > 1e-6
+    assert pos.float().mean() > 0.45
+    assert err[pos].max().item() <= 6, err[pos].max().item()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -253,6 +324,12 @@ def test_batch_split_invariance(kernel_backend):
     assert torch.equal(v1_response(q0[perm], q1[perm], seed=9, index=perm), full[perm])
     assert torch.equal(v1_response(q0, q1, seed=9, index=torch.arange(8)), full)
     # The noise is keyed by the logical NCHW offset: channels_last gets the same values.
+    cl = v1_response(*(t.contiguous(memory_format=torch.channels_last) for t in (q0, q1)), seed=9)
+    assert_output_close(cl, full)
+    q0, q1 = inputs(3, 2, torch.float32, batch=5, h=4, w=6)  # even plane: paired pixels
+    full = v1_response(q0, q1, seed=9)
+    assert torch.equal(torch.cat([v1_response(q0[:2], q1[:2], seed=9),
+                                  v1_response(q0[2:], q1[2:], seed=9, index=2)]), full)
     cl = v1_response(*(t.contiguous(memory_format=torch.channels_last) for t in (q0, q1)), seed=9)
     assert_output_close(cl, full)
 
