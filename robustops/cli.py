@@ -124,21 +124,18 @@ def _cmd_train(args) -> int:
     metrics = trainer.fit()
     if trainer.rank == 0:
         print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), **metrics}, indent=1))
-        print(f"weights: {args.out}/model.pt; metrics: {args.out}/metrics.jsonl")
+        print(f"weights: {args.out}/model.safetensors; metrics: {args.out}/metrics.jsonl")
     return 0
 
 
 def _cmd_eval(args) -> int:
     from . import recipes
     from .eval import robust_accuracy
-    from .train import load_checkpoint
+    from .train import load_weights
 
     test, meta = recipes.dataset(args.dataset, "test", seed=args.seed)
     model = recipes.model(args.model, meta)
-    state = load_checkpoint(args.weights)
-    if isinstance(state, dict) and "model" in state and "format" in state:
-        state = state["model"]  # a Trainer checkpoint
-    model.load_state_dict(state)
+    model.load_state_dict(load_weights(args.weights))
     model.eval()
     x, y = test.tensors
     n = min(args.samples, x.shape[0])
@@ -164,7 +161,7 @@ def _cmd_quickstart(args) -> int:
     if rc:
         return rc
     print("\nattacking the trained model (PGD-20 and APGD-CE-20, eps 0.1):", flush=True)
-    return _cmd_eval(parser.parse_args(["eval", "--weights", f"{out}/model.pt", "--attack",
+    return _cmd_eval(parser.parse_args(["eval", "--weights", f"{out}/model.safetensors", "--attack",
                                         "pgd+apgd", "--json", f"{out}/eval.json"]))
 
 
@@ -257,12 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-every", type=int, default=5, help="epochs between evaluations")
     s.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the evaluation")
     s.add_argument("--eval-samples", type=int, default=1000)
-    s.add_argument("--out", default="runs/train", help="checkpoints, metrics.jsonl, model.pt")
+    s.add_argument("--out", default="runs/train", help="checkpoints/, metrics.jsonl, model.safetensors")
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser("eval", help="clean and robust accuracy of trained weights")
     _add_common(s, 0.1)
-    s.add_argument("--weights", required=True, help="model.pt or checkpoint.pt from `train`")
+    s.add_argument("--weights", required=True, help="model.safetensors or a checkpoints/step-N folder from `train`")
     s.add_argument("--attack", default="pgd", help="pgd | apgd | pgd+apgd")
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--restarts", type=int, default=1)

@@ -24,7 +24,7 @@ def test_train_resume_and_eval(tmp_path):
     assert any("eval" in r for r in lines)
     stdout = _run("train", "--epochs", "2", *common)  # a longer run resumes the shorter one
     assert "resuming" in stdout and "epoch 2" in stdout
-    stdout = _run("eval", "--dataset", "digits", "--weights", str(out / "model.pt"), "--eps", "0.1",
+    stdout = _run("eval", "--dataset", "digits", "--weights", str(out / "model.safetensors"), "--eps", "0.1",
                   "--attack", "pgd+apgd", "--steps", "5", "--samples", "100",
                   "--json", str(tmp_path / "eval.json"))
     assert "worst case" in stdout
@@ -33,7 +33,7 @@ def test_train_resume_and_eval(tmp_path):
 
 
 def test_eval_rejects_corrupt_weights(tmp_path):
-    bad = tmp_path / "model.pt"
+    bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"garbage")
     res = subprocess.run([sys.executable, "-m", "robustops", "eval", "--dataset", "digits",
                           "--weights", str(bad)], capture_output=True, text=True, timeout=120)

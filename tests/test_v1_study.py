@@ -17,7 +17,7 @@ def test_v1_study_writes_report(tmp_path):
         res["ensemble"]["clean_accuracy"]
     # Checkpoints of every trained model: a rerun resumes instead of retraining.
     for name in ("low_sf", "high_sf", "noise_high", "distilled"):
-        assert (tmp_path / name / "model.pt").exists()
+        assert (tmp_path / name / "model.safetensors").exists()
     again = run(tmp_path, n_train=128, n_test=32, epochs=1, corruption_samples=8,
                 corruptions=("gaussian_noise", "fog"), progress=False)
     assert again["low_sf"]["clean_accuracy"] == res["low_sf"]["clean_accuracy"]

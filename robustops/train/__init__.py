@@ -1,8 +1,12 @@
 """Training: the Trainer and pluggable objectives (CE, PGD-AT, TRADES, MAT, fast AT, free AT)."""
-from .checkpoint import load_checkpoint, save_atomic
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint, save_weights
 from .objectives import (MAT, OBJECTIVES, PGDAT, TRADES, CrossEntropy, Distillation, FastAT, FreeAT,
                          Objective)
+from .objectives import CACRWACR, IGNorm, IGSumNorm
+from .objectives import PartMAT, PartSemiSupervised, PartTRADES
 from .trainer import Trainer
 
 __all__ = ["Trainer", "Objective", "CrossEntropy", "PGDAT", "TRADES", "MAT", "FastAT", "FreeAT", "Distillation",
-           "OBJECTIVES", "save_atomic", "load_checkpoint"]
+           "OBJECTIVES", "save_checkpoint", "load_checkpoint", "save_weights", "load_weights",
+           "CheckpointError", "IGNorm", "IGSumNorm", "CACRWACR"]
+__all__ += ["PartSemiSupervised", "PartTRADES", "PartMAT"]

@@ -12,16 +12,22 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import time
+import warnings
 from typing import Callable, Dict, Iterator, Optional, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from .checkpoint import load_checkpoint, save_atomic
+from .checkpoint import (CheckpointError, checkpoint_folders, load_checkpoint,
+                         save_checkpoint, save_weights)
 from .distributed import all_mean, barrier, init_from_env
 from .objectives import Objective
+
+# Checkpoints kept on disk: the newest and its predecessor (in case the newest is damaged).
+KEEP_CHECKPOINTS = 2
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
@@ -62,9 +68,9 @@ class Trainer:
     """Train `model` with `objective` on `train_set` ((x, y) samples, x in [0, 1]).
 
     Checkpoints (model, optimizer, position, objective state, RNG) go atomically to
-    out_dir/checkpoint.pt every `checkpoint_every` steps and at each epoch end; a
+    out_dir/checkpoints/step-N/ (safetensors + JSON) every `checkpoint_every` steps and at each epoch end; a
     new Trainer with the same out_dir resumes from it (resume=True). Metrics go to
-    out_dir/metrics.jsonl; final weights to out_dir/model.pt (rank 0 writes).
+    out_dir/metrics.jsonl; final weights to out_dir/model.safetensors (rank 0 writes).
     eval_fn(model) -> dict runs every `eval_every` epochs on rank 0.
     """
 
@@ -135,8 +141,8 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.steps_per_epoch  # fail now, not after set-up, when a batch is larger than the data
         self.history: list = []
-        if self.out_dir is not None and resume and (self.out_dir / "checkpoint.pt").exists():
-            self._load(self.out_dir / "checkpoint.pt")
+        if self.out_dir is not None and resume:
+            self._resume()
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -158,23 +164,48 @@ class Trainer:
         return lr
 
     def _state(self) -> dict:
-        return {"format": 1, "model": self.model.state_dict(),
+        return {"kind": "robustops.Trainer", "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "objective": self.objective.state_dict(),
                 "rng": torch.get_rng_state(), "world": self.world}
 
+    def _checkpoint_root(self) -> pathlib.Path:
+        return self.out_dir / "checkpoints"
+
     def save(self) -> None:
-        """Atomic checkpoint of the current position (rank 0 writes; all ranks wait)."""
+        """Atomic checkpoint of the current position (rank 0 writes; all ranks wait).
+
+        out_dir/checkpoints/step-N/ (safetensors + JSON); the newest KEEP_CHECKPOINTS
+        are kept, so a checkpoint damaged after it was written leaves an older one usable.
+        """
         if self.out_dir is not None and self.rank == 0:
-            save_atomic(self._state(), self.out_dir / "checkpoint.pt")
+            root = self._checkpoint_root()
+            save_checkpoint(self._state(), root / f"step-{self.global_step:08d}")
+            for _, old in checkpoint_folders(root)[KEEP_CHECKPOINTS:]:
+                shutil.rmtree(old, ignore_errors=True)
         barrier()
+
+    def _resume(self) -> None:
+        """Load the newest usable checkpoint; a damaged one is reported and skipped."""
+        problems = []
+        for _, folder in checkpoint_folders(self._checkpoint_root()):
+            try:
+                self._load(folder)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+                warnings.warn(f"{exc}; trying the previous checkpoint", stacklevel=3)
+                continue
+            return
+        if problems:
+            raise CheckpointError("no usable checkpoint in " f"{self._checkpoint_root()}: "
+                                  + "; ".join(problems) + ". Delete the folder to start over.")
 
     def _load(self, path: pathlib.Path) -> None:
         state = load_checkpoint(path)
-        if not isinstance(state, dict) or state.get("format") != 1:
-            raise RuntimeError(f"{path} is not a robustops Trainer checkpoint; delete it or use "
-                               "another out_dir")
+        if not isinstance(state, dict) or state.get("kind") != "robustops.Trainer":
+            raise CheckpointError(f"{path} is not a robustops Trainer checkpoint; delete it or "
+                                  "use another out_dir")
         if state["world"] != self.world:
             raise RuntimeError(f"{path} was written by {state['world']} processes, this run has "
                                f"{self.world}; mid-epoch positions would not match")
@@ -306,7 +337,7 @@ class Trainer:
                 barrier()
             self.save()
         if self.out_dir is not None and self.rank == 0:
-            save_atomic(self.model.state_dict(), self.out_dir / "model.pt")
+            save_weights(self.model.state_dict(), self.out_dir / "model.safetensors")
         barrier()
         self.model.eval()
         return last

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from robustops.train import (MAT, PGDAT, TRADES, CrossEntropy, FastAT, FreeAT, Trainer,
-                             load_checkpoint, save_atomic)
+                             load_checkpoint, load_weights, save_checkpoint)
+from robustops.train.checkpoint import CheckpointError, checkpoint_folders
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,9 @@ def test_killed_run_resumes_to_the_same_weights(digits, tmp_path, make_objective
     obj.compute = dying
     with pytest.raises(KeyboardInterrupt):
         Trainer(victim, obj, digits, out_dir=tmp_path / "run", **kw).fit()
-    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    folders = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert [f.name for f in folders] == ["step-00000022", "step-00000025"]  # epoch end, newest
+    state = load_checkpoint(folders[-1])
     assert state["global_step"] == 25 and state["step_in_epoch"] == 3
     resumed = _mlp(seed=123)  # different init: everything must come from the checkpoint
     trainer = Trainer(resumed, make_objective(), digits, out_dir=tmp_path / "run", **kw)
@@ -84,26 +87,62 @@ def test_killed_run_resumes_to_the_same_weights(digits, tmp_path, make_objective
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
              if "eval" not in line]
     assert steps == sorted(set(steps))  # no step logged twice after the resume
-    assert not list((tmp_path / "run").glob("*.tmp"))
+    assert not list((tmp_path / "run").rglob("*.tmp"))
 
 
-def test_corrupt_checkpoint_gives_clear_error(digits, tmp_path):
-    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="corrupt"):
-        Trainer(_mlp(), CrossEntropy(), digits, out_dir=tmp_path, progress=False)
-    save_atomic({"hello": torch.ones(2)}, tmp_path / "checkpoint.pt")
-    with pytest.raises(RuntimeError, match="not a robustops Trainer checkpoint"):
-        Trainer(_mlp(), CrossEntropy(), digits, out_dir=tmp_path, progress=False)
-
-
-def test_final_weights_load_with_weights_only(digits, tmp_path):
+def _trained_run(digits, folder, epochs=1):
     model = _mlp()
-    Trainer(model, CrossEntropy(), digits, epochs=1, out_dir=tmp_path, progress=False).fit()
-    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    Trainer(model, CrossEntropy(), digits, epochs=epochs, out_dir=folder, progress=False,
+            checkpoint_every=5).fit()
+    return model
+
+
+def test_corrupt_checkpoint_gives_clear_error_and_previous_is_used(digits, tmp_path):
+    _trained_run(digits, tmp_path)
+    newest, previous = [f for _, f in checkpoint_folders(tmp_path / "checkpoints")]
+    prev_step = load_checkpoint(previous)["global_step"]
+    # Truncate the newest checkpoint's tensors, as a crash of the disk would.
+    t = newest / "tensors.safetensors"
+    t.write_bytes(t.read_bytes()[: t.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(newest)
+    with pytest.warns(UserWarning, match="corrupt or truncated.*previous checkpoint"):
+        resumed = Trainer(_mlp(seed=3), CrossEntropy(), digits, epochs=1, out_dir=tmp_path,
+                          progress=False)
+    assert resumed.global_step == prev_step
+    # Every checkpoint damaged: a clear error naming each problem.
+    (previous / "state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="no usable checkpoint.*state.json is corrupt"):
+        Trainer(_mlp(), CrossEntropy(), digits, out_dir=tmp_path, progress=False)
+
+
+def test_foreign_checkpoint_is_refused(digits, tmp_path):
+    save_checkpoint({"hello": torch.ones(2)}, tmp_path / "checkpoints" / "step-00000001")
+    with pytest.raises(CheckpointError, match="no usable checkpoint.*not a robustops Trainer"):
+        Trainer(_mlp(), CrossEntropy(), digits, out_dir=tmp_path, progress=False)
+
+
+def test_checkpoint_round_trips_nested_state(tmp_path):
+    state = {"a": torch.arange(3), "b": {1: [torch.ones(2), 0.5, None, "x"], "t": (1, 2)},
+             "tied": [torch.zeros(2)] * 2, "dtype": torch.float16}
+    back = load_checkpoint(save_checkpoint(state, tmp_path / "c"))
+    assert torch.equal(back["a"], state["a"]) and back["b"][1][1:] == [0.5, None, "x"]
+    assert back["b"]["t"] == (1, 2) and 1 in back["b"] and back["dtype"] is torch.float16
+    assert torch.equal(back["tied"][1], torch.zeros(2))
+
+
+def test_final_weights_are_safetensors(digits, tmp_path):
+    model = _trained_run(digits, tmp_path)
+    from safetensors.torch import load_file
+    state = load_file(str(tmp_path / "model.safetensors"))
     fresh = _mlp(seed=5)
     fresh.load_state_dict(state)
     for a, b in zip(model.parameters(), fresh.parameters()):
         assert torch.equal(a, b)
+    assert set(load_weights(tmp_path / "model.safetensors")) == set(state)
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_weights(tmp_path / "bad.safetensors")
 
 
 def test_autocast_channels_last_and_clipping(digits):
@@ -152,4 +191,4 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     assert w0.keys() == w1.keys()
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
-    assert (tmp_path / "model.pt").exists()
+    assert (tmp_path / "model.safetensors").exists()
