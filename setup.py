@@ -122,7 +122,8 @@ setup(
                       "safetensors"],
     # Peers the tests and benchmarks compare against.
     extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis", "torchattacks",
-                             "imagecorruptions", "scikit-image", "scipy", "opencv-python"]},
+                             "imagecorruptions", "scikit-image", "scipy", "opencv-python",
+                             "captum"]},
     entry_points={"console_scripts": ["robustops=robustops.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

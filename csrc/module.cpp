@@ -8,9 +8,17 @@
 #include <omp.h>
 #endif
 
+#include "channel_kmeans.h"
 #include "counter_rng.h"
 #include "gabor_bank.h"
+#include "group_inhibition_mask.h"
+#include "group_orthogonality_loss.h"
+#include "ig_accumulate.h"
+#include "part_moments.h"
 #include "pgd_step.h"
+#include "pixel_softmax_kl.h"
+#include "rank_metrics.h"
+#include "sign_matched_product.h"
 #include "v1_response.h"
 
 #ifndef ROBUSTOPS_CUDA_ARCHS
@@ -207,6 +215,181 @@ void gabor_bank_backward_entry(const at::Tensor& grad_out, const at::Tensor& fre
                                      grad_phase);
 }
 
+// TENET (channel_kmeans: CPU only; group_inhibition_mask, group_orthogonality_loss):
+// robustops/ops/<op>.py has validated the tensors and allocated the outputs.
+void channel_kmeans_entry(at::Tensor assignment, at::Tensor medoids, at::Tensor iterations,
+                          const at::Tensor& features, const c10::optional<at::Tensor>& init,
+                          const at::Tensor& index, int64_t base, int64_t max_iter,
+                          double shift_threshold) {
+  TORCH_CHECK(features.device().is_cpu(), "channel_kmeans has a CPU kernel only");
+  robustops::channel_kmeans_cpu(assignment, medoids, iterations, features, or_undefined(init),
+                                index, static_cast<uint32_t>(base), max_iter, shift_threshold);
+}
+
+void group_inhibition_mask_entry(at::Tensor out, const at::Tensor& features,
+                                 const at::Tensor& grad, const at::Tensor& assignment,
+                                 int64_t num_groups) {
+  if (features.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::group_inhibition_mask_cuda(out, features, grad, assignment, num_groups);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::group_inhibition_mask_cpu(out, features, grad, assignment, num_groups);
+}
+
+void group_orthogonality_loss_entry(at::Tensor out, const at::Tensor& features,
+                                    const at::Tensor& assignment, int64_t num_groups) {
+  if (features.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::group_orthogonality_loss_cuda(out, features, assignment, num_groups);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::group_orthogonality_loss_cpu(out, features, assignment, num_groups);
+}
+
+void group_orthogonality_loss_backward_entry(at::Tensor grad_features,
+                                             const at::Tensor& grad_out,
+                                             const at::Tensor& features,
+                                             const at::Tensor& assignment, int64_t num_groups) {
+  if (features.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::group_orthogonality_loss_backward_cuda(grad_features, grad_out, features,
+                                                      assignment, num_groups);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::group_orthogonality_loss_backward_cpu(grad_features, grad_out, features,
+                                                   assignment, num_groups);
+}
+
+// Robust attribution: ig_accumulate, pixel_softmax_kl, sign_matched_product (forward,
+// backward) and rank_metrics (CPU only); robustops/ops/<op>.py has validated the tensors,
+// chosen the layouts and allocated the outputs.
+void ig_accumulate_entry(at::Tensor out, at::Tensor acc, const at::Tensor& path_grads,
+                         const at::Tensor& x, const at::Tensor& baseline,
+                         const at::Tensor& weights) {
+  if (x.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::ig_accumulate_cuda(out, acc, path_grads, x, baseline, weights);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::ig_accumulate_cpu(out, acc, path_grads, x, baseline, weights);
+}
+
+void ig_accumulate_backward_entry(at::Tensor grad_path, at::Tensor grad_x,
+                                  const at::Tensor& grad_out, const at::Tensor& grad_acc,
+                                  const at::Tensor& acc, const at::Tensor& x,
+                                  const at::Tensor& baseline, const at::Tensor& weights) {
+  if (x.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::ig_accumulate_backward_cuda(grad_path, grad_x, grad_out, grad_acc, acc, x,
+                                           baseline, weights);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::ig_accumulate_backward_cpu(grad_path, grad_x, grad_out, grad_acc, acc, x, baseline,
+                                        weights);
+}
+
+void pixel_softmax_kl_entry(at::Tensor out, at::Tensor lse, const at::Tensor& attr) {
+  if (attr.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::pixel_softmax_kl_cuda(out, lse, attr);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::pixel_softmax_kl_cpu(out, lse, attr);
+}
+
+void pixel_softmax_kl_backward_entry(at::Tensor grad_s, const at::Tensor& grad_out,
+                                     const at::Tensor& lse, const at::Tensor& attr) {
+  if (attr.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::pixel_softmax_kl_backward_cuda(grad_s, grad_out, lse, attr);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::pixel_softmax_kl_backward_cpu(grad_s, grad_out, lse, attr);
+}
+
+void sign_matched_product_entry(at::Tensor out, const at::Tensor& b, const at::Tensor& d) {
+  if (b.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::sign_matched_product_cuda(out, b, d);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::sign_matched_product_cpu(out, b, d);
+}
+
+void sign_matched_product_backward_entry(at::Tensor grad_b, at::Tensor grad_d,
+                                         const at::Tensor& grad_out, const at::Tensor& b,
+                                         const at::Tensor& d) {
+  if (b.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::sign_matched_product_backward_cuda(grad_b, grad_d, grad_out, b, d);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::sign_matched_product_backward_cpu(grad_b, grad_d, grad_out, b, d);
+}
+
+bool rank_metrics_entry(at::Tensor out, const at::Tensor& a, const at::Tensor& b, int64_t k) {
+  TORCH_CHECK(a.device().is_cpu(), "rank_metrics has a CPU kernel only (CUDA tensors run "
+              "the PyTorch reference)");
+  return robustops::rank_metrics_cpu(out, a, b, k);
+}
+
+// part_moments (forward, backward): robustops/ops/part_moments.py has validated the
+// tensors, made them contiguous and allocated the outputs.
+void part_moments_entry(at::Tensor features, at::Tensor stats, const at::Tensor& logits,
+                        bool weighted) {
+  if (logits.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::part_moments_cuda(features, stats, logits, weighted);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::part_moments_cpu(features, stats, logits, weighted);
+}
+
+void part_moments_backward_entry(at::Tensor grad_logits, const at::Tensor& grad,
+                                 const at::Tensor& logits, const at::Tensor& stats,
+                                 bool weighted) {
+  if (logits.is_cuda()) {
+#ifdef ROBUSTOPS_WITH_CUDA
+    robustops::part_moments_backward_cuda(grad_logits, grad, logits, stats, weighted);
+    return;
+#else
+    TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
+#endif
+  }
+  robustops::part_moments_backward_cpu(grad_logits, grad, logits, stats, weighted);
+}
+
 py::dict build_info() {
   py::dict info;
   info["torch_version"] = std::string(TORCH_VERSION);
@@ -284,5 +467,63 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_out"), py::arg("frequency"), py::arg("sigma_x"), py::arg("sigma_y"),
         py::arg("theta"), py::arg("phase"), py::arg("grad_frequency"), py::arg("grad_sigma_x"),
         py::arg("grad_sigma_y"), py::arg("grad_theta"), py::arg("grad_phase"));
+  m.def("channel_kmeans", &channel_kmeans_entry,
+        "TENET channel k-means (CPU): assignment (B, C), medoids (B, K), iterations (B,) "
+        "written from features (B, C, H, W) contiguous and init (B, K) int64, or (init None) "
+        "the medoids drawn from the counter key base and index (B,) int64.",
+        py::arg("assignment"), py::arg("medoids"), py::arg("iterations"), py::arg("features"),
+        py::arg("init"), py::arg("index"), py::arg("base"), py::arg("max_iter"),
+        py::arg("shift_threshold"));
+  m.def("group_inhibition_mask", &group_inhibition_mask_entry,
+        "TENET group-wise inhibition mask written into out (B, C, H, W) from features, grad "
+        "(contiguous) and assignment (B, C) int64.",
+        py::arg("out"), py::arg("features"), py::arg("grad"), py::arg("assignment"),
+        py::arg("num_groups"));
+  m.def("group_orthogonality_loss", &group_orthogonality_loss_entry,
+        "TENET group orthogonality loss written into out (0-d).",
+        py::arg("out"), py::arg("features"), py::arg("assignment"), py::arg("num_groups"));
+  m.def("group_orthogonality_loss_backward", &group_orthogonality_loss_backward_entry,
+        "Gradient of group_orthogonality_loss wrt features written into grad_features.",
+        py::arg("grad_features"), py::arg("grad_out"), py::arg("features"),
+        py::arg("assignment"), py::arg("num_groups"));
+  m.def("ig_accumulate", &ig_accumulate_entry,
+        "Integrated gradients: acc = sum_s weights[s] path_grads[s] and out = (x - baseline) * "
+        "acc written into out, acc (path_grads (S, n), x, baseline, out, acc one dense layout; "
+        "acc and weights (S,) in the compute type).",
+        py::arg("out"), py::arg("acc"), py::arg("path_grads"), py::arg("x"), py::arg("baseline"),
+        py::arg("weights"));
+  m.def("ig_accumulate_backward", &ig_accumulate_backward_entry,
+        "Gradients of ig_accumulate: grad_path[s] = weights[s] ((x - baseline) grad_out + "
+        "grad_acc), grad_x = grad_out acc.",
+        py::arg("grad_path"), py::arg("grad_x"), py::arg("grad_out"), py::arg("grad_acc"),
+        py::arg("acc"), py::arg("x"), py::arg("baseline"), py::arg("weights"));
+  m.def("pixel_softmax_kl", &pixel_softmax_kl_entry,
+        "KL(uniform || softmax over pixels of the channel sum) per sample of attr (B, C, N) "
+        "contiguous into out (B,), and the logsumexp into lse (B,) (compute type).",
+        py::arg("out"), py::arg("lse"), py::arg("attr"));
+  m.def("pixel_softmax_kl_backward", &pixel_softmax_kl_backward_entry,
+        "Gradient of pixel_softmax_kl wrt the channel sum (that of every channel) written into "
+        "grad_s (B, N), from grad_out (B,), the saved lse (B,) and attr.",
+        py::arg("grad_s"), py::arg("grad_out"), py::arg("lse"), py::arg("attr"));
+  m.def("sign_matched_product", &sign_matched_product_entry,
+        "WACR's sign-matched product per sample of b, d (B, N) contiguous, into out (B,).",
+        py::arg("out"), py::arg("b"), py::arg("d"));
+  m.def("sign_matched_product_backward", &sign_matched_product_backward_entry,
+        "Gradients of sign_matched_product wrt b and d written into grad_b, grad_d.",
+        py::arg("grad_b"), py::arg("grad_d"), py::arg("grad_out"), py::arg("b"), py::arg("d"));
+  m.def("rank_metrics", &rank_metrics_entry,
+        "Top-k intersection, Kendall tau-b and Spearman rho of B pairs of rows of a, b (B, N) "
+        "contiguous CPU float32/float64, written into out (B, 3) float64; returns True if a "
+        "NaN was seen.",
+        py::arg("out"), py::arg("a"), py::arg("b"), py::arg("k"));
+  m.def("part_moments", &part_moments_entry,
+        "Part bbox features (B, K, 5) and float64 moments (B, 6K+1) of part logits "
+        "(B, K+1, H, W) contiguous, written into features and stats.",
+        py::arg("features"), py::arg("stats"), py::arg("logits"), py::arg("weighted"));
+  m.def("part_moments_backward", &part_moments_backward_entry,
+        "Gradient of part_moments wrt the logits written into grad_logits, from grad "
+        "(B, K, 5) float64 and the forward's stats.",
+        py::arg("grad_logits"), py::arg("grad"), py::arg("logits"), py::arg("stats"),
+        py::arg("weighted"));
   m.def("build_info", &build_info, "How this extension was built.");
 }

@@ -6,10 +6,16 @@ Functional ops: ``robustops.pgd_step``, ``robustops.pgd_step_`` (in place),
 """
 from . import backend
 from .ops import pgd_step, pgd_step_, pgd_step_reference
+from .ops import channel_kmeans, group_inhibition_mask, group_orthogonality_loss
+from .ops import ig_accumulate, pixel_softmax_kl, rank_metrics, sign_matched_product
 from .ops.gabor_bank import gabor_bank
+from .ops.part_moments import part_moments
 from .ops.v1_response import v1_response
 from .random_init import random_init
 
 __version__ = "0.1.0"
 __all__ = ["backend", "gabor_bank", "pgd_step", "pgd_step_", "pgd_step_reference", "random_init",
-           "v1_response", "__version__"]
+           "v1_response", "__version__",
+           "channel_kmeans", "group_inhibition_mask", "group_orthogonality_loss",
+           "ig_accumulate", "pixel_softmax_kl", "sign_matched_product", "rank_metrics"]
+__all__ += ["part_moments"]

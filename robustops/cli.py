@@ -66,6 +66,27 @@ def _cmd_bench(args) -> int:
         print(table)
         print("baseline: VOneNet's dense formulation (two dense convolutions, eager epilogue, "
               "torch.randn noise) for VOneBlock rows; three separate VOneBlocks for ensembles.")
+    if args.only in (None, "tenet"):
+        from .bench import tenet as bench_tenet
+
+        table, recs = bench_tenet.report(quick=args.quick)
+        records += recs
+        print()
+        print(table)
+    if args.only in (None, "part_moments"):
+        from .bench import part_moments as bench_parts
+
+        table, recs = bench_parts.report(quick=args.quick)
+        records += recs
+        print()
+        print(table)
+    if args.only in (None, "attributions"):
+        from .bench import attributions as bench_attr
+
+        table, recs = bench_attr.report(quick=args.quick)
+        records += recs
+        print()
+        print(table)
     if args.only in (None, "attacks"):
         from .bench import attacks as bench_attacks
 
@@ -225,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=None, help="interleaved repetitions per case")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     s.add_argument("--json", default=None, help="also write the results to this JSON file")
-    s.add_argument("--only", choices=("pgd_step", "corruptions", "vone", "attacks"), default=None,
+    s.add_argument("--only", choices=("pgd_step", "corruptions", "vone", "tenet", "part_moments", "attributions",
+                            "attacks"), default=None,
                    help="run one group of cases (default: all)")
     s.add_argument("--allocator", choices=("warm", "default"), default="warm",
                    help="warm: glibc keeps freed memory so eager code is not re-faulting "

@@ -6,6 +6,14 @@ family in ``MODEL_NAMES``.
 """
 from .small_cnn import SmallCNN, small_cnn_cifar, small_cnn_mnist
 from .torchvision_backbones import MODEL_NAMES, alexnet, build_model, googlenet, resnet18, resnet50
+from .part_heads import (BBoxHead, DownsampledHead, PartHead, PixelCountHead, TwoHead,
+                         WeightedBBoxHead, build_part_head)
+from .part_model import PartModel, build_part_model
+from .part_segmenters import (DeepLabV3Segmenter, PartSegmenter, SmallPartSegmenter,
+                              build_part_segmenter)
 
 __all__ = ["SmallCNN", "small_cnn_mnist", "small_cnn_cifar", "alexnet", "googlenet",
            "resnet18", "resnet50", "build_model", "MODEL_NAMES"]
+__all__ += ["PartModel", "build_part_model", "PartSegmenter", "SmallPartSegmenter",
+            "DeepLabV3Segmenter", "build_part_segmenter", "PartHead", "DownsampledHead",
+            "BBoxHead", "WeightedBBoxHead", "TwoHead", "PixelCountHead", "build_part_head"]

@@ -1,13 +1,22 @@
 """Training objectives, pluggable into the Trainer (subclass Objective for your own)."""
 from .base import Objective
+from .cacr_wacr import CACRWACR
 from .ce import CrossEntropy
 from .distillation import Distillation
 from .fast_at import FastAT
 from .free_at import FreeAT
 from .mat import MAT
+from .part_mat import PartMAT
+from .part_semi import PartSemiSupervised
+from .part_trades import PartTRADES
 from .pgd_at import PGDAT
+from .rar import IGNorm, IGSumNorm
 from .trades import TRADES
 
 OBJECTIVES = {c.name: c for c in (CrossEntropy, PGDAT, TRADES, MAT, FastAT, FreeAT)}
+OBJECTIVES.update({c.name: c for c in (IGNorm, IGSumNorm, CACRWACR)})
+OBJECTIVES.update({c.name: c for c in (PartSemiSupervised, PartTRADES, PartMAT)})
 
-__all__ = ["Objective", "CrossEntropy", "PGDAT", "TRADES", "MAT", "FastAT", "FreeAT", "Distillation", "OBJECTIVES"]
+__all__ = ["Objective", "CrossEntropy", "PGDAT", "TRADES", "MAT", "FastAT", "FreeAT", "Distillation", "OBJECTIVES",
+           "IGNorm", "IGSumNorm", "CACRWACR"]
+__all__ += ["PartSemiSupervised", "PartTRADES", "PartMAT"]

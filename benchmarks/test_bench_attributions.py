@@ -1,0 +1,34 @@
+"""pytest-benchmark: robust-attribution metrics, integrated gradients and the fused regularisers.
+
+Run: python -m pytest benchmarks/test_bench_attributions.py --benchmark-group-by=group
+(`python -m robustops.bench.attributions` prints the same comparisons as a ratio table,
+with the peak memory of each IG variant measured in its own process.)
+"""
+import pytest
+
+from robustops.bench.attributions import (IG_CASES, METRIC_CASES, PAIRS, fused_op_cases,
+                                          ig_cases, metric_cases)
+
+
+@pytest.mark.parametrize("impl", ["robustops", "scipy"])
+@pytest.mark.parametrize("side,k", METRIC_CASES, ids=lambda v: str(v))
+def test_rank_metrics(benchmark, side, k, impl):
+    pytest.importorskip("scipy")
+    benchmark.group = f"top-k + Kendall + Spearman, {PAIRS} pairs {side}x{side}, k={k}"
+    benchmark.pedantic(metric_cases(side, k)[impl], rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("impl", ["robustops", "captum", "captum_chunked"])
+@pytest.mark.parametrize("case", IG_CASES, ids=lambda c: c[0])
+def test_integrated_gradients(benchmark, case, impl):
+    pytest.importorskip("captum")
+    label, batch, side, ch, steps, ibs = case
+    benchmark.group = f"IG {label} b{batch} {steps} steps (ibs {ibs})"
+    benchmark.pedantic(ig_cases(batch, side, ch, steps, ibs)[impl], rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("impl", ["robustops", "eager"])
+@pytest.mark.parametrize("label", list(fused_op_cases()))
+def test_fused_regulariser_ops(benchmark, label, impl):
+    benchmark.group = f"{label} fwd+bwd"
+    benchmark.pedantic(fused_op_cases()[label][impl], rounds=10, warmup_rounds=2)

@@ -1,0 +1,55 @@
+// group_inhibition_mask: the per-element math of TENET's group-wise inhibition mask
+// (METHODS.md section 2, step 3).
+//
+// Per sample b and group g (the channels c with assignment a[c] = g):
+//   w_c  = mean_hw G[c]                         (channel weight)
+//   s_g  = sum_{c in g} w_c                     (group weight)
+//   m_g  = sum_{c in g} w_c F[c]                (an H x W map)
+//   mu_g = mean_hw m_g,  sd_g = sqrt(mean_hw (m_g - mu_g)^2)   (population std)
+//   mask = 1 / (1 + exp((m_g - mu_g) / (sd_g + 1e-8)))  = sigmoid(-z)   if s_g > 0
+//   mask = 1                                                            otherwise
+// and every channel of group g gets mask_g. A channel whose label is outside
+// [0, K) belongs to no group and gets 1 (the CUDA and Triton kernels rely on this
+// to stay memory-safe; Python rejects such labels on CPU).
+//
+// Single source of truth: csrc/cpu/group_inhibition_mask.cpp and
+// csrc/cuda/group_inhibition_mask.cu call these functions;
+// robustops/triton/group_inhibition_mask.py and the reference in
+// robustops/ops/group_inhibition_mask.py restate them.
+#pragma once
+#include "common.h"
+
+namespace robustops {
+namespace kernels {
+
+// The z-score's stabiliser (the paper's 1e-8 added to the std).
+constexpr double kGimStdEps = 1e-8;
+
+template <typename T>
+RO_HOST_DEVICE inline T gim_exp(T v) {
+#if defined(__CUDA_ARCH__)
+  return ::exp(v);
+#else
+  return std::exp(v);
+#endif
+}
+
+// Whether label a names one of the K groups.
+RO_HOST_DEVICE inline bool gim_valid_label(int64_t a, int64_t k) { return a >= 0 && a < k; }
+
+// Population standard deviation from the sum of squared deviations over n values.
+template <typename T>
+RO_HOST_DEVICE inline T gim_std(T sum_sq_dev, int64_t n) {
+  return ro_sqrt(sum_sq_dev / static_cast<T>(n));
+}
+
+// The mask of one element of group map m (mean mu, std sd), or 1 when the group's
+// weight is not positive.
+template <typename T>
+RO_HOST_DEVICE inline T gim_mask_value(T m, T mu, T sd, bool positive) {
+  const T z = (m - mu) / (sd + T(kGimStdEps));
+  return positive ? T(1) / (T(1) + gim_exp(z)) : T(1);
+}
+
+}  // namespace kernels
+}  // namespace robustops

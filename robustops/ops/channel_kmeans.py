@@ -1,0 +1,255 @@
+"""channel_kmeans: TENET's per-sample k-means over the channels of a feature map, batched.
+
+For every sample of F (B, C, H, W), the C channel vectors (H*W values each) are grouped
+into K groups around medoids (centres that are always real channels), as the paper's
+code does (METHODS.md section 2, step 2; LinusWu/TENET_Training CFG/Group.py):
+
+1. assign each channel to its nearest medoid: squared Euclidean distance, computed as
+   ||x||^2 - 2 <x, m> + ||m||^2 (a batched GEMM); ties go to the lower group;
+2. each group's mean (segmented sums); snap it to the nearest real channel, group by
+   group in order, skipping channels already taken by earlier groups of this iteration
+   (so the K medoids stay distinct);
+3. shift = sum over groups of the medoids' displacement; a sample stops once
+   shift^2 < shift_threshold, or after max_iter iterations.
+
+The result is the assignment computed at the start of the last iteration and the medoids
+after it (what the paper's code returns), plus the iterations each sample ran.
+
+Empty groups: a group loses all its channels only when two medoids are identical
+vectors (a channel is at distance 0 from itself), e.g. two dead all-zero channels. The
+paper's code then takes the mean of nothing (NaN), which numpy's argmin turns into the
+lowest-index free channel. Here an empty group is re-seeded at the free channel farthest
+from its own centre (the usual k-means repair: that channel then forms a group of its
+own, so the objective can only improve); with no such channel (all remaining channels
+duplicate a medoid) the group stays empty, and the mask and loss ops treat it as absent.
+
+Initialisation: K distinct channels per sample from the counter-based generator
+(robustops.counter_rng) keyed by (seed, global sample index): the C uniforms of a sample
+order its channels and the K smallest are the initial medoids (kmeans_init), so a
+sample's grouping does not depend on its batch, the device or the number of processes.
+`init` (B, K) overrides it (e.g. to replay another implementation's draw; checked on
+the host, one read).
+
+Backends: ``cpp`` (CPU) runs each sample to its own convergence inside one C++ call
+(which also draws the initial medoids), with the sample's data in cache and only the
+medoids that moved and the groups that changed recomputed. Everything else (the
+``reference`` backend, and CUDA tensors whatever the backend) runs the batched PyTorch
+composition below: GEMMs, argmin, scatter-adds, max_iter iterations with a per-sample
+convergence mask and no host synchronisation (no .item(), no branch on data), so it
+stays asynchronous on a GPU. Both round alike (kernels/channel_kmeans.h fixes the
+operation order). Exact ties are broken by rounding, in the paper's code as here (the
+two members of a two-channel group are equidistant from its mean): implementations may
+then pick different, equally good, channels.
+
+No gradient: the assignment is discrete (the input is detached).
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import NamedTuple, Optional, Union
+
+import torch
+from torch import Tensor
+
+from .. import backend
+from ..counter_rng import sample_index
+from .counter_rng import stream_base
+
+__all__ = ["channel_kmeans", "channel_kmeans_reference", "kmeans_init", "ChannelKMeans",
+           "KMEANS_INIT_STREAM"]
+
+OP = "channel_kmeans"
+# The C++ kernel is CPU only; CUDA and Triton requests run the batched PyTorch path.
+BACKENDS = ("reference", "cpp", "cuda", "triton")
+# Counter stream of the initial medoids ("TK"): apart from the other ops' streams.
+KMEANS_INIT_STREAM = 0x544B
+
+
+class ChannelKMeans(NamedTuple):
+    """channel_kmeans' result (all int64 on the features' device)."""
+
+    assignment: Tensor  # (B, C): group of every channel, in [0, K)
+    medoids: Tensor     # (B, K): channel index of every group's centre (distinct)
+    iterations: Tensor  # (B,): iterations run, in [1, max_iter]
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def _init_from_base(index: Tensor, channels: int, num_groups: int, base: int) -> Tensor:
+    """(B, K) initial medoids from the 32-bit counter key `base` (kmeans_init's rule)."""
+    u = torch.ops.robustops.counter_rng(index, channels, base, base, False, torch.float64)
+    bits = torch.floor(u * 8388608.0).to(torch.int64)  # u = (bits + 0.5) / 2^23 exactly
+    keys = bits * channels + torch.arange(channels, device=index.device, dtype=torch.int64)
+    return torch.topk(keys, num_groups, dim=1, largest=False, sorted=True).indices
+
+
+def kmeans_init(batch: int, channels: int, num_groups: int, seed: int = 0,
+                index: Union[None, int, Tensor] = None,
+                device: Union[str, torch.device] = "cpu") -> Tensor:
+    """K distinct random channels per sample, (B, K) int64, keyed by (seed, sample index).
+
+    Channel c of sample b gets the integer key bits * C + c, where bits are the 23 random
+    bits of the counter uniform u(seed, KMEANS_INIT_STREAM, index[b], c) (keys are exact and
+    distinct); the K smallest keys, in increasing order, are the medoids. channel_kmeans
+    draws exactly these (the C++ kernel draws them itself, in the same pass).
+    """
+    idx = sample_index(batch, index, torch.device(device))
+    return _init_from_base(idx, channels, num_groups, stream_base(seed, KMEANS_INIT_STREAM))
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def channel_kmeans_reference(features: Tensor, init: Tensor, max_iter: int,
+                             shift_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The batched PyTorch k-means (no validation): the oracle and the GPU path.
+
+    features: (B, C, H, W) float32/float64 (computed in its dtype); init: (B, K) int64
+    distinct channels. Returns (assignment (B, C), medoids (B, K), iterations (B,)), int64.
+    Runs exactly max_iter iterations; a sample's state freezes once it has converged.
+    """
+    b, c = features.shape[:2]
+    k = init.shape[1]
+    x = features.reshape(b, c, features.shape[2] * features.shape[3])
+    n = x.shape[2]
+    dev = x.device
+    xx = (x * x).sum(-1)                                        # (B, C)
+    medoids = init.clone()
+    assignment = torch.zeros(b, c, dtype=torch.int64, device=dev)
+    iterations = torch.zeros(b, dtype=torch.int64, device=dev)
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    ones = torch.ones(b, c, dtype=x.dtype, device=dev)
+    for _ in range(max_iter):
+        centres = x.gather(1, medoids[..., None].expand(b, k, n))              # (B, K, N)
+        dots = torch.bmm(x, centres.transpose(1, 2))                           # (B, C, K)
+        d = (xx[..., None] - 2 * dots) + xx.gather(1, medoids)[:, None, :]     # km_distance
+        a = d.argmin(-1)                                                       # first on ties
+        mind = d.gather(2, a[..., None])[..., 0]                               # (B, C)
+        counts = torch.zeros(b, k, dtype=x.dtype, device=dev).scatter_add_(1, a, ones)
+        sums = torch.zeros(b, k, n, dtype=x.dtype, device=dev).scatter_add_(
+            1, a[..., None].expand(b, c, n), x)
+        means = sums / counts.clamp(min=1)[..., None]
+        keys = xx[:, None, :] - 2 * torch.bmm(means, x.transpose(1, 2))        # km_snap_key
+        keys = torch.where(counts[..., None] > 0, keys, -mind[:, None, :])     # empty: re-seed
+        taken = torch.zeros(b, c, dtype=torch.bool, device=dev)
+        snapped = []
+        for j in range(k):  # K is static: the loop is unrolled, nothing reads data
+            p = keys[:, j].masked_fill(taken, math.inf).argmin(-1)
+            taken = taken.scatter(1, p[:, None], True)
+            snapped.append(p)
+        new = torch.stack(snapped, 1)
+        moved = x.gather(1, new[..., None].expand(b, k, n)) - centres
+        shift = (moved * moved).sum(-1).sqrt().sum(-1)                         # (B,)
+        live = ~done
+        assignment = torch.where(live[:, None], a, assignment)
+        medoids = torch.where(live[:, None], new, medoids)
+        iterations = iterations + live.to(torch.int64)
+        done = done | (shift * shift < shift_threshold)
+    return assignment, medoids, iterations
+
+
+# ----------------------------------------------------------------------------- custom op
+
+
+@torch.library.custom_op("robustops::channel_kmeans", mutates_args=())
+def _channel_kmeans_op(features: Tensor, init: Optional[Tensor], index: Tensor, base: int,
+                       num_groups: int, max_iter: int,
+                       shift_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    b, c = features.shape[:2]
+    name = backend.resolve(features.device, OP, BACKENDS)
+    if name != "cpp" or b == 0:
+        if init is None:
+            init = _init_from_base(index, c, num_groups, base)
+        return channel_kmeans_reference(features, init, max_iter, shift_threshold)
+    assignment = torch.empty(b, c, dtype=torch.int64)
+    medoids = torch.empty(b, num_groups, dtype=torch.int64)
+    iterations = torch.empty(b, dtype=torch.int64)
+    # Without init, the kernel draws the medoids itself (no extra parallel region: on a
+    # busy machine every region can wait a scheduler tick for its second thread).
+    backend.extension().channel_kmeans(assignment, medoids, iterations, features.contiguous(),
+                                       None if init is None else init.contiguous(),
+                                       index.contiguous(), base, max_iter, shift_threshold)
+    return assignment, medoids, iterations
+
+
+@_channel_kmeans_op.register_fake
+def _(features, init, index, base, num_groups, max_iter, shift_threshold):
+    b, c = features.shape[:2]
+    return (features.new_empty((b, c), dtype=torch.int64),
+            features.new_empty((b, num_groups), dtype=torch.int64),
+            features.new_empty((b,), dtype=torch.int64))
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _validate(features, num_groups, max_iter, shift_threshold, seed) -> None:
+    if not isinstance(features, Tensor):
+        raise ValueError(f"channel_kmeans: features must be a tensor, got "
+                         f"{type(features).__name__}")
+    if features.ndim != 4:
+        raise ValueError(f"channel_kmeans: features must be 4-D (B, C, H, W), got shape "
+                         f"{tuple(features.shape)}")
+    if features.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"channel_kmeans: features must be float32 or float64, got "
+                         f"{features.dtype} (cast half/bfloat16 features to float32)")
+    c = features.shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise ValueError(f"channel_kmeans: num_groups must be an int, got {num_groups!r}")
+    if num_groups < 1 or num_groups > c:
+        raise ValueError(f"channel_kmeans: num_groups must be in [1, C] = [1, {c}] (K "
+                         f"distinct channels start the groups), got {num_groups}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"channel_kmeans: max_iter must be an int >= 1, got {max_iter!r}")
+    if isinstance(shift_threshold, bool) or not isinstance(shift_threshold, Real) \
+            or not math.isfinite(float(shift_threshold)) or shift_threshold < 0:
+        raise ValueError(f"channel_kmeans: shift_threshold must be a finite real >= 0, got "
+                         f"{shift_threshold!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"channel_kmeans: seed must be an int, got {seed!r}")
+
+
+def _check_init(init, features: Tensor, num_groups: int) -> None:
+    """A user-given init: (B, K) int64 distinct channels (one host read to check them)."""
+    b, c = features.shape[:2]
+    if not isinstance(init, Tensor) or init.dtype != torch.int64 \
+            or tuple(init.shape) != (b, num_groups):
+        got = (f"{tuple(init.shape)} {init.dtype}" if isinstance(init, Tensor)
+               else type(init).__name__)
+        raise ValueError(f"channel_kmeans: init must be a ({b}, {num_groups}) int64 tensor of "
+                         f"channel indices, got {got}")
+    if init.device != features.device:
+        raise ValueError(f"channel_kmeans: init is on {init.device} but features are on "
+                         f"{features.device}")
+    if init.numel() == 0:
+        return
+    srt = init.sort(1).values
+    bad = (srt[:, 0] < 0) | (srt[:, -1] >= c) | (srt[:, 1:] == srt[:, :-1]).any(1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"channel_kmeans: init[{i}] = {init[i].tolist()} must hold "
+                         f"{num_groups} distinct channel indices in [0, {c})")
+
+
+def channel_kmeans(features: Tensor, num_groups: int = 6, *, max_iter: int = 50,
+                   shift_threshold: float = 1e-4, seed: int = 0,
+                   index: Union[None, int, Tensor] = None,
+                   init: Optional[Tensor] = None) -> ChannelKMeans:
+    """Group the C channels of every sample of features (B, C, H, W) into num_groups groups.
+
+    features: float32 or float64 (detached; computed in its dtype), any layout.
+    num_groups: K in [1, C]. max_iter >= 1, shift_threshold >= 0: the paper's 50 and
+    1e-4. seed (any int) and index (None: 0..B-1, an int offset, or (B,) global sample
+    indices) key the initial medoids; init (B, K) int64 distinct channels replaces them.
+    Returns ChannelKMeans(assignment (B, C), medoids (B, K), iterations (B,)), int64.
+    """
+    _validate(features, num_groups, max_iter, shift_threshold, seed)
+    idx = sample_index(features.shape[0], index, features.device)
+    if init is not None:
+        _check_init(init, features, num_groups)
+    base = stream_base(seed, KMEANS_INIT_STREAM)
+    out = _channel_kmeans_op(features.detach(), init, idx, base, num_groups, max_iter,
+                             float(shift_threshold))
+    return ChannelKMeans(*out)

@@ -1,0 +1,179 @@
+"""group_inhibition_mask: TENET's group-wise inhibition mask (METHODS.md section 2, step 3).
+
+From the feature map F (B, C, H, W), the gradient G = dL/dF (same shape) and a grouping
+of the channels (assignment (B, C), labels in [0, K), e.g. from channel_kmeans), per
+sample b and group g (the channels c with assignment[b, c] = g):
+
+    w_c  = mean_hw G[b, c]                 (channel weight)
+    s_g  = sum_{c in g} w_c                (group weight)
+    m_g  = sum_{c in g} w_c F[b, c]        (an H x W map)
+    z    = (m_g - mean_hw m_g) / (std_hw m_g + 1e-8)        (population std)
+    mask = sigmoid(-z) = 1 / (1 + exp(z))  if s_g > 0,  else 1
+
+and every channel of g gets its group's mask: the output is (B, C, H, W), to multiply F
+with. This is the paper's get_masktensor (LinusWu/TENET_Training, TENET/Tenet.py), in one
+pass per sample instead of a Python loop per sample and group. An empty group has no
+channel to mask.
+
+No gradient: the mask is a constant of the re-forward (as in the paper, where it comes
+from numpy); the output is marked non-differentiable, whatever its inputs.
+
+Dtypes and layouts: float32 or float64 (computed in its own precision), F and G of one
+dtype; any layout (the kernels read contiguous NCHW copies); the mask is contiguous NCHW.
+Labels outside [0, K) are rejected for CPU tensors (the check is free there); on a GPU
+they are not checked (that would cost a host synchronisation per call) and such a channel
+gets mask 1 (the kernels never read out of bounds).
+
+Layers: this file holds the custom op ``robustops::group_inhibition_mask``, the plain
+PyTorch reference (the oracle and fallback), the fake kernel, the non-differentiable
+autograd registration and all input validation. The kernels live in
+kernels/group_inhibition_mask.h (math), csrc/cpu/group_inhibition_mask.cpp,
+csrc/cuda/group_inhibition_mask.cu and robustops/triton/group_inhibition_mask.py.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import backend
+
+__all__ = ["group_inhibition_mask", "group_inhibition_mask_reference", "STD_EPS"]
+
+OP = "group_inhibition_mask"
+BACKENDS = ("reference", "cpp", "cuda", "triton")
+STD_EPS = 1e-8  # the paper's stabiliser of the z-score (kernels/group_inhibition_mask.h)
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def group_inhibition_mask_reference(features: Tensor, grad: Tensor, assignment: Tensor,
+                                    num_groups: int) -> Tensor:
+    """Plain-PyTorch group_inhibition_mask: the oracle for every backend (no validation).
+
+    features, grad: (B, C, H, W) float; assignment: (B, C) int64. Returns the (B, C, H, W)
+    mask, contiguous, in features' dtype. Labels outside [0, K) get mask 1.
+    """
+    b, c, h, w = features.shape
+    k = num_groups
+    n = h * w
+    x = features.reshape(b, c, n)
+    # Out-of-range labels go to an extra slot K whose mask is 1.
+    valid = (assignment >= 0) & (assignment < k)
+    a = torch.where(valid, assignment, k)
+    weights = grad.reshape(b, c, n).sum(-1) / n                                # w_c
+    s = torch.zeros(b, k + 1, dtype=x.dtype, device=x.device).scatter_add_(1, a, weights)
+    m = torch.zeros(b, k + 1, n, dtype=x.dtype, device=x.device).scatter_add_(
+        1, a[..., None].expand(b, c, n), weights[..., None] * x)
+    mu = m.sum(-1, keepdim=True) / n
+    sd = torch.sqrt(((m - mu) ** 2).sum(-1, keepdim=True) / n)
+    gm = 1.0 / (1.0 + torch.exp((m - mu) / (sd + STD_EPS)))
+    positive = (s > 0)[..., None]
+    positive[:, k] = False
+    gm = torch.where(positive, gm, torch.ones((), dtype=x.dtype, device=x.device))
+    return gm.gather(1, a[..., None].expand(b, c, n)).reshape(b, c, h, w)
+
+
+# ----------------------------------------------------------------------------- custom op
+
+
+def _check_labels(assignment: Tensor, num_groups: int) -> None:
+    """Labels in [0, K): checked for CPU tensors only (free there; a sync on a GPU)."""
+    if assignment.device.type != "cpu" or assignment.numel() == 0:
+        return
+    lo, hi = torch.aminmax(assignment)  # one pass (each extra pass is a parallel region)
+    if int(lo) < 0 or int(hi) >= num_groups:
+        bad = (assignment < 0) | (assignment >= num_groups)
+        i, j = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"group_inhibition_mask: assignment[{i}, {j}] = {int(assignment[i, j])} "
+                         f"is not a group label in [0, {num_groups})")
+
+
+@torch.library.custom_op("robustops::group_inhibition_mask", mutates_args=())
+def _group_inhibition_mask_op(features: Tensor, grad: Tensor, assignment: Tensor,
+                              num_groups: int) -> Tensor:
+    _check_labels(assignment, num_groups)
+    name = backend.resolve(features.device, OP, BACKENDS)
+    if name == "reference":
+        return group_inhibition_mask_reference(features, grad, assignment, num_groups)
+    out = torch.empty(features.shape, dtype=features.dtype, device=features.device)
+    if out.numel() == 0:
+        return out
+    x, g, a = features.contiguous(), grad.contiguous(), assignment.contiguous()
+    if name == "triton":
+        from ..triton.group_inhibition_mask import group_inhibition_mask_triton
+        group_inhibition_mask_triton(out, x, g, a, num_groups)
+    else:
+        backend.extension().group_inhibition_mask(out, x, g, a, num_groups)
+    return out
+
+
+@_group_inhibition_mask_op.register_fake
+def _(features, grad, assignment, num_groups):
+    return torch.empty(features.shape, dtype=features.dtype, device=features.device)
+
+
+def _setup_context(ctx, inputs, output):
+    # The mask is a constant of the re-forward: no gradient flows through it.
+    ctx.mark_non_differentiable(output)
+
+
+def _backward(ctx, grad_out):
+    return None, None, None, None
+
+
+_group_inhibition_mask_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _validate(features, grad, assignment, num_groups) -> None:
+    for name, t in (("features", features), ("grad", grad)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"group_inhibition_mask: {name} must be a tensor, got "
+                             f"{type(t).__name__}")
+        if t.ndim != 4:
+            raise ValueError(f"group_inhibition_mask: {name} must be 4-D (B, C, H, W), got "
+                             f"shape {tuple(t.shape)}")
+        if t.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"group_inhibition_mask: {name} must be float32 or float64, got "
+                             f"{t.dtype} (cast half/bfloat16 maps to float32)")
+    if grad.shape != features.shape:
+        raise ValueError(f"group_inhibition_mask: grad has shape {tuple(grad.shape)} but "
+                         f"features have {tuple(features.shape)}; G is dL/dF, the same shape")
+    if grad.dtype != features.dtype:
+        raise ValueError(f"group_inhibition_mask: grad has dtype {grad.dtype} but features "
+                         f"have {features.dtype}; they must match")
+    if grad.device != features.device:
+        raise ValueError(f"group_inhibition_mask: grad is on {grad.device} but features are "
+                         f"on {features.device}")
+    b, c = features.shape[:2]
+    if not isinstance(assignment, Tensor):
+        raise ValueError(f"group_inhibition_mask: assignment must be a ({b}, {c}) int64 "
+                         f"tensor, got {type(assignment).__name__}")
+    if assignment.dtype != torch.int64 or tuple(assignment.shape) != (b, c):
+        raise ValueError(f"group_inhibition_mask: assignment must be a ({b}, {c}) int64 tensor "
+                         f"(one group label per channel), got {tuple(assignment.shape)} "
+                         f"{assignment.dtype}")
+    if assignment.device != features.device:
+        raise ValueError(f"group_inhibition_mask: assignment is on {assignment.device} but "
+                         f"features are on {features.device}")
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise ValueError(f"group_inhibition_mask: num_groups must be an int, got "
+                         f"{num_groups!r}")
+    if num_groups < 1 or num_groups > c:
+        raise ValueError(f"group_inhibition_mask: num_groups must be in [1, C] = [1, {c}], "
+                         f"got {num_groups}")
+
+
+def group_inhibition_mask(features: Tensor, grad: Tensor, assignment: Tensor,
+                          num_groups: int) -> Tensor:
+    """TENET's inhibition mask (B, C, H, W) from F, G = dL/dF and the channel grouping.
+
+    features, grad: (B, C, H, W) float32 or float64, one dtype and device; assignment:
+    (B, C) int64 group labels in [0, num_groups); num_groups: K in [1, C]. Returns the
+    mask in features' dtype, contiguous, without gradient (multiply F by it).
+    """
+    _validate(features, grad, assignment, num_groups)
+    return _group_inhibition_mask_op(features.detach(), grad.detach(), assignment, num_groups)

@@ -1,0 +1,202 @@
+"""group_orthogonality_loss: TENET's orthogonality loss between channel groups, with backward.
+
+From the feature map F (B, C, H, W) and a grouping of its channels (assignment (B, C),
+labels in [0, K)), per sample b:
+
+    mu_g = mean of F[b, c] over the channels c of group g      (an H*W vector)
+    L_b  = sum_{i<j} |<mu_i, mu_j>| / P_b,   P_b = K'(K'-1)/2 (1 when K' < 2)
+
+with K' the number of non-empty groups of the sample (empty groups are left out, as in
+the paper's CFG/Orthogonal_loss.py); the loss is mean_b L_b, a 0-d tensor (0 for an
+empty batch). METHODS.md section 2, step 5.
+
+Gradient (d|t|/dt = sign(t), 0 at 0): dL/dmu_i = (go / (B P_b)) sum_{j != i}
+sign(<mu_i, mu_j>) mu_j and dL/dF[b, c] = dL/dmu_{a(c)} / n_{a(c)}; the assignment gets
+none. The backward is its own custom op (``robustops::group_orthogonality_loss_backward``)
+and recomputes the group means from F: nothing but F and the labels is saved.
+
+Dtypes and layouts: float32 or float64 (computed in its own precision), any layout (the
+kernels read a contiguous NCHW copy). Labels outside [0, K) are rejected for CPU tensors;
+on a GPU (unchecked, no host synchronisation) such a channel belongs to no group.
+
+Layers: this file holds the custom ops, the plain-PyTorch references (the oracle and
+fallback), fake kernels, autograd and all input validation. The kernels live in
+kernels/group_orthogonality_loss.h (math), csrc/cpu/group_orthogonality_loss.cpp,
+csrc/cuda/group_orthogonality_loss.cu and robustops/triton/group_orthogonality_loss.py.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import backend
+from .group_inhibition_mask import _check_labels
+
+__all__ = ["group_orthogonality_loss", "group_orthogonality_loss_reference",
+           "group_orthogonality_loss_backward_reference"]
+
+OP = "group_orthogonality_loss"
+BACKENDS = ("reference", "cpp", "cuda", "triton")
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _group_means(features: Tensor, assignment: Tensor, num_groups: int):
+    """(mu (B, K, N), counts (B, K), a (B, C) with bad labels sent to slot K, pairs (B,))."""
+    b, c = features.shape[:2]
+    k = num_groups
+    x = features.reshape(b, c, features.shape[2] * features.shape[3])
+    n = x.shape[2]
+    valid = (assignment >= 0) & (assignment < k)
+    a = torch.where(valid, assignment, k)
+    ones = torch.ones(b, c, dtype=x.dtype, device=x.device)
+    counts = torch.zeros(b, k + 1, dtype=x.dtype, device=x.device).scatter_add_(1, a, ones)
+    sums = torch.zeros(b, k + 1, n, dtype=x.dtype, device=x.device).scatter_add(
+        1, a[..., None].expand(b, c, n), x)
+    counts, sums = counts[:, :k], sums[:, :k]
+    mu = sums / counts.clamp(min=1)[..., None]
+    kprime = (counts > 0).sum(1)
+    pairs = torch.where(kprime > 1, kprime * (kprime - 1) // 2, 1).to(x.dtype)
+    return mu, counts, a, pairs
+
+
+def group_orthogonality_loss_reference(features: Tensor, assignment: Tensor,
+                                       num_groups: int) -> Tensor:
+    """Plain-PyTorch group_orthogonality_loss (no validation): 0-d, features' dtype.
+
+    features: (B, C, H, W) float; assignment: (B, C) int64. Differentiable in features by
+    torch autograd (the tests use that as a second oracle for the backward).
+    """
+    b = features.shape[0]
+    if b == 0:
+        return features.new_zeros(()) + 0 * features.sum()
+    mu, _, _, pairs = _group_means(features, assignment, num_groups)
+    gram = torch.bmm(mu, mu.transpose(1, 2))
+    per_sample = gram.abs().triu(1).sum((1, 2)) / pairs
+    return per_sample.sum() / b
+
+
+def group_orthogonality_loss_backward_reference(grad_out: Tensor, features: Tensor,
+                                                assignment: Tensor, num_groups: int) -> Tensor:
+    """Analytic dL/dF (B, C, H, W) in plain PyTorch, given the 0-d grad_out."""
+    b, c = features.shape[:2]
+    if features.numel() == 0:
+        return torch.zeros_like(features, memory_format=torch.contiguous_format)
+    mu, counts, a, pairs = _group_means(features, assignment, num_groups)
+    n = mu.shape[2]
+    k = num_groups
+    gram = torch.bmm(mu, mu.transpose(1, 2))
+    coef = grad_out.to(mu.dtype) * torch.sign(gram) / (b * pairs)[:, None, None]
+    coef = coef * (1 - torch.eye(k, dtype=mu.dtype, device=mu.device))
+    dmu = torch.bmm(coef, mu) / counts.clamp(min=1)[..., None]                 # (B, K, N)
+    dmu = torch.cat([dmu, torch.zeros(b, 1, n, dtype=mu.dtype, device=mu.device)], 1)
+    return dmu.gather(1, a[..., None].expand(b, c, n)).reshape(features.shape)
+
+
+# ----------------------------------------------------------------------------- custom ops
+
+
+@torch.library.custom_op("robustops::group_orthogonality_loss", mutates_args=())
+def _group_orthogonality_loss_op(features: Tensor, assignment: Tensor,
+                                 num_groups: int) -> Tensor:
+    _check_labels(assignment, num_groups)
+    name = backend.resolve(features.device, OP, BACKENDS)
+    if name == "reference":
+        return group_orthogonality_loss_reference(features, assignment, num_groups)
+    out = torch.empty((), dtype=features.dtype, device=features.device)
+    x, a = features.contiguous(), assignment.contiguous()
+    if name == "triton":
+        from ..triton.group_orthogonality_loss import group_orthogonality_loss_triton
+        group_orthogonality_loss_triton(out, x, a, num_groups)
+    else:
+        backend.extension().group_orthogonality_loss(out, x, a, num_groups)
+    return out
+
+
+@_group_orthogonality_loss_op.register_fake
+def _(features, assignment, num_groups):
+    return features.new_empty(())
+
+
+@torch.library.custom_op("robustops::group_orthogonality_loss_backward", mutates_args=())
+def _group_orthogonality_loss_backward_op(grad_out: Tensor, features: Tensor,
+                                          assignment: Tensor, num_groups: int) -> Tensor:
+    name = backend.resolve(features.device, OP, BACKENDS)
+    if name == "reference":
+        return group_orthogonality_loss_backward_reference(grad_out, features, assignment,
+                                                           num_groups)
+    grad = torch.empty(features.shape, dtype=features.dtype, device=features.device)
+    if grad.numel() == 0:
+        return grad
+    go = grad_out.to(features.dtype).reshape(()).contiguous()
+    x, a = features.contiguous(), assignment.contiguous()
+    if name == "triton":
+        from ..triton.group_orthogonality_loss import group_orthogonality_loss_backward_triton
+        group_orthogonality_loss_backward_triton(grad, go, x, a, num_groups)
+    else:
+        backend.extension().group_orthogonality_loss_backward(grad, go, x, a, num_groups)
+    return grad
+
+
+@_group_orthogonality_loss_backward_op.register_fake
+def _(grad_out, features, assignment, num_groups):
+    return torch.empty(features.shape, dtype=features.dtype, device=features.device)
+
+
+def _setup_context(ctx, inputs, output):
+    features, assignment, num_groups = inputs
+    ctx.save_for_backward(features, assignment)
+    ctx.num_groups = num_groups
+
+
+def _backward(ctx, grad_out):
+    features, assignment = ctx.saved_tensors
+    grad = _group_orthogonality_loss_backward_op(grad_out, features, assignment, ctx.num_groups)
+    return grad, None, None
+
+
+_group_orthogonality_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _validate(features, assignment, num_groups) -> None:
+    if not isinstance(features, Tensor):
+        raise ValueError(f"group_orthogonality_loss: features must be a tensor, got "
+                         f"{type(features).__name__}")
+    if features.ndim != 4:
+        raise ValueError(f"group_orthogonality_loss: features must be 4-D (B, C, H, W), got "
+                         f"shape {tuple(features.shape)}")
+    if features.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"group_orthogonality_loss: features must be float32 or float64, got "
+                         f"{features.dtype} (cast half/bfloat16 maps to float32)")
+    b, c = features.shape[:2]
+    if not isinstance(assignment, Tensor):
+        raise ValueError(f"group_orthogonality_loss: assignment must be a ({b}, {c}) int64 "
+                         f"tensor, got {type(assignment).__name__}")
+    if assignment.dtype != torch.int64 or tuple(assignment.shape) != (b, c):
+        raise ValueError(f"group_orthogonality_loss: assignment must be a ({b}, {c}) int64 "
+                         f"tensor (one group label per channel), got "
+                         f"{tuple(assignment.shape)} {assignment.dtype}")
+    if assignment.device != features.device:
+        raise ValueError(f"group_orthogonality_loss: assignment is on {assignment.device} but "
+                         f"features are on {features.device}")
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise ValueError(f"group_orthogonality_loss: num_groups must be an int, got "
+                         f"{num_groups!r}")
+    if num_groups < 1 or num_groups > c:
+        raise ValueError(f"group_orthogonality_loss: num_groups must be in [1, C] = [1, {c}], "
+                         f"got {num_groups}")
+
+
+def group_orthogonality_loss(features: Tensor, assignment: Tensor, num_groups: int) -> Tensor:
+    """TENET's orthogonality loss between the channel groups' mean maps: a 0-d tensor.
+
+    features: (B, C, H, W) float32 or float64 (differentiable); assignment: (B, C) int64
+    group labels in [0, num_groups) (no gradient); num_groups: K in [1, C]. Returns
+    mean_b sum_{i<j} |<mu_i, mu_j>| / (K'(K'-1)/2) in features' dtype.
+    """
+    _validate(features, assignment, num_groups)
+    return _group_orthogonality_loss_op(features, assignment, num_groups)

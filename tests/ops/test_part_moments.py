@@ -1,0 +1,224 @@
+"""part_moments: hand-computed bbox features, every backend vs the reference, the op contract."""
+import math
+
+import pytest
+import torch
+
+from robustops import backend, part_moments
+from robustops.ops.part_moments import (part_moments_backward_reference, part_moments_reference,
+                                        part_moments_stats_reference)
+from robustops.testing import assert_close
+
+OPS = torch.ops.robustops
+
+
+def logits_of(shape, seed=0, dtype=torch.float64, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+def one_hot_logits(mask, num_parts, value=60.0):
+    """Logits whose softmax is (numerically) the one-hot mask (H, W) -> (1, K+1, H, W)."""
+    m = torch.nn.functional.one_hot(mask, num_parts + 1).permute(2, 0, 1).to(torch.float64)
+    return (m * value)[None]
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def test_bbox_features_of_a_constructed_mask():
+    # 4 x 6 image; part 1 = rows 1-2, columns 2-4 (6 pixels); part 2 absent.
+    mask = torch.zeros(4, 6, dtype=torch.int64)
+    mask[1:3, 2:5] = 1
+    m = one_hot_logits(mask, 2)
+    for f in (part_moments_reference(m), part_moments(m)):
+        p1 = f[0, 0].tolist()
+        # mass A/(HW) = 6/24; centre x = 3 -> 3/6*2-1 = 0; centre y = 1.5 -> 1.5/4*2-1 = -0.25;
+        # sigma_x = sqrt(((2-3)^2 + 0 + (4-3)^2)/3) = sqrt(2/3) -> /6*2; sigma_y = 0.5 -> /4*2.
+        expected = [0.25, 0.0, -0.25, math.sqrt(2 / 3) / 3, 0.25]
+        assert p1 == pytest.approx(expected, abs=1e-6)
+        assert f[0, 1, 0].item() == pytest.approx(0.0, abs=1e-12)  # absent part: no mass
+    # Weighted: f = sigmoid(M_1 + M_2 - M_0) is ~1 on the part, ~0 elsewhere, so the score
+    # of part 1 is its mean logit there (60) and part 2's is 0.
+    fw = part_moments(m, weighted=True)
+    assert fw[0, 0, 0].item() == pytest.approx(60.0, rel=1e-9)
+    assert fw[0, 1, 0].item() == pytest.approx(0.0, abs=1e-9)
+    assert_close(fw[0, 0, 1:], part_moments(m)[0, 0, 1:])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_reference_backward_matches_autograd(weighted):
+    m = logits_of((2, 4, 5, 7), seed=1).requires_grad_()
+    out = part_moments_reference(m, weighted)
+    g = torch.randn_like(out)
+    (auto,) = torch.autograd.grad(out, m, g)
+    stats = part_moments_stats_reference(m.detach(), weighted)
+    assert_close(part_moments_backward_reference(g, m.detach(), stats, weighted), auto)
+
+
+# ----------------------------------------------------------------------------- backends
+
+SHAPES = [(2, 4, 5, 7), (1, 2, 17, 3), (3, 11, 9, 20)]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_backend_matches_reference(kernel_backend, shape, dtype, weighted):
+    m = logits_of(shape, seed=2, dtype=dtype)
+    feats, stats = OPS.part_moments(m, weighted)
+    assert feats.shape == (shape[0], shape[1] - 1, 5) and feats.dtype == dtype
+    assert stats.dtype == torch.float64
+    assert_close(feats, part_moments_reference(m, weighted), kernel_backend)
+    ref_stats = part_moments_stats_reference(m, weighted)
+    torch.testing.assert_close(stats, ref_stats, rtol=1e-5 if dtype == torch.float32 else 1e-10,
+                               atol=1e-5 if dtype == torch.float32 else 1e-10)
+    g = torch.randn(feats.shape, dtype=torch.float64)
+    grad = OPS.part_moments_backward(g, m, stats, weighted)
+    assert grad.shape == m.shape and grad.dtype == dtype
+    assert_close(grad, part_moments_backward_reference(g, m, ref_stats, weighted), kernel_backend)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backend_autograd_and_layouts(kernel_backend, weighted):
+    base = logits_of((2, 5, 6, 8), seed=3, dtype=torch.float32)
+    g = torch.randn(2, 4, 5)
+    ref_m = base.clone().requires_grad_()
+    expected = torch.autograd.grad(part_moments_reference(ref_m, weighted), ref_m, g)[0]
+    layouts = {"contiguous": base,
+               "channels_last": base.contiguous(memory_format=torch.channels_last),
+               "strided": torch.stack([base, base], -1)[..., 0]}
+    assert not layouts["strided"].is_contiguous()
+    for name, m in layouts.items():
+        leaf = m.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+        out = part_moments(leaf, weighted)
+        assert_close(out, part_moments_reference(base, weighted), name)
+        (grad,) = torch.autograd.grad(out, leaf, g)
+        assert_close(grad, expected, f"{kernel_backend} {name} grad")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cpp_half_types(dtype):
+    if "cpp" not in backend.available():
+        pytest.skip("cpp backend not built")
+    m = logits_of((2, 4, 6, 5), seed=4, dtype=dtype, scale=2.0)
+    with backend.use("cpp"):
+        out = part_moments(m, True)
+    assert out.dtype == dtype
+    # Both compute in float32 from the same half inputs and round once.
+    assert_close(out, part_moments_reference(m, True))
+
+
+def test_extreme_logits_stay_finite(kernel_backend):
+    # Saturated softmax (one-hot), a part with one pixel and absent parts.
+    mask = torch.zeros(5, 6, dtype=torch.int64)
+    mask[2, 3] = 2
+    m = one_hot_logits(mask, 3, value=200.0).float()
+    leaf = m.clone().requires_grad_()
+    out = part_moments(leaf, True)
+    (grad,) = torch.autograd.grad(out.sum(), leaf)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    assert_close(out, part_moments_reference(m, True))
+
+
+@pytest.mark.parametrize("be", ["reference", "cpp", "triton"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradcheck_fp64(be, weighted):
+    if be not in backend.available():
+        pytest.skip(f"{be} not available")
+    m = logits_of((2, 3, 4, 5), seed=5).requires_grad_()
+    # Fast mode (random projections) for the slow backends: the interpreter runs ~1 ms per
+    # program, and the reference's backward is checked against autograd above.
+    with backend.use(be):
+        assert torch.autograd.gradcheck(lambda t: part_moments(t, weighted), (m,), eps=1e-6,
+                                        atol=1e-7, rtol=1e-5, fast_mode=be != "cpp")
+
+
+def test_empty_batch(kernel_backend):
+    m = torch.zeros(0, 4, 5, 6, requires_grad=True)
+    out = part_moments(m, True)
+    assert out.shape == (0, 3, 5)
+    (grad,) = torch.autograd.grad(out.sum(), m)
+    assert grad.shape == m.shape
+
+
+def test_nan_propagates_to_its_image():
+    m = logits_of((2, 3, 4, 4), seed=6, dtype=torch.float32)
+    m[1, 0, 2, 2] = float("nan")
+    out = part_moments(m, True)
+    assert torch.isfinite(out[0]).all() and torch.isnan(out[1]).any()
+
+
+# ----------------------------------------------------------------------------- op contract
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_opcheck(weighted):
+    m = logits_of((2, 3, 4, 5), seed=7).requires_grad_()
+    torch.library.opcheck(OPS.part_moments.default, (m, weighted))
+    stats = part_moments_stats_reference(m.detach(), weighted)
+    g = torch.randn(2, 2, 5, dtype=torch.float64)
+    torch.library.opcheck(OPS.part_moments_backward.default, (g, m.detach(), stats, weighted))
+
+
+def test_compiles_fullgraph():
+    torch._dynamo.reset()
+    m = logits_of((2, 4, 6, 6), seed=8, dtype=torch.float32)
+
+    def head(t):
+        return part_moments(torch.tanh(t) * 4, True).flatten(1).sum(1)
+
+    compiled = torch.compile(head, fullgraph=True)
+    leaf = m.clone().requires_grad_()
+    out = compiled(leaf)
+    assert_close(out, head(m))
+    (grad,) = torch.autograd.grad(out.sum(), leaf)
+    leaf2 = m.clone().requires_grad_()
+    assert_close(grad, torch.autograd.grad(head(leaf2).sum(), leaf2)[0])
+
+
+def _bad_cases():
+    m = torch.zeros(2, 3, 4, 4)
+    return [
+        ([1.0, 2.0], {}, "logits must be a"),
+        (m.long(), {}, "float32, float64, float16 or bfloat16"),
+        (m[0], {}, r"must be 4-D \(B, K\+1, H, W\)"),
+        (m[:, :1], {}, "at least 2 channels"),
+        (m[:, :, :0], {}, "at least one pixel"),
+        (m, {"weighted": 1}, "weighted must be a bool"),
+    ]
+
+
+@pytest.mark.parametrize("logits,kw,match", _bad_cases(),
+                         ids=["list", "int", "3d", "one channel", "no pixels", "weighted int"])
+def test_bad_inputs_raise_clear_errors(logits, kw, match):
+    with pytest.raises(ValueError, match=match):
+        part_moments(logits, **kw)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("be", ["cuda", "triton"])
+def test_cuda_matches_reference(be, dtype, weighted):
+    if be not in backend.available():
+        pytest.skip(f"{be} not available")
+    shapes = [(3, 11, 64, 64), (2, 4, 33, 47), (1, 2, 3, 5), (2, 41, 40, 40)]
+    for shape in shapes:
+        m = logits_of(shape, seed=9, dtype=dtype).cuda()
+        with backend.use(be):
+            feats, stats = OPS.part_moments(m, weighted)
+            g = torch.randn(feats.shape, dtype=torch.float64, device="cuda")
+            grad = OPS.part_moments_backward(g, m, stats, weighted)
+        ref_stats = part_moments_stats_reference(m, weighted)
+        ref = part_moments_reference(m, weighted)
+        ref_grad = part_moments_backward_reference(g, m, ref_stats, weighted)
+        if dtype == torch.bfloat16:
+            torch.testing.assert_close(feats.float(), ref.float(), rtol=2e-2, atol=2e-2)
+            torch.testing.assert_close(grad.float(), ref_grad.float(), rtol=2e-2, atol=2e-3)
+        else:
+            tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else {}
+            torch.testing.assert_close(feats, ref, **tol)
+            torch.testing.assert_close(stats, ref_stats, rtol=1e-4 if tol else 1e-9,
+                                       atol=1e-3 if tol else 1e-9)
+            torch.testing.assert_close(grad, ref_grad, **tol)

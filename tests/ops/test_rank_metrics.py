@@ -1,0 +1,140 @@
+"""rank_metrics: top-k intersection, Kendall tau-b and Spearman rho against numpy / scipy."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from robustops import backend
+from robustops.ops.rank_metrics import (kendall_tau, rank_metrics, rank_metrics_reference,
+                                        spearman_rho, topk_intersection)
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+
+def _maps(b=6, n=300, ties=False, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    if ties:  # few distinct values: many ties in a, in b and in both
+        a = torch.randint(0, 7, (b, n), generator=g).to(dtype)
+        bb = (a + torch.randint(-2, 3, (b, n), generator=g)).clamp(0, 6).to(dtype)
+        bb[:, ::3] = torch.randint(0, 4, (b, (n + 2) // 3), generator=g).to(dtype)
+        return a, bb
+    a = torch.rand(b, n, generator=g, dtype=torch.float64)
+    return a.to(dtype), (a + 0.5 * torch.rand(b, n, generator=g, dtype=torch.float64)).to(dtype)
+
+
+def _numpy_topk(a, b, k):
+    """The reference of METHODS.md: |TopK(a) n TopK(b)| / k with numpy argsort (no ties)."""
+    return np.array([len(np.intersect1d(np.argsort(-a[i])[:k], np.argsort(-b[i])[:k])) / k
+                     for i in range(a.shape[0])])
+
+
+@pytest.fixture(params=["reference", "cpp"])
+def metrics_backend(request):
+    if request.param not in backend.available():
+        pytest.skip(f"{request.param} not available")
+    with backend.use(request.param):
+        yield request.param
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 37, 784])
+def test_kendall_and_spearman_match_scipy(metrics_backend, ties, n):
+    a, b = _maps(5, n, ties, seed=n)
+    tau, rho = kendall_tau(a, b), spearman_rho(a, b)
+    an, bn = a.double().numpy(), b.double().numpy()
+    for i in range(a.shape[0]):
+        if n < 2:
+            assert np.isnan(float(tau[i])) and np.isnan(float(rho[i]))
+            continue
+        with warnings.catch_warnings():  # scipy warns on constant inputs (NaN, as ours)
+            warnings.simplefilter("ignore")
+            exp_tau = scipy_stats.kendalltau(an[i], bn[i]).statistic
+            exp_rho = scipy_stats.spearmanr(an[i], bn[i]).statistic
+        np.testing.assert_allclose(float(tau[i]), exp_tau, rtol=0, atol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(float(rho[i]), exp_rho, rtol=0, atol=1e-6, equal_nan=True)
+
+
+def test_constant_map_gives_nan_like_scipy(metrics_backend):
+    a = torch.rand(2, 50, dtype=torch.float64)
+    b = a.clone()
+    b[0] = 0.5
+    m = rank_metrics(a, b, 10)
+    assert np.isnan(float(m["kendall"][0])) and np.isnan(float(m["spearman"][0]))
+    assert float(m["kendall"][1]) == pytest.approx(1.0)
+    assert float(m["spearman"][1]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("k", [1, 17, 100, 300])
+def test_topk_intersection_matches_numpy(metrics_backend, k):
+    a, b = _maps(7, 300, seed=k)
+    got = topk_intersection(a, b, k).numpy()
+    np.testing.assert_allclose(got, _numpy_topk(a.numpy(), b.numpy(), k), rtol=0, atol=1e-12)
+
+
+def test_topk_ties_go_to_the_lower_index(metrics_backend):
+    a = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.5]])
+    b = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.9]])  # top-2: {1, 4}
+    # a's top-2 among the tied 1.0s: indices 1 and 2 -> intersection {1}.
+    assert float(topk_intersection(a, b, 2)) == 0.5
+
+
+def test_signed_zeros_tie_and_negative_values(metrics_backend):
+    a = torch.tensor([[-0.0, 0.0, -1.5, 2.0, -3.0, 0.0]], dtype=torch.float64)
+    b = torch.tensor([[1.0, -2.0, 0.25, 0.25, -0.0, 3.0]], dtype=torch.float64)
+    tau, rho = kendall_tau(a, b), spearman_rho(a, b)
+    assert float(tau[0]) == pytest.approx(scipy_stats.kendalltau(a[0], b[0]).statistic, abs=1e-12)
+    assert float(rho[0]) == pytest.approx(scipy_stats.spearmanr(a[0], b[0]).statistic, abs=1e-12)
+
+
+def test_cpp_matches_reference_on_images():
+    if "cpp" not in backend.available():
+        pytest.skip("cpp not available")
+    a, b = _maps(4, 128 * 128, seed=3)
+    a[:, :500] = 0.25  # a block of ties
+    with backend.use("cpp"):
+        got = rank_metrics(a.view(4, 1, 128, 128), b.view(4, 1, 128, 128), 1000)
+    ref = rank_metrics_reference(a.double(), b.double(), 1000)
+    for j, key in enumerate(("topk", "kendall", "spearman")):
+        torch.testing.assert_close(got[key], ref[:, j], rtol=0, atol=1e-12)
+
+
+def test_dtypes_and_shapes(metrics_backend):
+    a, b = _maps(3, 64, ties=True, seed=5)
+    m32 = rank_metrics(a.view(3, 8, 8), b.view(3, 8, 8), 5)
+    m64 = rank_metrics(a.double(), b.double(), 5)
+    mint = rank_metrics(a.long(), b.long(), 5)
+    for key in m32:
+        assert m32[key].dtype == torch.float64 and m32[key].shape == (3,)
+        torch.testing.assert_close(m32[key], m64[key])
+        torch.testing.assert_close(mint[key], m64[key])
+    assert rank_metrics(a[:0], b[:0], 5)["kendall"].shape == (0,)
+
+
+@pytest.mark.parametrize("case", [
+    ("1-D", dict(a=torch.rand(10), b=torch.rand(10)), r"\(B, \*\) maps"),
+    ("shape", dict(b=torch.rand(2, 9)), "must have one shape"),
+    ("k zero", dict(k=0), r"k must be an int in \[1, 10\]"),
+    ("k too big", dict(k=11), r"k must be an int in \[1, 10\]"),
+    ("k float", dict(k=2.0), "k must be an int"),
+    ("complex", dict(a=torch.rand(2, 10, dtype=torch.complex64)), "real-valued"),
+    ("nan", dict(a=torch.tensor([[0.1] * 9 + [float("nan")]] * 2)), "NaN"),
+    ("empty maps", dict(a=torch.rand(2, 0), b=torch.rand(2, 0)), "empty"),
+    ("not a tensor", dict(a=[[1.0]]), "a must be a tensor"),
+], ids=lambda c: c[0])
+def test_bad_input_raises_clear_error(metrics_backend, case):
+    _, override, match = case
+    args = dict(a=torch.rand(2, 10), b=torch.rand(2, 10), k=3)
+    args.update(override)
+    with pytest.raises(ValueError, match=match):
+        rank_metrics(args["a"], args["b"], args["k"])
+
+
+@pytest.mark.cuda
+def test_cuda_runs_the_reference_on_device():
+    a, b = _maps(8, 128 * 128, ties=True, seed=6)
+    got = rank_metrics(a.cuda(), b.cuda(), 1000)
+    assert got["kendall"].device.type == "cuda"
+    ref = rank_metrics_reference(a.double(), b.double(), 1000)
+    for j, key in enumerate(("topk", "kendall", "spearman")):
+        torch.testing.assert_close(got[key].cpu(), ref[:, j], rtol=0, atol=1e-9)
