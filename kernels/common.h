@@ -13,13 +13,27 @@
 namespace robustops {
 namespace kernels {
 
-template <typename T>
-RO_HOST_DEVICE inline T ro_sqrt(T v) {
+// The library functions, on the host (std::) and on the device (::), for every op.
 #if defined(__CUDA_ARCH__)
-  return ::sqrt(v);
+#define RO_MATH_1(name)                                      \
+  template <typename T>                                      \
+  RO_HOST_DEVICE inline T ro_##name(T v) { return ::name(v); }
 #else
-  return std::sqrt(v);
+#define RO_MATH_1(name)                                      \
+  template <typename T>                                      \
+  RO_HOST_DEVICE inline T ro_##name(T v) { return std::name(v); }
 #endif
+RO_MATH_1(sqrt)
+RO_MATH_1(exp)
+RO_MATH_1(log)
+RO_MATH_1(cos)
+RO_MATH_1(sin)
+#undef RO_MATH_1
+
+// |v| without a call, so loops stay branch-free and vectorise.
+template <typename T>
+RO_HOST_DEVICE inline T ro_abs(T v) {
+  return v < T(0) ? -v : v;
 }
 
 }  // namespace kernels

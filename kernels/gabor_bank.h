@@ -29,33 +29,6 @@ namespace kernels {
 
 constexpr double kGaborTwoPi = 6.283185307179586;
 
-template <typename T>
-RO_HOST_DEVICE inline T ro_exp(T v) {
-#if defined(__CUDA_ARCH__)
-  return ::exp(v);
-#else
-  return std::exp(v);
-#endif
-}
-
-template <typename T>
-RO_HOST_DEVICE inline T ro_cos(T v) {
-#if defined(__CUDA_ARCH__)
-  return ::cos(v);
-#else
-  return std::cos(v);
-#endif
-}
-
-template <typename T>
-RO_HOST_DEVICE inline T ro_sin(T v) {
-#if defined(__CUDA_ARCH__)
-  return ::sin(v);
-#else
-  return std::sin(v);
-#endif
-}
-
 // The per-filter constants, hoisted out of the k*k loop.
 template <typename T>
 struct GaborCoeffs {

@@ -25,15 +25,6 @@ namespace kernels {
 // The z-score's stabiliser (the paper's 1e-8 added to the std).
 constexpr double kGimStdEps = 1e-8;
 
-template <typename T>
-RO_HOST_DEVICE inline T gim_exp(T v) {
-#if defined(__CUDA_ARCH__)
-  return ::exp(v);
-#else
-  return std::exp(v);
-#endif
-}
-
 // Whether label a names one of the K groups.
 RO_HOST_DEVICE inline bool gim_valid_label(int64_t a, int64_t k) { return a >= 0 && a < k; }
 
@@ -48,7 +39,7 @@ RO_HOST_DEVICE inline T gim_std(T sum_sq_dev, int64_t n) {
 template <typename T>
 RO_HOST_DEVICE inline T gim_mask_value(T m, T mu, T sd, bool positive) {
   const T z = (m - mu) / (sd + T(kGimStdEps));
-  return positive ? T(1) / (T(1) + gim_exp(z)) : T(1);
+  return positive ? T(1) / (T(1) + ro_exp(z)) : T(1);
 }
 
 }  // namespace kernels

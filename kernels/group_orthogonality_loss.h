@@ -32,11 +32,6 @@ RO_HOST_DEVICE inline T gol_sign(T v) {
   return T(v > T(0)) - T(v < T(0));
 }
 
-template <typename T>
-RO_HOST_DEVICE inline T gol_abs(T v) {
-  return v < T(0) ? -v : v;
-}
-
 // The group mean's element from its sum and count (0 for an empty group).
 template <typename T>
 RO_HOST_DEVICE inline T gol_mean(T sum, int64_t count) {

@@ -45,15 +45,6 @@ constexpr int kPmMoments = 6;        // A, X, XX, Y, YY, Q per part
 constexpr int kPmFeatures = 5;       // mass or score, c_x, c_y, s_x, s_y per part
 
 template <typename T>
-RO_HOST_DEVICE inline T pm_exp(T v) {
-#if defined(__CUDA_ARCH__)
-  return ::exp(v);
-#else
-  return std::exp(v);
-#endif
-}
-
-template <typename T>
 RO_HOST_DEVICE inline T pm_max(T a, T b) {
   return a > b ? a : b;
 }
@@ -61,7 +52,7 @@ RO_HOST_DEVICE inline T pm_max(T a, T b) {
 // Foreground weight from t = sum_{k>=1} M_k - M_0.
 template <typename T>
 RO_HOST_DEVICE inline T pm_sigmoid(T t) {
-  return T(1) / (T(1) + pm_exp(-t));
+  return T(1) / (T(1) + ro_exp(-t));
 }
 
 // Centred coordinate of index i on an axis of n pixels.

@@ -63,15 +63,6 @@ RO_HOST_DEVICE inline double psk_exp(double v) {
 #endif
 }
 
-template <typename T>
-RO_HOST_DEVICE inline T psk_log(T v) {
-#if defined(__CUDA_ARCH__)
-  return ::log(v);
-#else
-  return std::log(v);
-#endif
-}
-
 // One term of the normaliser: exp(s_i - max).
 template <typename T>
 RO_HOST_DEVICE inline T psk_exp_term(T s, T max) {
@@ -81,13 +72,13 @@ RO_HOST_DEVICE inline T psk_exp_term(T s, T max) {
 // logsumexp of the row from its max and sum_i exp(s_i - max).
 template <typename T>
 RO_HOST_DEVICE inline T psk_lse(T max, T sumexp) {
-  return max + psk_log(sumexp);
+  return max + ro_log(sumexp);
 }
 
 // KL(U || softmax(s)) from the row's logsumexp, sum_i s_i and N.
 template <typename T>
 RO_HOST_DEVICE inline T psk_value(T lse, T sum, T n) {
-  return lse - sum / n - psk_log(n);
+  return lse - sum / n - ro_log(n);
 }
 
 // dL/ds_i = go (exp(s_i - lse) - 1/N), with inv_n = 1 / N.

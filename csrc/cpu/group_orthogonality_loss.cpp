@@ -17,11 +17,7 @@
 #include <kernels/group_orthogonality_loss.h>
 
 // As in pgd_step.cpp: AVX-512, AVX2 and baseline clones, picked at load time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RO_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RO_CPU_CLONES
-#endif
+#include "cpu/target_clones.h"
 
 namespace robustops {
 namespace {
@@ -103,7 +99,7 @@ void group_orthogonality_loss_cpu(at::Tensor& out, const at::Tensor& features,
         grp.build(x + b * C * N, a + b * C, C, N, K);
         T s = T(0);
         for (int64_t i = 0; i < K; ++i) {
-          for (int64_t j = i + 1; j < K; ++j) s += gol_abs(grp.gram[i * K + j]);
+          for (int64_t j = i + 1; j < K; ++j) s += ro_abs(grp.gram[i * K + j]);
         }
         per_sample[b] = s / grp.pairs;
       }

@@ -16,11 +16,7 @@
 
 #include <kernels/ig_accumulate.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RO_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RO_CPU_CLONES
-#endif
+#include "cpu/target_clones.h"
 
 namespace robustops {
 namespace {

@@ -9,11 +9,7 @@
 
 // Compile the hot loops for AVX-512, AVX2 and baseline x86-64 and pick at load
 // time: the default -march (SSE2) leaves most of the bandwidth unused.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RO_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RO_CPU_CLONES
-#endif
+#include "cpu/target_clones.h"
 
 namespace robustops {
 namespace {

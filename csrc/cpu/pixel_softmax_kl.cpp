@@ -17,11 +17,7 @@
 
 #include <kernels/pixel_softmax_kl.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RO_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RO_CPU_CLONES
-#endif
+#include "cpu/target_clones.h"
 
 namespace robustops {
 namespace {

@@ -22,11 +22,7 @@
 #include <kernels/v1_response.h>
 
 // As in pgd_step.cpp: AVX-512, AVX2 and baseline clones, picked at load time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RO_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RO_CPU_CLONES
-#endif
+#include "cpu/target_clones.h"
 
 namespace robustops {
 namespace {

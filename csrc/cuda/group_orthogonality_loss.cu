@@ -103,7 +103,7 @@ __global__ void loss_kernel(T* out, const T* gram, const int64_t* count, int64_t
   for (int64_t b = threadIdx.x; b < batch; b += kReduceThreads) {
     T s = T(0);
     for (int64_t i = 0; i < groups; ++i) {
-      for (int64_t j = i + 1; j < groups; ++j) s += gol_abs(gram[(b * groups + i) * groups + j]);
+      for (int64_t j = i + 1; j < groups; ++j) s += ro_abs(gram[(b * groups + i) * groups + j]);
     }
     acc += s / sample_pairs<T>(count, b, groups);
   }

@@ -65,10 +65,10 @@ __device__ __forceinline__ void pixel_state(const scalar_t* __restrict__ img, in
     const T m0 = static_cast<T>(img[p]);
     T m = m0;
     for (int64_t ch = 1; ch < c; ++ch) m = pm_max(m, static_cast<T>(img[ch * hw + p]));
-    T z = pm_exp<T>(m0 - m), t = -m0;
+    T z = ro_exp<T>(m0 - m), t = -m0;
     for (int64_t ch = 1; ch < c; ++ch) {
       const T mc = static_cast<T>(img[ch * hw + p]);
-      z += pm_exp<T>(mc - m);
+      z += ro_exp<T>(mc - m);
       t += mc;
     }
     mx[i] = m;
@@ -101,7 +101,7 @@ __global__ void pm_partials_kernel(T* __restrict__ partial, const scalar_t* __re
       const int64_t p = p0 + static_cast<int64_t>(i) * kThreads;
       if (p >= hw) continue;
       const T mk = static_cast<T>(img[k * hw + p]);
-      const T s = pm_exp<T>(mk - mx[i]) * inv[i];
+      const T s = ro_exp<T>(mk - mx[i]) * inv[i];
       const T u = pm_centred<T>(p % w, w), v = pm_centred<T>(p / w, h);
       acc.v[0] += s;
       acc.v[1] += s * u;
@@ -198,18 +198,18 @@ __global__ void pm_backward_kernel(scalar_t* __restrict__ grad_logits,
     for (int64_t part = 1; part < c; ++part) {
       const T* cp = co + (part - 1) * kPmMoments;
       const T mk = static_cast<T>(img[part * hw + p]);
-      const T s = pm_exp<T>(mk - mx[i]) * inv[i];
+      const T s = ro_exp<T>(mk - mx[i]) * inv[i];
       const T g = cp[0] + v * (cp[3] + cp[4] * v) + u * (cp[1] + cp[2] * u);
       dot += s * g;
       phi += cp[5] * mk;
     }
     const T sp = phi * f[i] * (T(1) - f[i]);
-    const T s0 = pm_exp<T>(static_cast<T>(img[p]) - mx[i]) * inv[i];
+    const T s0 = ro_exp<T>(static_cast<T>(img[p]) - mx[i]) * inv[i];
     out[p] = static_cast<scalar_t>(-s0 * dot - sp);
     for (int64_t part = 1; part < c; ++part) {
       const T* cp = co + (part - 1) * kPmMoments;
       const T mk = static_cast<T>(img[part * hw + p]);
-      const T s = pm_exp<T>(mk - mx[i]) * inv[i];
+      const T s = ro_exp<T>(mk - mx[i]) * inv[i];
       const T g = cp[0] + v * (cp[3] + cp[4] * v) + u * (cp[1] + cp[2] * u);
       out[part * hw + p] = static_cast<scalar_t>(s * (g - dot) + cp[5] * f[i] + sp);
     }
