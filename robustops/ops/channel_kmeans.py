@@ -253,3 +253,22 @@ def channel_kmeans(features: Tensor, num_groups: int = 6, *, max_iter: int = 50,
     out = _channel_kmeans_op(features.detach(), init, idx, base, num_groups, max_iter,
                              float(shift_threshold))
     return ChannelKMeans(*out)
+
+
+def check_assignment(op: str, features: Tensor, assignment: Tensor, num_groups) -> None:
+    """Clear ValueErrors unless assignment is (B, C) int64 on features' device and
+    1 <= num_groups <= C (shared by the ops that take a channel_kmeans assignment)."""
+    b, c = features.shape[:2]
+    if not isinstance(assignment, Tensor):
+        raise ValueError(f"{op}: assignment must be a ({b}, {c}) int64 tensor, got "
+                         f"{type(assignment).__name__}")
+    if assignment.dtype != torch.int64 or tuple(assignment.shape) != (b, c):
+        raise ValueError(f"{op}: assignment must be a ({b}, {c}) int64 tensor (one group label "
+                         f"per channel), got {tuple(assignment.shape)} {assignment.dtype}")
+    if assignment.device != features.device:
+        raise ValueError(f"{op}: assignment is on {assignment.device} but features are on "
+                         f"{features.device}")
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise ValueError(f"{op}: num_groups must be an int, got {num_groups!r}")
+    if num_groups < 1 or num_groups > c:
+        raise ValueError(f"{op}: num_groups must be in [1, C] = [1, {c}], got {num_groups}")

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .. import backend
+from .channel_kmeans import check_assignment
 
 __all__ = ["group_inhibition_mask", "group_inhibition_mask_reference", "STD_EPS"]
 
@@ -148,23 +149,7 @@ def _validate(features, grad, assignment, num_groups) -> None:
     if grad.device != features.device:
         raise ValueError(f"group_inhibition_mask: grad is on {grad.device} but features are "
                          f"on {features.device}")
-    b, c = features.shape[:2]
-    if not isinstance(assignment, Tensor):
-        raise ValueError(f"group_inhibition_mask: assignment must be a ({b}, {c}) int64 "
-                         f"tensor, got {type(assignment).__name__}")
-    if assignment.dtype != torch.int64 or tuple(assignment.shape) != (b, c):
-        raise ValueError(f"group_inhibition_mask: assignment must be a ({b}, {c}) int64 tensor "
-                         f"(one group label per channel), got {tuple(assignment.shape)} "
-                         f"{assignment.dtype}")
-    if assignment.device != features.device:
-        raise ValueError(f"group_inhibition_mask: assignment is on {assignment.device} but "
-                         f"features are on {features.device}")
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
-        raise ValueError(f"group_inhibition_mask: num_groups must be an int, got "
-                         f"{num_groups!r}")
-    if num_groups < 1 or num_groups > c:
-        raise ValueError(f"group_inhibition_mask: num_groups must be in [1, C] = [1, {c}], "
-                         f"got {num_groups}")
+    check_assignment("group_inhibition_mask", features, assignment, num_groups)
 
 
 def group_inhibition_mask(features: Tensor, grad: Tensor, assignment: Tensor,

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .. import backend
+from .channel_kmeans import check_assignment
 from .group_inhibition_mask import _check_labels
 
 __all__ = ["group_orthogonality_loss", "group_orthogonality_loss_reference",
@@ -172,23 +173,7 @@ def _validate(features, assignment, num_groups) -> None:
     if features.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"group_orthogonality_loss: features must be float32 or float64, got "
                          f"{features.dtype} (cast half/bfloat16 maps to float32)")
-    b, c = features.shape[:2]
-    if not isinstance(assignment, Tensor):
-        raise ValueError(f"group_orthogonality_loss: assignment must be a ({b}, {c}) int64 "
-                         f"tensor, got {type(assignment).__name__}")
-    if assignment.dtype != torch.int64 or tuple(assignment.shape) != (b, c):
-        raise ValueError(f"group_orthogonality_loss: assignment must be a ({b}, {c}) int64 "
-                         f"tensor (one group label per channel), got "
-                         f"{tuple(assignment.shape)} {assignment.dtype}")
-    if assignment.device != features.device:
-        raise ValueError(f"group_orthogonality_loss: assignment is on {assignment.device} but "
-                         f"features are on {features.device}")
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
-        raise ValueError(f"group_orthogonality_loss: num_groups must be an int, got "
-                         f"{num_groups!r}")
-    if num_groups < 1 or num_groups > c:
-        raise ValueError(f"group_orthogonality_loss: num_groups must be in [1, C] = [1, {c}], "
-                         f"got {num_groups}")
+    check_assignment("group_orthogonality_loss", features, assignment, num_groups)
 
 
 def group_orthogonality_loss(features: Tensor, assignment: Tensor, num_groups: int) -> Tensor:
