@@ -29,6 +29,15 @@ def _cmd_info(args) -> int:
     return 0
 
 
+# `robustops bench` sections: robustops/bench/<name>.py, each with report(quick) ->
+# (table, records); pgd_step (first) takes shapes and repeats instead.
+BENCH_SECTIONS = ("pgd_step", "corruptions", "vone", "tenet", "part_moments", "attributions",
+                  "attacks")
+BENCH_NOTES = {"vone": "baseline: VOneNet's dense formulation (two dense convolutions, eager "
+                       "epilogue, torch.randn noise) for VOneBlock rows; three separate "
+                       "VOneBlocks for ensembles."}
+
+
 def _cmd_bench(args) -> int:
     from .bench import pgd_step as bench_pgd
     from .bench.timing import set_threads
@@ -50,50 +59,17 @@ def _cmd_bench(args) -> int:
         print("speedup = eager / fused; 'via op' = the same kernel called through the "
               "torch.library dispatcher; bandwidth counts the bytes the step must move "
               "(read x, x_nat, grad; write x) against copy_ of the same tensor (read + write).")
-    if args.only in (None, "corruptions"):
-        from .bench import corruptions as bench_corruptions
+    import importlib
 
-        table, recs = bench_corruptions.report(quick=args.quick)
+    for name in BENCH_SECTIONS[1:]:
+        if args.only not in (None, name):
+            continue
+        table, recs = importlib.import_module(f".bench.{name}", __package__).report(quick=args.quick)
         records += recs
         print()
         print(table)
-    if args.only in (None, "vone"):
-        from .bench import vone as bench_vone
-
-        table, recs = bench_vone.report(quick=args.quick)
-        records += recs
-        print()
-        print(table)
-        print("baseline: VOneNet's dense formulation (two dense convolutions, eager epilogue, "
-              "torch.randn noise) for VOneBlock rows; three separate VOneBlocks for ensembles.")
-    if args.only in (None, "tenet"):
-        from .bench import tenet as bench_tenet
-
-        table, recs = bench_tenet.report(quick=args.quick)
-        records += recs
-        print()
-        print(table)
-    if args.only in (None, "part_moments"):
-        from .bench import part_moments as bench_parts
-
-        table, recs = bench_parts.report(quick=args.quick)
-        records += recs
-        print()
-        print(table)
-    if args.only in (None, "attributions"):
-        from .bench import attributions as bench_attr
-
-        table, recs = bench_attr.report(quick=args.quick)
-        records += recs
-        print()
-        print(table)
-    if args.only in (None, "attacks"):
-        from .bench import attacks as bench_attacks
-
-        table, recs = bench_attacks.report(quick=args.quick)
-        records += recs
-        print()
-        print(table)
+        if name in BENCH_NOTES:
+            print(BENCH_NOTES[name])
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
@@ -246,8 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=None, help="interleaved repetitions per case")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     s.add_argument("--json", default=None, help="also write the results to this JSON file")
-    s.add_argument("--only", choices=("pgd_step", "corruptions", "vone", "tenet", "part_moments", "attributions",
-                            "attacks"), default=None,
+    s.add_argument("--only", choices=BENCH_SECTIONS, default=None,
                    help="run one group of cases (default: all)")
     s.add_argument("--allocator", choices=("warm", "default"), default="warm",
                    help="warm: glibc keeps freed memory so eager code is not re-faulting "

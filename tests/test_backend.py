@@ -96,3 +96,20 @@ def test_cli_info_and_quick_bench(tmp_path):
     rec = json.loads(out.read_text())["results"][0]
     assert rec["ops_fused"] == 1 and rec["ops_eager"] >= 6
     assert rec["fused_us"] > 0 and rec["copy_us"] > 0
+
+
+def test_bench_sections_run_through_one_loop(tmp_path):
+    # Every section but pgd_step goes through the same generic loop: one is enough here.
+    from robustops.cli import BENCH_SECTIONS
+    import importlib
+
+    for name in BENCH_SECTIONS:
+        assert hasattr(importlib.import_module(f"robustops.bench.{name}"), "report"), name
+    out = tmp_path / "parts.json"
+    res = subprocess.run([sys.executable, "-m", "robustops", "bench", "--quick", "--only",
+                          "part_moments", "--json", str(out)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "part_moments" in res.stdout and "pgd_step linf" not in res.stdout
+    import json
+    assert json.loads(out.read_text())["results"]
