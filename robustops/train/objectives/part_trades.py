@@ -1,14 +1,12 @@
 """Part-model TRADES: (1 - c) CE(x) + c Seg(x_adv) + beta KL(p(x) || p(x_adv))."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
-from ...attacks import PGD
 from .base import Objective, accuracy
 from .part_loss import SEG_WEIGHT, forward_with_parts, segmentation_loss, unpack_part_targets
 from .part_semi import check_seg_weight, mask_metrics
-from .trades import _kl_to
+from .trades import trades_adversarial
 
 
 class PartTRADES(Objective):
@@ -37,14 +35,9 @@ class PartTRADES(Objective):
     def compute(self, model, x, y, *, replay=0):
         labels, masks = unpack_part_targets(y, x.shape[-2:])
         self._calls += 1
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            p_clean_log = F.log_softmax(model(x).float(), 1)
-        model.train(was_training)
-        atk = PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm,
-                  loss=_kl_to(p_clean_log), seed=self.seed * 1_000_003 + self._calls)
-        x_adv = atk.perturb(x, labels, start=(x + 0.001 * torch.randn_like(x)).clamp(0, 1))
+        x_adv = trades_adversarial(model, x, labels, eps=self.eps, alpha=self.alpha,
+                                   steps=self.steps, norm=self.norm,
+                                   seed=self.seed * 1_000_003 + self._calls)
         logits, _ = forward_with_parts(model, x)
         logits_adv, parts_adv = forward_with_parts(model, x_adv)
         c = self.seg_weight

@@ -16,6 +16,19 @@ def _kl_to(p_clean_log: torch.Tensor):
     return loss
 
 
+def trades_adversarial(model, x, y, *, eps, alpha, steps, norm, seed):
+    """TRADES' inner maximisation: PGD on KL(model(x) || model(x')) from x + 0.001 * N(0, 1)
+    (a random start of radius 0.001), the clean distribution taken in eval mode."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        p_clean_log = F.log_softmax(model(x).float(), 1)
+    model.train(was_training)
+    atk = PGD(model, eps=eps, alpha=alpha, steps=steps, norm=norm, loss=_kl_to(p_clean_log),
+              seed=seed)
+    return atk.perturb(x, y, start=(x + 0.001 * torch.randn_like(x)).clamp(0, 1))
+
+
 class TRADES(Objective):
     """The inner maximisation ascends the KL from a small random start (model in eval mode)."""
 
@@ -31,15 +44,8 @@ class TRADES(Objective):
 
     def compute(self, model, x, y, *, replay=0):
         self._calls += 1
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            p_clean_log = F.log_softmax(model(x).float(), 1)
-        model.train(was_training)
-        # TRADES starts at x + 0.001 * N(0, 1): a random start of radius 0.001.
-        atk = PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm,
-                  loss=_kl_to(p_clean_log), seed=self.seed * 1_000_003 + self._calls)
-        x_adv = atk.perturb(x, y, start=(x + 0.001 * torch.randn_like(x)).clamp(0, 1))
+        x_adv = trades_adversarial(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps,
+                                   norm=self.norm, seed=self.seed * 1_000_003 + self._calls)
         logits = model(x)
         logits_adv = model(x_adv)
         natural = F.cross_entropy(logits.float(), y)
