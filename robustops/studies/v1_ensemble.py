@@ -18,6 +18,8 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
+from ..data.to_device import to_device
+from ..eval.accuracy import accuracy
 from ..eval.corruption_benchmark import corruption_accuracy
 from ..eval.corruptions import CORRUPTIONS
 from ..eval.report import Report, plot_bars, plot_corruption_accuracy
@@ -36,17 +38,11 @@ def _member(variant: str, gabor_seed: int, num_classes: int, image_size: int):
                    gabor_seed=gabor_seed, noise_seed=gabor_seed, **BLOCK)
 
 
-@torch.no_grad()
-def _accuracy(model, x, y, batch_size: int = 256) -> float:
-    model.eval()
-    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, len(y), batch_size))
-    return correct / len(y)
-
 
 def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs: int = 8,
         corruption_samples: int = 256, seed: int = 0, image_size: int = 32,
-        progress: bool = True, corruptions: Optional[Sequence[str]] = None) -> Dict[str, dict]:
+        progress: bool = True, device: Optional[str] = None,
+        corruptions: Optional[Sequence[str]] = None) -> Dict[str, dict]:
     """Train the members and the student (resumable), evaluate all five, write the report."""
     from ..data.shapes import make_shapes
 
@@ -54,6 +50,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
     out.mkdir(parents=True, exist_ok=True)
     train = make_shapes(n_train, split="train", image_size=image_size, seed=seed)
     test = make_shapes(n_test, split="test", image_size=image_size, seed=seed)
+    train, test = to_device(train, device), to_device(test, device)
     k = len(train.class_names)
 
     def fit(model, objective, name):
@@ -61,7 +58,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
         t0 = time.perf_counter()
         Trainer(model, objective, train, batch_size=128, epochs=epochs, optimizer="adamw",
                 lr=2e-3, weight_decay=1e-4, schedule="onecycle", warmup_epochs=0.2 * epochs,
-                out_dir=out / name, seed=seed, progress=progress).fit()
+                out_dir=out / name, seed=seed, progress=progress, device=device).fit()
         return time.perf_counter() - t0
 
     models, seconds = {}, {}
@@ -88,7 +85,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
                                          progress=progress)
         torch.manual_seed(seed)
         results[name] = {
-            "clean_accuracy": _accuracy(model, test.images, test.shape_labels),
+            "clean_accuracy": accuracy(model, test.images, test.shape_labels),
             "corruption_mean_accuracy": corr[name].mean(),
             "corruption_per_type": {c: sum(v) / len(v) for c, v in corr[name].accuracy.items()},
             "train_seconds": round(seconds.get(name, 0.0), 1),
