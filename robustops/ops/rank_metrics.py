@@ -12,10 +12,15 @@ A pair whose a or b is constant has no defined correlation: NaN, as in scipy.
 
 Backends: ``cpp`` (CPU tensors) runs csrc/cpu/rank_metrics.cpp, which radix-sorts
 each row (O(N) sorts on order-preserving integer keys) and counts discordant pairs
-by merge sort, rows in parallel; ``reference`` is batched plain PyTorch (segmented
-sorts and a merge-sort inversion count with searchsorted, O(N log^2 N)) and is what
-CUDA tensors run: sorts are what GPUs do well, and the metrics are not on a
-training path. No gradients: these are evaluation metrics.
+by merge sort, rows in parallel; ``triton`` (robustops/triton/rank_metrics.py) is
+what CUDA tensors run under ``auto`` when Triton is installed: one stable torch.sort
+of the stacked rows, then kernels for the average ranks and top-k membership
+(binary searches for the tie runs in the sorted rows), an exact tiled O(N^2)
+concordant-minus-discordant count (fine up to ~16K values, 128x128 maps) and the
+float64 formulas; ``reference`` is batched plain PyTorch (segmented sorts and a
+merge-sort inversion count with searchsorted, O(N log^2 N)), on any device (CUDA
+tensors without Triton run it). The metrics are not on a training path, so there
+are no gradients: these are evaluation metrics.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ __all__ = ["rank_metrics", "topk_intersection", "kendall_tau", "spearman_rho",
            "rank_metrics_reference"]
 
 OP = "rank_metrics"
-BACKENDS = ("reference", "cpp")
+BACKENDS = ("reference", "cpp", "triton")
 
 
 # ----------------------------------------------------------------------------- reference
@@ -155,10 +160,15 @@ def _compute(a2: Tensor, b2: Tensor, k: int, fn: str) -> Tensor:
     if a2.shape[0] == 0:
         return torch.empty(0, 3, dtype=torch.float64, device=a2.device)
     name = backend.resolve(a2.device, OP, BACKENDS)
+    if name != "cpp" and bool(torch.isnan(a2).any() | torch.isnan(b2).any()):
+        raise _nan_error(fn)
     if name == "reference":
-        if bool(torch.isnan(a2).any()) or bool(torch.isnan(b2).any()):
-            raise _nan_error(fn)
         return rank_metrics_reference(a2, b2, k)
+    if name == "triton":
+        from ..triton.rank_metrics import rank_metrics_triton
+        out = torch.empty(a2.shape[0], 3, dtype=torch.float64, device=a2.device)
+        rank_metrics_triton(out, a2.contiguous(), b2.contiguous(), k)
+        return out
     out = torch.empty(a2.shape[0], 3, dtype=torch.float64)
     # The kernel sees every value while building its sort keys and reports NaN itself.
     if backend.extension().rank_metrics(out, a2.contiguous(), b2.contiguous(), k):

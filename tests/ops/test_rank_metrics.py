@@ -29,7 +29,19 @@ def _numpy_topk(a, b, k):
                      for i in range(a.shape[0])])
 
 
-@pytest.fixture(params=["reference", "cpp"])
+def _assert_scipy(tau, rho, a, b):
+    """tau, rho (B,) equal scipy's kendalltau / spearmanr of the rows of a, b to 1e-6."""
+    an, bn = a.flatten(1).double().numpy(), b.flatten(1).double().numpy()
+    for i in range(an.shape[0]):
+        with warnings.catch_warnings():  # scipy warns on constant inputs (NaN, as ours)
+            warnings.simplefilter("ignore")
+            exp_tau = scipy_stats.kendalltau(an[i], bn[i]).statistic
+            exp_rho = scipy_stats.spearmanr(an[i], bn[i]).statistic
+        np.testing.assert_allclose(float(tau[i]), exp_tau, rtol=0, atol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(float(rho[i]), exp_rho, rtol=0, atol=1e-6, equal_nan=True)
+
+
+@pytest.fixture(params=["reference", "cpp", "triton"])
 def metrics_backend(request):
     if request.param not in backend.available():
         pytest.skip(f"{request.param} not available")
@@ -40,19 +52,14 @@ def metrics_backend(request):
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("n", [1, 2, 37, 784])
 def test_kendall_and_spearman_match_scipy(metrics_backend, ties, n):
+    if metrics_backend == "triton" and n > 100 and backend.triton_interpreted():
+        pytest.skip("Triton's interpreter runs ~1 ms per program: small maps only")
     a, b = _maps(5, n, ties, seed=n)
     tau, rho = kendall_tau(a, b), spearman_rho(a, b)
-    an, bn = a.double().numpy(), b.double().numpy()
-    for i in range(a.shape[0]):
-        if n < 2:
-            assert np.isnan(float(tau[i])) and np.isnan(float(rho[i]))
-            continue
-        with warnings.catch_warnings():  # scipy warns on constant inputs (NaN, as ours)
-            warnings.simplefilter("ignore")
-            exp_tau = scipy_stats.kendalltau(an[i], bn[i]).statistic
-            exp_rho = scipy_stats.spearmanr(an[i], bn[i]).statistic
-        np.testing.assert_allclose(float(tau[i]), exp_tau, rtol=0, atol=1e-6, equal_nan=True)
-        np.testing.assert_allclose(float(rho[i]), exp_rho, rtol=0, atol=1e-6, equal_nan=True)
+    if n < 2:
+        assert torch.isnan(tau).all() and torch.isnan(rho).all()
+        return
+    _assert_scipy(tau, rho, a, b)
 
 
 def test_constant_map_gives_nan_like_scipy(metrics_backend):
@@ -130,10 +137,43 @@ def test_bad_input_raises_clear_error(metrics_backend, case):
         rank_metrics(args["a"], args["b"], args["k"])
 
 
+@pytest.mark.parametrize("blocks", ["pinned", "small"])
+@pytest.mark.parametrize("shape", [(3, 8, 8), (3, 5, 7)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_matches_reference_and_scipy_with_ties(shape, dtype, blocks, monkeypatch):
+    """Integer-valued maps (ties in a, in b, in both), a constant row -> NaN. "small"
+    blocks split each row over several rank programs, Kendall tiles and loop steps."""
+    if "triton" not in backend.available():
+        pytest.skip("triton not available (needs TRITON_INTERPRET=1 on CPU)")
+    if blocks == "small":
+        from robustops.triton import rank_metrics as tri
+        for name, size in (("BLOCK", 16), ("BLOCK_I", 16), ("BLOCK_J", 32)):
+            monkeypatch.setattr(tri, name, size)
+    g = torch.Generator().manual_seed(shape[2])
+    a = torch.randint(0, 6, shape, generator=g).to(dtype)
+    b = (a + torch.randint(-2, 3, shape, generator=g)).clamp(0, 5).to(dtype)
+    b[1] = 3  # constant map: tau and rho undefined
+    a.view(shape[0], -1)[2, :3] = torch.tensor([-0.0, 0.0, -1.0], dtype=dtype)  # -0.0 ties +0.0
+    k = 9
+    with backend.use("triton"):
+        got = rank_metrics(a, b, k)
+    ref = rank_metrics_reference(a.flatten(1).double(), b.flatten(1).double(), k)
+    for j, key in enumerate(("topk", "kendall", "spearman")):
+        torch.testing.assert_close(got[key], ref[:, j], rtol=0, atol=1e-12, equal_nan=True)
+    _assert_scipy(got["kendall"], got["spearman"], a, b)
+    assert np.isnan(float(got["kendall"][1])) and np.isnan(float(got["spearman"][1]))
+
+
 @pytest.mark.cuda
-def test_cuda_runs_the_reference_on_device():
+@pytest.mark.parametrize("be", ["auto", "triton", "reference"])
+def test_cuda_backends_match_reference_on_device(be):
+    if be != "reference" and backend.triton_interpreted():
+        pytest.skip("Triton runs interpreted in this session (auto would pick it)")
+    if be == "triton" and "triton" not in backend.available():
+        pytest.skip("triton not available")
     a, b = _maps(8, 128 * 128, ties=True, seed=6)
-    got = rank_metrics(a.cuda(), b.cuda(), 1000)
+    with backend.use(be):
+        got = rank_metrics(a.cuda(), b.cuda(), 1000)
     assert got["kendall"].device.type == "cuda"
     ref = rank_metrics_reference(a.double(), b.double(), 1000)
     for j, key in enumerate(("topk", "kendall", "spearman")):
