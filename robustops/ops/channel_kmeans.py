@@ -32,12 +32,16 @@ the host, one read).
 
 Backends: ``cpp`` (CPU) runs each sample to its own convergence inside one C++ call
 (which also draws the initial medoids), with the sample's data in cache and only the
-medoids that moved and the groups that changed recomputed. Everything else (the
-``reference`` backend, and CUDA tensors whatever the backend) runs the batched PyTorch
-composition below: GEMMs, argmin, scatter-adds, max_iter iterations with a per-sample
-convergence mask and no host synchronisation (no .item(), no branch on data), so it
-stays asynchronous on a GPU. Both round alike (kernels/channel_kmeans.h fixes the
-operation order). Exact ties are broken by rounding, in the paper's code as here (the
+medoids that moved and the groups that changed recomputed. ``triton``
+(robustops/triton/channel_kmeans.py; what ``auto`` picks for CUDA tensors when triton is
+installed) runs the same iteration as the reference in four fused launches per iteration
+(distances + argmin without a (B, C, K) tensor, group sums, snap keys, snap + shift + state
+update). ``reference``, and ``cuda`` (this op has no CUDA kernel: an explicit ``cuda``
+request runs it on cuBLAS), run the batched PyTorch composition below: GEMMs, argmin,
+scatter-adds. Both GPU paths run max_iter iterations with a per-sample convergence mask
+and no host synchronisation (no .item(), no branch on data), so they stay asynchronous on
+a GPU. All round alike (kernels/channel_kmeans.h fixes the operation order) up to the
+order of their sums. Exact ties are broken by rounding, in the paper's code as here (the
 two members of a two-channel group are equidistant from its mean): implementations may
 then pick different, equally good, channels.
 
@@ -60,8 +64,10 @@ __all__ = ["channel_kmeans", "channel_kmeans_reference", "kmeans_init", "Channel
            "KMEANS_INIT_STREAM"]
 
 OP = "channel_kmeans"
-# The C++ kernel is CPU only; CUDA and Triton requests run the batched PyTorch path.
+# The C++ kernel is CPU only; a CUDA request runs the batched PyTorch path (cuBLAS), and
+# auto skips it (AUTO_BACKENDS) so that CUDA tensors run the Triton kernels when it can.
 BACKENDS = ("reference", "cpp", "cuda", "triton")
+AUTO_BACKENDS = ("reference", "cpp", "triton")
 # Counter stream of the initial medoids ("TK"): apart from the other ops' streams.
 KMEANS_INIT_STREAM = 0x544B
 
@@ -158,10 +164,16 @@ def _channel_kmeans_op(features: Tensor, init: Optional[Tensor], index: Tensor, 
                        num_groups: int, max_iter: int,
                        shift_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
     b, c = features.shape[:2]
-    name = backend.resolve(features.device, OP, BACKENDS)
+    name = backend.resolve(features.device, OP,
+                           AUTO_BACKENDS if backend.current() == "auto" else BACKENDS)
     if name != "cpp" or b == 0:
         if init is None:
             init = _init_from_base(index, c, num_groups, base)
+        n = features.shape[2] * features.shape[3]
+        if name == "triton" and b > 0 and n > 0:
+            from ..triton.channel_kmeans import channel_kmeans_triton
+            return channel_kmeans_triton(features.reshape(b, c, n).contiguous(),
+                                         init.contiguous(), max_iter, shift_threshold)
         return channel_kmeans_reference(features, init, max_iter, shift_threshold)
     assignment = torch.empty(b, c, dtype=torch.int64)
     medoids = torch.empty(b, num_groups, dtype=torch.int64)

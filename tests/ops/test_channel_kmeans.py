@@ -1,5 +1,5 @@
-"""channel_kmeans: the paper's per-sample procedure (numpy), cpp vs the batched reference,
-seeded initialisation, convergence masks, empty groups, the op contract."""
+"""channel_kmeans: the paper's per-sample procedure (numpy), cpp and triton (interpreted) vs
+the batched reference, seeded initialisation, convergence masks, empty groups, the op contract."""
 import numpy as np
 import pytest
 import torch
@@ -146,6 +146,75 @@ def test_layouts_and_per_sample_convergence(be):
     assert capped.iterations.tolist() == [2, 2, 2, 2]
 
 
+# ----------------------------------------------------------------------------- triton
+
+
+def _triton_matches_reference(f, k, init, max_iter):
+    """The triton backend (interpreted on CPU) runs the reference's trajectory exactly."""
+    if "triton" not in backend.available():
+        pytest.skip("triton not available")
+    with backend.use("triton"):
+        r = channel_kmeans(f, k, init=init, max_iter=max_iter)
+    ref = channel_kmeans_reference(f, init, max_iter, 1e-4)
+    for got, want in zip(r, ref):
+        assert got.dtype == torch.int64
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    return r
+
+
+# The interpreter runs ~1 ms per program and every iteration launches all four kernels:
+# small inputs, and max_iter a little above the iterations these inputs need.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 17, 3, 5, 4, 5), (2, 9, 1, 1, 9, 5), (2, 12, 4, 4, 1, 5),
+                                   (2, 20, 9, 9, 3, 4)], ids=["odd", "k_eq_c", "k1", "n_blocks"])
+def test_triton_matches_reference(dtype, shape):
+    # (Data with no group of exactly two channels on the way: its two members tie for the
+    # snap, a tie broken by rounding.)
+    b, c, h, w, k, protos = shape
+    f = clustered(b, c, h, w, protos=protos, seed=6, dtype=dtype)
+    r = _triton_matches_reference(f, k, kmeans_init(b, c, k, seed=7), 4)
+    assert (r.iterations > 1).any()  # medoids moved
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_ties(dtype):
+    # Small integers: exact arithmetic, so many channels are equidistant from two medoids
+    # (first group wins) and many duplicate one another (first channel wins the snap).
+    g = torch.Generator().manual_seed(17)
+    f = torch.randint(0, 3, (3, 20, 2, 2), generator=g).to(dtype)
+    init = kmeans_init(3, 20, 5, seed=2)
+    x = f.reshape(3, 20, 4)
+    d = torch.cdist(x, x.gather(1, init[..., None].expand(3, 5, 4))) ** 2
+    assert ((d == d.min(-1, keepdim=True).values).sum(-1) > 1).any()  # ties happen
+    _triton_matches_reference(f, 5, init, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_empty_groups(dtype):
+    # Duplicate dead channels empty a group, which is re-seeded as the reference does.
+    f, init = _duplicate_channels(dtype)
+    r = _triton_matches_reference(f, 3, init, 4)
+    assert len(np.unique(r.assignment[0].numpy())) == 3
+    # All channels identical: no channel to re-seed at, two groups stay empty.
+    r = _triton_matches_reference(torch.ones(2, 8, 2, 2, dtype=dtype), 3,
+                                  kmeans_init(2, 8, 3, seed=1), 2)
+    assert (r.assignment == 0).all() and r.iterations.tolist() == [1, 1]
+
+
+def test_triton_per_sample_convergence_and_layouts():
+    # Samples converging after 3, 2, 4 and 2 iterations freeze in turn; channels_last input;
+    # a max_iter cap; a seeded run draws kmeans_init's medoids.
+    f = torch.cat([clustered(2, 24, 3, 3, protos=3, noise=0.3, seed=8),
+                   clustered(2, 24, 3, 3, protos=6, noise=0.3, seed=9)])
+    init = kmeans_init(4, 24, 3, seed=9)
+    r = _triton_matches_reference(f.contiguous(memory_format=torch.channels_last), 3, init, 5)
+    assert len(set(r.iterations.tolist())) > 1 and (r.iterations < 5).all()
+    _triton_matches_reference(f, 3, init, 2)
+    with backend.use("triton"):
+        seeded = channel_kmeans(f, 3, seed=9, max_iter=2)
+    assert torch.equal(seeded.medoids, _triton_matches_reference(f, 3, init, 2).medoids)
+
+
 # ----------------------------------------------------------------------------- initialisation
 
 
@@ -245,6 +314,27 @@ def test_bad_input_raises_clear_error(case):
 
 
 # ----------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gpu_triton_matches_reference(dtype):
+    # Auto runs the Triton kernels on CUDA tensors; the batched reference on the same GPU
+    # gives the same trajectory (their sums may round apart: near-ties only).
+    if backend.triton_interpreted():
+        pytest.skip("Triton runs interpreted in this session")
+    if "triton" not in backend.available():
+        pytest.skip("triton backend not available")
+    f = clustered(16, 128, 8, 8, seed=15, dtype=dtype).cuda()
+    init = kmeans_init(16, 128, 6, seed=1, device="cuda")
+    with backend.use("auto"):
+        auto = channel_kmeans(f, 6, init=init)
+    with backend.use("triton"):
+        got = channel_kmeans(f, 6, init=init)
+    ref = channel_kmeans_reference(f, init, 50, 1e-4)
+    assert all(torch.equal(x, y) for x, y in zip(auto, got))
+    assert (got.assignment == ref[0]).float().mean().item() > 0.99
+    assert (got.iterations == ref[2]).float().mean().item() > 0.9
 
 
 @pytest.mark.cuda
