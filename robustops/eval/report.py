@@ -104,6 +104,29 @@ def plot_bars(values: Dict[str, float], ylabel: str, title: str = "", ylim=(0, 1
     return fig
 
 
+def plot_grouped_bars(values: Dict[str, Dict[str, float]], ylabel: str, title: str = "",
+                      ylim=(0, 1)):
+    """Grouped bars: a group per model, a bar per measure (values[model][measure])."""
+    plt = _plt()
+    models = list(values)
+    measures = list(dict.fromkeys(m for v in values.values() for m in v))
+    width = 0.8 / max(1, len(measures))
+    fig, ax = plt.subplots(figsize=(1.5 + 0.45 * len(models) * len(measures), 3.2))
+    for j, meas in enumerate(measures):
+        xs = [i + (j - (len(measures) - 1) / 2) * width for i in range(len(models))]
+        ys = [values[m].get(meas, float("nan")) for m in models]
+        ax.bar(xs, ys, width, label=meas)
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels(models, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize=7, ncol=min(4, len(measures)))
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_image_grid(images: Tensor, titles: Optional[Sequence[str]] = None, cols: int = 8,
                     cmap: Optional[str] = None):
     """Images (N, C, H, W) in [0, 1] (C = 1 or 3; 1-channel maps drawn with `cmap`)."""

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks.base import Attack
-from .dataset_batches import Data, iterate_batches
+from .dataset_batches import Data, shard_batches
 from .hygiene import enforce, find_problems
 
 
@@ -60,7 +60,8 @@ def robust_accuracy(model: nn.Module, data: Data,
                     early_exit: bool = True, batch_restarts: bool = False,
                     per_attack: bool = True, checks: str = "raise",
                     batch_size: int = 256, device: Optional[torch.device] = None,
-                    progress: bool = True, max_samples: Optional[int] = None) -> RobustAccuracy:
+                    progress: bool = True, max_samples: Optional[int] = None,
+                    distributed: bool = False) -> RobustAccuracy:
     """Robust accuracy of `model` on `data` under each attack and in the worst case.
 
     data: a DataLoader / iterable of (x (B, C, H, W) in [lo, hi], y (B,)) or an (x, y)
@@ -71,8 +72,20 @@ def robust_accuracy(model: nn.Module, data: Data,
     replicated batch (same result, fewer and larger passes). per_attack=False runs each attack only on samples all
     previous attacks left standing (worst case only, AutoAttack style). checks:
     'raise' | 'warn' | 'off' for the hygiene checks on the first batch.
+    data may also be a map-style dataset (batched like tensors).
+
+    distributed=True (call it on every rank of a torch.distributed group, e.g. under
+    torchrun): each rank evaluates every world-th batch (see shard_batches), the
+    random starts are keyed by global sample index, and the counts are summed over
+    ranks, so every rank returns the numbers one process would (seconds: the slowest
+    rank). Without a process group it is a plain single-process evaluation.
     """
     named = _named(attacks)
+    rank, world = 0, 1
+    if distributed:
+        from ..train.distributed import rank_world
+
+        rank, world = rank_world()
     if device is None:
         p = next(iter(model.parameters()), None)
         device = p.device if p is not None else torch.device("cpu")
@@ -84,16 +97,18 @@ def robust_accuracy(model: nn.Module, data: Data,
     n = clean_correct = worst_correct = 0
     checked = False
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm import tqdm
         bar = tqdm(desc="robust accuracy", unit="img", total=max_samples, leave=False, disable=None)
     try:
-        for x, y in iterate_batches(data, batch_size, max_samples):
+        for offset, x, y in shard_batches(data, batch_size, max_samples, rank=rank, world=world):
             x, y = x.to(device), y.to(device=device, dtype=torch.int64)
-            if not checked:
-                enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi, uses_eot=uses_eot), checks)
+            if not checked:  # the first batch of one process (the same batch when sharded)
+                if offset == 0:
+                    enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi,
+                                          uses_eot=uses_eot), checks)
                 checked = True
-            index = torch.arange(n, n + x.shape[0], device=device)
+            index = torch.arange(offset, offset + x.shape[0], device=device)
             t0 = time.perf_counter()
             with torch.no_grad():
                 correct = model(x).argmax(1) == y
@@ -123,8 +138,23 @@ def robust_accuracy(model: nn.Module, data: Data,
     finally:
         if bar is not None:
             bar.close()
+    if world > 1:
+        n, clean_correct, worst_correct, counts, seconds = _sum_over_ranks(
+            n, clean_correct, worst_correct, counts, seconds, device)
     if n == 0:
         raise ValueError("data yielded no samples")
     return RobustAccuracy(n=n, clean=clean_correct / n,
                           per_attack={k: v / n for k, v in counts.items()},
                           worst_case=worst_correct / n, seconds=seconds)
+
+
+def _sum_over_ranks(n, clean_correct, worst_correct, counts, seconds, device):
+    """The counts summed over ranks, the seconds of the slowest rank (every rank gets them)."""
+    from ..train.distributed import all_reduce
+
+    totals = all_reduce(torch.tensor([n, clean_correct, worst_correct, *counts.values()],
+                                     dtype=torch.int64, device=device)).tolist()
+    slowest = all_reduce(torch.tensor(list(seconds.values()), dtype=torch.float64,
+                                      device=device), "max").tolist()
+    return (totals[0], totals[1], totals[2], dict(zip(counts, totals[3:])),
+            dict(zip(seconds, slowest)))

@@ -33,3 +33,27 @@ def all_mean(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value)
         value /= dist.get_world_size()
     return value
+
+
+def rank_world() -> Tuple[int, int]:
+    """(rank, world_size) of the running process group; (0, 1) when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce(value: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """A copy of `value` reduced over ranks with op 'sum' | 'max' (itself when alone).
+
+    The tensor must be on the device the backend talks to (CPU for gloo, CUDA for nccl).
+    """
+    value = value.clone()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return value
+
+
+def shutdown() -> None:
+    """Leave the process group (if any) so torchrun's workers exit cleanly."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

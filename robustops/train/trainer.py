@@ -71,7 +71,9 @@ class Trainer:
     out_dir/checkpoints/step-N/ (safetensors + JSON) every `checkpoint_every` steps and at each epoch end; a
     new Trainer with the same out_dir resumes from it (resume=True). Metrics go to
     out_dir/metrics.jsonl; final weights to out_dir/model.safetensors (rank 0 writes).
-    eval_fn(model) -> dict runs every `eval_every` epochs on rank 0.
+    eval_fn(model) -> dict runs every `eval_every` epochs on rank 0; with
+    distributed_eval=True it runs on every rank, which must then shard the work and
+    return the same dict everywhere (e.g. robust_accuracy(..., distributed=True)).
     """
 
     def __init__(self, model: nn.Module, objective: Objective, train_set: Dataset, *,
@@ -84,7 +86,7 @@ class Trainer:
                  checkpoint_every: int = 200, eval_fn: Optional[Callable[[nn.Module], dict]] = None,
                  eval_every: int = 1, log_every: int = 20, seed: int = 0,
                  device: Union[None, str, torch.device] = None, progress: bool = True,
-                 num_workers: int = 0, drop_last: bool = True):
+                 num_workers: int = 0, drop_last: bool = True, distributed_eval: bool = False):
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be a robustops Objective, got {type(objective).__name__}")
         for name, v in (("batch_size", batch_size), ("epochs", epochs), ("eval_every", eval_every),
@@ -118,6 +120,7 @@ class Trainer:
         self.resume = resume
         self.checkpoint_every = checkpoint_every
         self.eval_fn, self.eval_every, self.log_every = eval_fn, eval_every, log_every
+        self.distributed_eval = distributed_eval
         self.seed, self.progress = seed, progress
         self.train_set = train_set
         self.sampler = DistributedSampler(train_set, num_replicas=self.world, rank=self.rank,
@@ -139,6 +142,9 @@ class Trainer:
         if compile:
             self.net = torch.compile(self.net)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        # Metric sums and count since the last log line: checkpointed, so a resumed run
+        # logs the same averages as an uninterrupted one.
+        self._window: tuple = ({}, 0)
         self.steps_per_epoch  # fail now, not after set-up, when a batch is larger than the data
         self.history: list = []
         if self.out_dir is not None and resume:
@@ -168,6 +174,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "objective": self.objective.state_dict(),
+                "window": {"sums": dict(self._window[0]), "count": self._window[1]},
                 "rng": torch.get_rng_state(), "world": self.world}
 
     def _checkpoint_root(self) -> pathlib.Path:
@@ -215,6 +222,8 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
+        window = state.get("window", {})
+        self._window = (dict(window.get("sums", {})), int(window.get("count", 0)))
         self._trim_metrics()
 
     def _trim_metrics(self) -> None:
@@ -222,8 +231,19 @@ class Trainer:
         path = self._metrics_path()
         if path is None or not path.exists() or self.rank != 0:
             return
+
+        def before_checkpoint(line: str) -> bool:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by the kill
+                return False
+            # An epoch's eval record follows its last step: a checkpoint taken at that step
+            # inside the epoch (the epoch not yet counted) precedes it.
+            return record.get("step", 0) <= self.global_step and not (
+                "eval" in record and record.get("epoch", 0) > self.epoch)
+
         keep = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= self.global_step]
+                if line.strip() and before_checkpoint(line)]
         save_text = "".join(line + "\n" for line in keep)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(save_text)
@@ -299,8 +319,7 @@ class Trainer:
                 from tqdm import tqdm
                 bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch,
                            desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="step", leave=False, disable=None)
-            sums: Dict[str, float] = {}
-            count = 0
+            sums, count = self._window
             for x, y in loader:
                 if self.step_in_epoch >= self.steps_per_epoch:
                     break
@@ -320,7 +339,9 @@ class Trainer:
                     last = {k: v / count for k, v in sums.items()}
                     sums, count = {}, 0
                 if self.checkpoint_every and self.global_step % self.checkpoint_every == 0:
+                    self._window = (sums, count)
                     self.save()
+            self._window = ({}, 0)
             if bar is not None:
                 bar.close()
             if count:
@@ -329,7 +350,7 @@ class Trainer:
             self.step_in_epoch = 0
             if self.eval_fn is not None and (self.epoch % self.eval_every == 0
                                              or self.epoch == self.epochs):
-                if self.rank == 0:
+                if self.rank == 0 or self.distributed_eval:
                     self.model.eval()
                     result = self.eval_fn(self.model)
                     self._log({"step": self.global_step, "epoch": self.epoch, "eval": result})

