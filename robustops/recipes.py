@@ -26,6 +26,9 @@ def model(name: str, meta: Dict[str, int]) -> nn.Module:
     """An untrained model of family `name` sized for the dataset described by `meta`."""
     from .models import build_model
 
+    if name == "resnext29":  # the CIFAR ResNeXt (robustops.models.resnext), CPU-sized 2x8d
+        from .models.resnext import resnext29
+        return resnext29(meta["num_classes"], in_channels=meta["in_channels"])
     kw = {"image_size": meta["image_size"]} if name == "small_cnn" else {}
     if name == "small_cnn" and meta["image_size"] < 28:
         kw.update(width=16, hidden=64)

@@ -1,4 +1,5 @@
 """Drop-in nn.Modules: thin wrappers around the functional ops."""
+from .group_inhibition import GroupInhibition, InhibitionStep
 from .vone_block import VOneBlock
 
-__all__ = ["VOneBlock"]
+__all__ = ["VOneBlock", "GroupInhibition", "InhibitionStep"]

@@ -4,9 +4,11 @@ from .objectives import (MAT, OBJECTIVES, PGDAT, TRADES, CrossEntropy, Distillat
                          Objective)
 from .objectives import CACRWACR, IGNorm, IGSumNorm
 from .objectives import PartMAT, PartSemiSupervised, PartTRADES
+from .objectives import TenetFreeAT, TenetObjective
 from .trainer import Trainer
 
 __all__ = ["Trainer", "Objective", "CrossEntropy", "PGDAT", "TRADES", "MAT", "FastAT", "FreeAT", "Distillation",
            "OBJECTIVES", "save_checkpoint", "load_checkpoint", "save_weights", "load_weights",
            "CheckpointError", "IGNorm", "IGSumNorm", "CACRWACR"]
 __all__ += ["PartSemiSupervised", "PartTRADES", "PartMAT"]
+__all__ += ["TenetObjective", "TenetFreeAT"]

@@ -11,12 +11,15 @@ from .part_semi import PartSemiSupervised
 from .part_trades import PartTRADES
 from .pgd_at import PGDAT
 from .rar import IGNorm, IGSumNorm
+from .tenet import TenetFreeAT, TenetObjective
 from .trades import TRADES
 
 OBJECTIVES = {c.name: c for c in (CrossEntropy, PGDAT, TRADES, MAT, FastAT, FreeAT)}
 OBJECTIVES.update({c.name: c for c in (IGNorm, IGSumNorm, CACRWACR)})
 OBJECTIVES.update({c.name: c for c in (PartSemiSupervised, PartTRADES, PartMAT)})
+OBJECTIVES.update({c.name: c for c in (TenetObjective, TenetFreeAT)})
 
 __all__ = ["Objective", "CrossEntropy", "PGDAT", "TRADES", "MAT", "FastAT", "FreeAT", "Distillation", "OBJECTIVES",
            "IGNorm", "IGSumNorm", "CACRWACR"]
 __all__ += ["PartSemiSupervised", "PartTRADES", "PartMAT"]
+__all__ += ["TenetObjective", "TenetFreeAT"]
