@@ -147,7 +147,9 @@ def summary_rows(name: str, results: Dict[str, dict]) -> Tuple[List[str], List[l
     return headers, rows
 
 
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence]) -> None:
+def print_summary(name: str, results: Dict[str, dict]) -> None:
+    """Print a family's summary table (a row per model) to stdout."""
+    headers, rows = summary_rows(name, results)
     cells = [[str(h) for h in headers]] + [
         [f"{v:.3f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
@@ -206,8 +208,7 @@ def run(out_dir: os.PathLike = "runs/quickstart", families: Optional[Sequence[st
         done[name], seconds[name] = run_family(name, out, seed=seed, device=device,
                                                progress=progress,
                                                settings=(settings or {}).get(name))
-        headers, rows = summary_rows(name, done[name])
-        _print_table(headers, rows)
+        print_summary(name, done[name])
         echo(f"({seconds[name]:.0f} s; report {out / name / 'report.md'})")
         write_report(out, done, seconds, device)  # after every family: a kill loses nothing
     return done
