@@ -66,3 +66,20 @@ def test_readme_v1_snippet_runs(tmp_path, monkeypatch):
     exec(block.replace("epochs=8)", "epochs=1, progress=False)"), ns)
     assert ns["v1"].shape == (4, 512, 56, 56)
     assert ns["teacher"].front is not None and ns["teacher"].stochastic
+
+
+def test_readme_tenet_and_attribution_snippet_runs():
+    import torch
+
+    blocks = _python_blocks_after("### Group inhibition (TENET)")
+    assert len(blocks) == 1
+    torch.manual_seed(0)
+    ns = {"x": torch.rand(2, 3, 32, 32), "y": torch.tensor([1, 3])}
+    exec(blocks[0].replace("steps=50", "steps=4"), ns)
+    step = ns["step"]
+    assert step.mask.shape == step.features.shape and step.mask.shape[1] == 128  # layer2
+    assert bool(((step.mask > 0) & (step.mask <= 1)).all())
+    assert ns["loss"].requires_grad and torch.isfinite(ns["loss"])
+    assert not ns["net"].layer2._forward_hooks  # the with block removed the hook
+    assert ns["maps"].requires_grad and ns["maps"].shape == ns["x"].shape
+    assert set(ns["m"]) == {"topk", "kendall", "spearman"} and ns["m"]["topk"].shape == (2,)

@@ -11,9 +11,11 @@ from .part_heads import (BBoxHead, DownsampledHead, PartHead, PixelCountHead, Tw
 from .part_model import PartModel, build_part_model
 from .part_segmenters import (DeepLabV3Segmenter, PartSegmenter, SmallPartSegmenter,
                               build_part_segmenter)
+from .resnext import RESNEXT29_CONFIGS, TENET_LAYER, ResNeXt29, resnext29
 
 __all__ = ["SmallCNN", "small_cnn_mnist", "small_cnn_cifar", "alexnet", "googlenet",
            "resnet18", "resnet50", "build_model", "MODEL_NAMES"]
 __all__ += ["PartModel", "build_part_model", "PartSegmenter", "SmallPartSegmenter",
             "DeepLabV3Segmenter", "build_part_segmenter", "PartHead", "DownsampledHead",
             "BBoxHead", "WeightedBBoxHead", "TwoHead", "PixelCountHead", "build_part_head"]
+__all__ += ["ResNeXt29", "resnext29", "RESNEXT29_CONFIGS", "TENET_LAYER"]
