@@ -363,31 +363,31 @@ bool rank_metrics_entry(at::Tensor out, const at::Tensor& a, const at::Tensor& b
 
 // part_moments (forward, backward): robustops/ops/part_moments.py has validated the
 // tensors, made them contiguous and allocated the outputs.
-void part_moments_entry(at::Tensor features, at::Tensor stats, const at::Tensor& logits,
-                        bool weighted) {
+void part_moments_entry(at::Tensor features, at::Tensor stats, at::Tensor softmax,
+                        const at::Tensor& logits, bool weighted) {
   if (logits.is_cuda()) {
 #ifdef ROBUSTOPS_WITH_CUDA
-    robustops::part_moments_cuda(features, stats, logits, weighted);
+    robustops::part_moments_cuda(features, stats, softmax, logits, weighted);
     return;
 #else
     TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
 #endif
   }
-  robustops::part_moments_cpu(features, stats, logits, weighted);
+  robustops::part_moments_cpu(features, stats, softmax, logits, weighted);
 }
 
 void part_moments_backward_entry(at::Tensor grad_logits, const at::Tensor& grad,
                                  const at::Tensor& logits, const at::Tensor& stats,
-                                 bool weighted) {
+                                 const at::Tensor& softmax, bool weighted) {
   if (logits.is_cuda()) {
 #ifdef ROBUSTOPS_WITH_CUDA
-    robustops::part_moments_backward_cuda(grad_logits, grad, logits, stats, weighted);
+    robustops::part_moments_backward_cuda(grad_logits, grad, logits, stats, softmax, weighted);
     return;
 #else
     TORCH_CHECK(false, "robustops._C was built without CUDA; rebuild with ROBUSTOPS_CUDA=1");
 #endif
   }
-  robustops::part_moments_backward_cpu(grad_logits, grad, logits, stats, weighted);
+  robustops::part_moments_backward_cpu(grad_logits, grad, logits, stats, softmax, weighted);
 }
 
 py::dict build_info() {
@@ -518,12 +518,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("out"), py::arg("a"), py::arg("b"), py::arg("k"));
   m.def("part_moments", &part_moments_entry,
         "Part bbox features (B, K, 5) and float64 moments (B, 6K+1) of part logits "
-        "(B, K+1, H, W) contiguous, written into features and stats.",
-        py::arg("features"), py::arg("stats"), py::arg("logits"), py::arg("weighted"));
+        "(B, K+1, H, W) contiguous, written into features and stats; the channel softmax "
+        "too, into softmax, unless it is empty.",
+        py::arg("features"), py::arg("stats"), py::arg("softmax"), py::arg("logits"),
+        py::arg("weighted"));
   m.def("part_moments_backward", &part_moments_backward_entry,
         "Gradient of part_moments wrt the logits written into grad_logits, from grad "
-        "(B, K, 5) float64 and the forward's stats.",
+        "(B, K, 5) float64, the forward's stats and its saved softmax (empty: recomputed "
+        "from the logits).",
         py::arg("grad_logits"), py::arg("grad"), py::arg("logits"), py::arg("stats"),
-        py::arg("weighted"));
+        py::arg("softmax"), py::arg("weighted"));
   m.def("build_info", &build_info, "How this extension was built.");
 }

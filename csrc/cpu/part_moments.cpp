@@ -8,10 +8,12 @@
 // across the loop over channels. Every loop is branch-free over the block's pixels
 // (fixed length: fully vectorised, exps included). Forward: per-part sums are row
 // reductions, added in float64 per task into a partial buffer; a second loop adds
-// each image's partials in row order and writes the stats and features. Backward:
-// each task recomputes its image's per-part coefficients (K small formulas) and
-// writes dL/dM for its rows, block by block. The weighted / bbox variants are
-// template instances, so the bbox variant does no foreground work.
+// each image's partials in row order and writes the stats and features; when asked, the
+// softmax S is stored as it is summed. Backward: each task recomputes its image's
+// per-part coefficients (K small formulas) and writes dL/dM for its rows, block by
+// block, from the softmax the forward saved (then no exps; the gradient may overwrite it
+// in place) or recomputed from the logits. The weighted / bbox variants are template
+// instances, so the bbox variant does no foreground work.
 #include "part_moments.h"
 
 #include <ATen/Dispatch.h>
@@ -142,15 +144,18 @@ RO_CPU_CLONES void softmax_row(RowScratch<T>& r, const scalar_t* __restrict__ sr
                                 r.inv.data() + j, r.f.data() + j);
 }
 
-// Row sums of one part: (S, S u, S u^2, M f) with S = e / sum of exps.
-template <bool kWeighted, typename T>
+// Row sums of one part: (S, S u, S u^2, M f) with S = e / sum of exps; with kSave S is
+// also stored into sout (the saved softmax row of this part).
+template <bool kWeighted, bool kSave, typename T>
 RO_CPU_CLONES void part_row_sums(const T* __restrict__ e, const T* __restrict__ inv,
                                  const T* __restrict__ mk, const T* __restrict__ f,
-                                 const T* __restrict__ u, int64_t w, T* out) {
+                                 const T* __restrict__ u, int64_t w, T* out,
+                                 T* __restrict__ sout) {
   T r = 0, ru = 0, ruu = 0, q = 0;
 #pragma omp simd reduction(+ : r, ru, ruu, q)
   for (int64_t j = 0; j < w; ++j) {
     const T s = e[j] * inv[j];
+    if constexpr (kSave) sout[j] = s;
     const T su = s * u[j];
     r += s;
     ru += su;
@@ -161,6 +166,14 @@ RO_CPU_CLONES void part_row_sums(const T* __restrict__ e, const T* __restrict__ 
   out[1] = ru;
   out[2] = ruu;
   out[3] = q;
+}
+
+// The background's softmax row: S_0 = e_0 / sum of exps, stored.
+template <typename T>
+RO_CPU_CLONES void store_row(const T* __restrict__ e, const T* __restrict__ inv, int64_t w,
+                             T* __restrict__ sout) {
+#pragma omp simd
+  for (int64_t j = 0; j < w; ++j) sout[j] = e[j] * inv[j];
 }
 
 template <typename T>
@@ -253,9 +266,71 @@ RO_CPU_CLONES void grad_row(scalar_t* __restrict__ out, const scalar_t* __restri
   }
 }
 
+// dL/dM of N pixels of a row from the saved softmax (s: channel 0 of the first pixel,
+// leading dimension plane, as the logits src and the output out). The logits are read
+// only in weighted mode (f and phi); the order of every sum is grad_block's, so the
+// result equals the recomputing path bit for bit. out may be s itself (the gradient
+// written over the saved softmax): every element of s is read before its own element of
+// out is written, and the value written depends on it (so out and s are not restrict).
+template <int N, bool kWeighted, typename scalar_t, typename T>
+__attribute__((always_inline)) inline void grad_block_saved(
+    scalar_t* out, const scalar_t* __restrict__ src, const T* s, int64_t plane, int64_t c,
+    const T* __restrict__ u, const RowCoeffs<T>& rc, T dfsum) {
+  T dot[N], phi[N], t[N], sp[N], fv[N];
+#pragma omp simd
+  for (int jj = 0; jj < N; ++jj) {
+    dot[jj] = T(0);
+    phi[jj] = dfsum;
+    t[jj] = kWeighted ? -static_cast<T>(src[jj]) : T(0);
+  }
+  for (int64_t k = 1; k < c; ++k) {
+    const T* sk = s + k * plane;
+    const scalar_t* mk = src + k * plane;
+    const T row = rc.row[k], b = rc.b[k], cc = rc.c[k], dq = rc.dq[k];
+#pragma omp simd
+    for (int jj = 0; jj < N; ++jj) {
+      dot[jj] += sk[jj] * pm_grad_s<T>(row, b, cc, u[jj]);
+      if constexpr (kWeighted) {
+        const T v = static_cast<T>(mk[jj]);
+        phi[jj] += dq * v;
+        t[jj] += v;
+      }
+    }
+  }
+#pragma omp simd
+  for (int jj = 0; jj < N; ++jj) {
+    fv[jj] = kWeighted ? fast_sigmoid<T>(t[jj]) : T(0);
+    sp[jj] = kWeighted ? phi[jj] * fv[jj] * (T(1) - fv[jj]) : T(0);
+    out[jj] = static_cast<scalar_t>(-s[jj] * dot[jj] - sp[jj]);
+  }
+  for (int64_t k = 1; k < c; ++k) {
+    const T* sk = s + k * plane;
+    const T row = rc.row[k], b = rc.b[k], cc = rc.c[k], dq = rc.dq[k];
+    scalar_t* ok = out + k * plane;
+#pragma omp simd
+    for (int jj = 0; jj < N; ++jj) {
+      T g = sk[jj] * (pm_grad_s<T>(row, b, cc, u[jj]) - dot[jj]);
+      if constexpr (kWeighted) g += dq * fv[jj] + sp[jj];
+      ok[jj] = static_cast<scalar_t>(g);
+    }
+  }
+}
+
 template <bool kWeighted, typename scalar_t, typename T>
-void forward_tasks(const scalar_t* lg, double* partial, int64_t nb, int64_t c, int64_t h,
-                   int64_t w, int64_t nblk) {
+RO_CPU_CLONES void grad_row_saved(scalar_t* out, const scalar_t* __restrict__ src, const T* s,
+                                  const T* __restrict__ u,
+                                  const RowCoeffs<T>& rc, T dfsum, int64_t plane, int64_t c,
+                                  int64_t w) {
+  int64_t j = 0;
+  for (; j + kBlock <= w; j += kBlock)
+    grad_block_saved<kBlock, kWeighted>(out + j, src + j, s + j, plane, c, u + j, rc, dfsum);
+  for (; j < w; ++j)
+    grad_block_saved<1, kWeighted>(out + j, src + j, s + j, plane, c, u + j, rc, dfsum);
+}
+
+template <bool kWeighted, bool kSave, typename scalar_t, typename T>
+void forward_tasks(const scalar_t* lg, T* sm, double* partial, int64_t nb, int64_t c,
+                   int64_t h, int64_t w, int64_t nblk) {
   const int64_t ns = kPmMoments * (c - 1) + 1, plane = h * w;
   at::parallel_for(0, nb * nblk, 1, [&](int64_t begin, int64_t end) {
     RowScratch<T> r(c, w);
@@ -266,11 +341,14 @@ void forward_tasks(const scalar_t* lg, double* partial, int64_t nb, int64_t c, i
       double* acc = partial + task * ns;
       std::fill(acc, acc + ns, 0.0);
       for (int64_t y = h0; y < h1; ++y) {
-        softmax_row<kWeighted, scalar_t, T>(r, lg + b * c * plane + y * w, plane, c, w);
+        const int64_t off = b * c * plane + y * w;
+        softmax_row<kWeighted, scalar_t, T>(r, lg + off, plane, c, w);
+        if constexpr (kSave) store_row<T>(r.e.data(), r.inv.data(), w, sm + off);
         const double v = pm_centred<double>(y, h);
         for (int64_t p = 1; p < c; ++p) {
-          part_row_sums<kWeighted, T>(r.e.data() + p * w, r.inv.data(), r.m.data() + p * w,
-                                      r.f.data(), r.u.data(), w, sums);
+          part_row_sums<kWeighted, kSave, T>(r.e.data() + p * w, r.inv.data(),
+                                             r.m.data() + p * w, r.f.data(), r.u.data(), w,
+                                             sums, kSave ? sm + off + p * plane : nullptr);
           double* a = acc + (p - 1) * kPmMoments;
           const double rs = sums[0];
           a[0] += rs;
@@ -287,8 +365,9 @@ void forward_tasks(const scalar_t* lg, double* partial, int64_t nb, int64_t c, i
 }
 
 template <bool kWeighted, typename scalar_t, typename T>
-void backward_tasks(scalar_t* out, const scalar_t* lg, const double* gr, const double* st,
-                    int64_t nb, int64_t c, int64_t h, int64_t w, int64_t nblk) {
+void backward_tasks(scalar_t* out, const scalar_t* lg, const T* sm, const double* gr,
+                    const double* st, int64_t nb, int64_t c, int64_t h, int64_t w,
+                    int64_t nblk) {
   const int64_t k = c - 1, ns = kPmMoments * k + 1, plane = h * w;
   at::parallel_for(0, nb * nblk, 1, [&](int64_t begin, int64_t end) {
     RowScratch<T> r(c, w);
@@ -313,7 +392,11 @@ void backward_tasks(scalar_t* out, const scalar_t* lg, const double* gr, const d
       for (int64_t y = h0; y < h1; ++y) {
         const int64_t off = b * c * plane + y * w;
         rc.set(co.data(), pm_centred<T>(y, h), c);
-        grad_row<kWeighted, scalar_t, T>(out + off, lg + off, r, rc, dfsum, plane, c, w);
+        if (sm != nullptr)
+          grad_row_saved<kWeighted, scalar_t, T>(out + off, lg + off, sm + off, r.u.data(), rc,
+                                                 dfsum, plane, c, w);
+        else
+          grad_row<kWeighted, scalar_t, T>(out + off, lg + off, r, rc, dfsum, plane, c, w);
       }
     }
   });
@@ -321,8 +404,8 @@ void backward_tasks(scalar_t* out, const scalar_t* lg, const double* gr, const d
 
 }  // namespace
 
-void part_moments_cpu(at::Tensor& features, at::Tensor& stats, const at::Tensor& logits,
-                      bool weighted) {
+void part_moments_cpu(at::Tensor& features, at::Tensor& stats, at::Tensor& softmax,
+                      const at::Tensor& logits, bool weighted) {
   const int64_t nb = logits.size(0), c = logits.size(1), h = logits.size(2), w = logits.size(3);
   const int64_t k = c - 1, ns = kPmMoments * k + 1;
   const int64_t nblk = (h + kRows - 1) / kRows;
@@ -332,10 +415,18 @@ void part_moments_cpu(at::Tensor& features, at::Tensor& stats, const at::Tensor&
                                   "part_moments_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
     const scalar_t* lg = logits.const_data_ptr<scalar_t>();
-    if (weighted)
-      forward_tasks<true, scalar_t, T>(lg, partial.data(), nb, c, h, w, nblk);
-    else
-      forward_tasks<false, scalar_t, T>(lg, partial.data(), nb, c, h, w, nblk);
+    double* pa = partial.data();
+    if (softmax.numel() > 0) {
+      T* sm = softmax.mutable_data_ptr<T>();
+      if (weighted)
+        forward_tasks<true, true, scalar_t, T>(lg, sm, pa, nb, c, h, w, nblk);
+      else
+        forward_tasks<false, true, scalar_t, T>(lg, sm, pa, nb, c, h, w, nblk);
+    } else if (weighted) {
+      forward_tasks<true, false, scalar_t, T>(lg, nullptr, pa, nb, c, h, w, nblk);
+    } else {
+      forward_tasks<false, false, scalar_t, T>(lg, nullptr, pa, nb, c, h, w, nblk);
+    }
     // Per image: add the row blocks in order, then the features.
     double* st = stats.mutable_data_ptr<double>();
     scalar_t* ft = features.mutable_data_ptr<scalar_t>();
@@ -360,7 +451,7 @@ void part_moments_cpu(at::Tensor& features, at::Tensor& stats, const at::Tensor&
 
 void part_moments_backward_cpu(at::Tensor& grad_logits, const at::Tensor& grad,
                                const at::Tensor& logits, const at::Tensor& stats,
-                               bool weighted) {
+                               const at::Tensor& softmax, bool weighted) {
   const int64_t nb = logits.size(0), c = logits.size(1), h = logits.size(2), w = logits.size(3);
   const int64_t nblk = (h + kRows - 1) / kRows;
   if (nb == 0) return;
@@ -371,10 +462,11 @@ void part_moments_backward_cpu(at::Tensor& grad_logits, const at::Tensor& grad,
     const double* gr = grad.const_data_ptr<double>();
     const double* st = stats.const_data_ptr<double>();
     scalar_t* out = grad_logits.mutable_data_ptr<scalar_t>();
+    const T* sm = softmax.numel() > 0 ? softmax.const_data_ptr<T>() : nullptr;
     if (weighted)
-      backward_tasks<true, scalar_t, T>(out, lg, gr, st, nb, c, h, w, nblk);
+      backward_tasks<true, scalar_t, T>(out, lg, sm, gr, st, nb, c, h, w, nblk);
     else
-      backward_tasks<false, scalar_t, T>(out, lg, gr, st, nb, c, h, w, nblk);
+      backward_tasks<false, scalar_t, T>(out, lg, sm, gr, st, nb, c, h, w, nblk);
   });
 }
 

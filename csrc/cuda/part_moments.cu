@@ -6,9 +6,12 @@
 // weight in registers, and for every part reduces its 6 moments over the block with
 // one CUB BlockReduce of a 6-float struct; the partials (one row per block) are added
 // in block order, in double, by a second kernel (one thread per (image, part)) that
-// writes the stats and the features: deterministic, no atomics.
+// writes the stats and the features: deterministic, no atomics. With a softmax buffer
+// (non-empty), the partials kernel also stores S there for the backward.
 // Backward: elementwise over pixels; each block first computes its image's per-part
-// coefficients (pm_coeffs, one thread per part) into shared memory.
+// coefficients (pm_coeffs, one thread per part) into shared memory. S is read from the
+// saved softmax when there is one (the logits are then read only in weighted mode, for f
+// and phi), else recomputed from the logits.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -77,10 +80,27 @@ __device__ __forceinline__ void pixel_state(const scalar_t* __restrict__ img, in
   }
 }
 
+// Foreground weight f of a thread's kPerThread pixels (the saved-softmax backward).
 template <typename scalar_t, typename T>
-__global__ void pm_partials_kernel(T* __restrict__ partial, const scalar_t* __restrict__ logits,
-                                   int64_t c, int64_t h, int64_t w, int64_t nblk,
-                                   bool weighted) {
+__device__ __forceinline__ void pixel_f(const scalar_t* __restrict__ img, int64_t c, int64_t hw,
+                                        int64_t p0, T* f) {
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int64_t p = p0 + static_cast<int64_t>(i) * kThreads;
+    if (p >= hw) {
+      f[i] = T(0);
+      continue;
+    }
+    T t = -static_cast<T>(img[p]);
+    for (int64_t ch = 1; ch < c; ++ch) t += static_cast<T>(img[ch * hw + p]);
+    f[i] = pm_sigmoid<T>(t);
+  }
+}
+
+template <typename scalar_t, typename T>
+__global__ void pm_partials_kernel(T* __restrict__ partial, T* __restrict__ softmax,
+                                   const scalar_t* __restrict__ logits, int64_t c, int64_t h,
+                                   int64_t w, int64_t nblk, bool weighted) {
   using BlockReduce = cub::BlockReduce<Moments<T>, kThreads>;
   using ScalarReduce = cub::BlockReduce<T, kThreads>;
   __shared__ typename BlockReduce::TempStorage tmp;
@@ -92,6 +112,14 @@ __global__ void pm_partials_kernel(T* __restrict__ partial, const scalar_t* __re
   T mx[kPerThread], inv[kPerThread], f[kPerThread];
   pixel_state<scalar_t, T>(img, c, hw, p0, weighted, mx, inv, f);
   T* out = partial + (b * nblk + blk) * ns;
+  T* sm = softmax != nullptr ? softmax + b * c * hw : nullptr;
+  if (sm != nullptr) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int64_t p = p0 + static_cast<int64_t>(i) * kThreads;
+      if (p < hw) sm[p] = ro_exp<T>(static_cast<T>(img[p]) - mx[i]) * inv[i];
+    }
+  }
   for (int64_t k = 1; k < c; ++k) {
     Moments<T> acc;
 #pragma unroll
@@ -102,6 +130,7 @@ __global__ void pm_partials_kernel(T* __restrict__ partial, const scalar_t* __re
       if (p >= hw) continue;
       const T mk = static_cast<T>(img[k * hw + p]);
       const T s = ro_exp<T>(mk - mx[i]) * inv[i];
+      if (sm != nullptr) sm[k * hw + p] = s;
       const T u = pm_centred<T>(p % w, w), v = pm_centred<T>(p / w, h);
       acc.v[0] += s;
       acc.v[1] += s * u;
@@ -151,12 +180,15 @@ __global__ void pm_finalize_kernel(double* __restrict__ stats, scalar_t* __restr
     features[(b * k + part) * kPmFeatures + q] = static_cast<scalar_t>(fe[q]);
 }
 
+// grad_logits may alias softmax (the gradient written over the saved S): each thread
+// reads its pixels' S before writing them, hence no __restrict__ on either.
 template <typename scalar_t, typename T>
-__global__ void pm_backward_kernel(scalar_t* __restrict__ grad_logits,
+__global__ void pm_backward_kernel(scalar_t* grad_logits,
                                    const double* __restrict__ grad,
                                    const scalar_t* __restrict__ logits,
-                                   const double* __restrict__ stats, int64_t c, int64_t h,
-                                   int64_t w, int64_t nblk, bool weighted) {
+                                   const double* __restrict__ stats,
+                                   const T* softmax, int64_t c, int64_t h, int64_t w,
+                                   int64_t nblk, bool weighted) {
   // Shared: per part (a, b, c, d, e, dq) in T, then each part's dF share in double.
   extern __shared__ double smem[];
   const int64_t k = c - 1, ns = kPmMoments * k + 1, hw = h * w;
@@ -187,31 +219,38 @@ __global__ void pm_backward_kernel(scalar_t* __restrict__ grad_logits,
   const scalar_t* img = logits + b * c * hw;
   scalar_t* out = grad_logits + b * c * hw;
   const int64_t p0 = blk * kPixels + threadIdx.x;
+  const T* sm = softmax != nullptr ? softmax + b * c * hw : nullptr;
   T mx[kPerThread], inv[kPerThread], f[kPerThread];
-  pixel_state<scalar_t, T>(img, c, hw, p0, weighted, mx, inv, f);
+  if (sm == nullptr)
+    pixel_state<scalar_t, T>(img, c, hw, p0, weighted, mx, inv, f);
+  else if (weighted)
+    pixel_f<scalar_t, T>(img, c, hw, p0, f);
+  // S_k at pixel p (the i-th of this thread): saved, or recomputed from the logits.
+  auto soft = [&](int64_t ch, int64_t p, int i) -> T {
+    return sm != nullptr ? sm[ch * hw + p]
+                         : ro_exp<T>(static_cast<T>(img[ch * hw + p]) - mx[i]) * inv[i];
+  };
 #pragma unroll
   for (int i = 0; i < kPerThread; ++i) {
     const int64_t p = p0 + static_cast<int64_t>(i) * kThreads;
     if (p >= hw) continue;
     const T u = pm_centred<T>(p % w, w), v = pm_centred<T>(p / w, h);
+    const T fi = weighted ? f[i] : T(0);
     T dot = T(0), phi = dfsum;
     for (int64_t part = 1; part < c; ++part) {
       const T* cp = co + (part - 1) * kPmMoments;
-      const T mk = static_cast<T>(img[part * hw + p]);
-      const T s = ro_exp<T>(mk - mx[i]) * inv[i];
+      const T s = soft(part, p, i);
       const T g = cp[0] + v * (cp[3] + cp[4] * v) + u * (cp[1] + cp[2] * u);
       dot += s * g;
-      phi += cp[5] * mk;
+      if (weighted) phi += cp[5] * static_cast<T>(img[part * hw + p]);
     }
-    const T sp = phi * f[i] * (T(1) - f[i]);
-    const T s0 = ro_exp<T>(static_cast<T>(img[p]) - mx[i]) * inv[i];
-    out[p] = static_cast<scalar_t>(-s0 * dot - sp);
+    const T sp = phi * fi * (T(1) - fi);
+    out[p] = static_cast<scalar_t>(-soft(0, p, i) * dot - sp);
     for (int64_t part = 1; part < c; ++part) {
       const T* cp = co + (part - 1) * kPmMoments;
-      const T mk = static_cast<T>(img[part * hw + p]);
-      const T s = ro_exp<T>(mk - mx[i]) * inv[i];
+      const T s = soft(part, p, i);
       const T g = cp[0] + v * (cp[3] + cp[4] * v) + u * (cp[1] + cp[2] * u);
-      out[part * hw + p] = static_cast<scalar_t>(s * (g - dot) + cp[5] * f[i] + sp);
+      out[part * hw + p] = static_cast<scalar_t>(s * (g - dot) + cp[5] * fi + sp);
     }
   }
 }
@@ -220,8 +259,8 @@ int64_t blocks_per_image(int64_t hw) { return (hw + kPixels - 1) / kPixels; }
 
 }  // namespace
 
-void part_moments_cuda(at::Tensor& features, at::Tensor& stats, const at::Tensor& logits,
-                       bool weighted) {
+void part_moments_cuda(at::Tensor& features, at::Tensor& stats, at::Tensor& softmax,
+                       const at::Tensor& logits, bool weighted) {
   const int64_t nb = logits.size(0), c = logits.size(1), h = logits.size(2), w = logits.size(3);
   const int64_t k = c - 1, ns = kPmMoments * k + 1, nblk = blocks_per_image(h * w);
   if (nb == 0) return;
@@ -234,8 +273,9 @@ void part_moments_cuda(at::Tensor& features, at::Tensor& stats, const at::Tensor
                                    logits.options().dtype(c10::CppTypeToScalarType<T>::value));
     // One 1-D grid of (image, block) pairs: gridDim.x allows 2^31 - 1 blocks.
     const unsigned grid = static_cast<unsigned>(nb * nblk);
+    T* sm = softmax.numel() > 0 ? softmax.mutable_data_ptr<T>() : nullptr;
     pm_partials_kernel<scalar_t, T><<<grid, kThreads, 0, stream>>>(
-        partial.mutable_data_ptr<T>(), logits.const_data_ptr<scalar_t>(), c, h, w, nblk,
+        partial.mutable_data_ptr<T>(), sm, logits.const_data_ptr<scalar_t>(), c, h, w, nblk,
         weighted);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const unsigned fin_blocks = static_cast<unsigned>((nb * k + 127) / 128);
@@ -248,7 +288,7 @@ void part_moments_cuda(at::Tensor& features, at::Tensor& stats, const at::Tensor
 
 void part_moments_backward_cuda(at::Tensor& grad_logits, const at::Tensor& grad,
                                 const at::Tensor& logits, const at::Tensor& stats,
-                                bool weighted) {
+                                const at::Tensor& softmax, bool weighted) {
   const int64_t nb = logits.size(0), c = logits.size(1), h = logits.size(2), w = logits.size(3);
   const int64_t k = c - 1, nblk = blocks_per_image(h * w);
   if (nb == 0) return;
@@ -260,9 +300,10 @@ void part_moments_backward_cuda(at::Tensor& grad_logits, const at::Tensor& grad,
     const size_t smem = sizeof(double) * static_cast<size_t>(k + 1) +
                         sizeof(T) * static_cast<size_t>(k * kPmMoments);
     const unsigned grid = static_cast<unsigned>(nb * nblk);
+    const T* sm = softmax.numel() > 0 ? softmax.const_data_ptr<T>() : nullptr;
     pm_backward_kernel<scalar_t, T><<<grid, kThreads, smem, stream>>>(
         grad_logits.mutable_data_ptr<scalar_t>(), grad.const_data_ptr<double>(),
-        logits.const_data_ptr<scalar_t>(), stats.const_data_ptr<double>(), c, h, w, nblk,
+        logits.const_data_ptr<scalar_t>(), stats.const_data_ptr<double>(), sm, c, h, w, nblk,
         weighted);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -18,20 +18,29 @@ every division by the mass, sigma = sqrt(max(var, 0) + 1e-6) (a finite gradient 
 one-pixel parts), and the foreground sum clamped to >= 1e-6 (as the paper's code).
 
 Eager PyTorch materialises the softmax (B, K+1, H, W), two marginals and a dozen
-reductions and their gradients; the fused op reads M once forward (keeping (B, 6K+1)
-float64 moments for the backward) and once backward, writing only dL/dM.
+reductions and their gradients; the fused op reads M once forward, keeping (B, 6K+1)
+float64 moments and, when a gradient will be needed (grad mode on and M requiring
+grad), the softmax S (in the compute dtype) for the backward, which then reads S (and M
+in weighted mode, for f) and writes dL/dM over it in place (float32/float64; half types
+get a new buffer): no exp over the channels again and one (B, K+1, H, W) allocation per
+forward + backward, as without saving. Without a saved S (``save_softmax=False`` on the
+op, or a second backward of the same graph) the backward recomputes S from M.
 
 Layouts and dtypes: any layout (the kernels read contiguous NCHW; others are copied
 once); float32 and float64 compute in their own precision, float16 and bfloat16 in
 float32; moments accumulate in float64 on CPU. First-order differentiable in M (the
 backward op has no derivative of its own).
 
-Layers: custom ops ``robustops::part_moments`` (returns features and the moments) and
-``robustops::part_moments_backward``, the plain-PyTorch references, fake kernels,
-autograd and validation here; kernels in kernels/part_moments.h,
-csrc/cpu/part_moments.cpp, csrc/cuda/part_moments.cu and robustops/triton/part_moments.py.
+Layers: custom ops ``robustops::part_moments`` (returns features, the moments and the
+softmax, empty unless saved), ``robustops::part_moments_backward`` and
+``robustops::part_moments_backward_inplace`` (the gradient over the saved softmax), the
+plain-PyTorch references, fake kernels, autograd and validation here; kernels in
+kernels/part_moments.h, csrc/cpu/part_moments.cpp, csrc/cuda/part_moments.cu and
+robustops/triton/part_moments.py.
 """
 from __future__ import annotations
+
+import sys
 
 import torch
 from torch import Tensor
@@ -152,11 +161,14 @@ def _coefficients(grad: Tensor, stats: Tensor, h: int, w: int, weighted: bool):
 
 
 def part_moments_backward_reference(grad: Tensor, logits: Tensor, stats: Tensor,
-                                    weighted: bool = False) -> Tensor:
+                                    weighted: bool = False,
+                                    softmax: Tensor | None = None) -> Tensor:
     """Analytic dL/dlogits (B, K+1, H, W) from dL/dfeatures (B, K, 5) and the moments.
 
     The per-pixel gradient wrt S_k is a quadratic in the centred coordinates, then the
-    softmax and (weighted) sigmoid Jacobians apply (kernels/part_moments.h).
+    softmax and (weighted) sigmoid Jacobians apply (kernels/part_moments.h). softmax: the
+    forward's saved S (B, K+1, H, W), used instead of recomputing it when given and not
+    empty.
     """
     ct = _opmath(logits.dtype)
     m = logits.to(ct)
@@ -168,7 +180,8 @@ def part_moments_backward_reference(grad: Tensor, logits: Tensor, stats: Tensor,
     e4 = (lambda t: t[:, :, None, None])
     gk = (e4(ca) + e4(cb) * u + e4(cc) * u * u + e4(cd) * v[:, None]
           + e4(ce) * (v * v)[:, None])                               # (B, K, H, W)
-    s = torch.softmax(m, 1)
+    s = (softmax.to(ct) if softmax is not None and softmax.numel() > 0
+         else torch.softmax(m, 1))
     dot = (s[:, 1:] * gk).sum(1, keepdim=True)
     g_full = torch.cat([torch.zeros_like(dot), gk], 1)
     out = s * (g_full - dot)
@@ -188,72 +201,149 @@ def _kernel(logits: Tensor):
     return backend.resolve(logits.device, OP, BACKENDS), logits.contiguous()
 
 
-def _empty_outputs(logits: Tensor):
+def _softmax_shape(logits: Tensor, save_softmax: bool):
+    return tuple(logits.shape) if save_softmax else (0,)
+
+
+def _empty_outputs(logits: Tensor, save_softmax: bool):
     b, c = logits.shape[:2]
     feats = torch.empty((b, c - 1, NUM_FEATURES), dtype=logits.dtype, device=logits.device)
     stats = torch.empty((b, NUM_MOMENTS * (c - 1) + 1), dtype=torch.float64,
                         device=logits.device)
-    return feats, stats
+    softmax = torch.empty(_softmax_shape(logits, save_softmax), dtype=_opmath(logits.dtype),
+                          device=logits.device)
+    return feats, stats, softmax
 
 
 @torch.library.custom_op("robustops::part_moments", mutates_args=())
-def _part_moments_op(logits: Tensor, weighted: bool) -> tuple[Tensor, Tensor]:
+def _part_moments_op(logits: Tensor, weighted: bool,
+                     save_softmax: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """(features, stats, softmax): softmax is S (B, K+1, H, W) in the compute dtype when
+    save_softmax, else empty (0,); the backward uses it instead of recomputing S."""
     name, m = _kernel(logits)
     if name == "reference":
+        ct = _opmath(logits.dtype)
+        sm = (torch.softmax(logits.to(ct), 1) if save_softmax
+              else logits.new_empty((0,), dtype=ct))
         return (part_moments_reference(logits, weighted),
-                part_moments_stats_reference(logits, weighted))
-    feats, stats = _empty_outputs(m)
+                part_moments_stats_reference(logits, weighted), sm)
+    feats, stats, sm = _empty_outputs(m, save_softmax)
     if m.shape[0] == 0:
-        return feats, stats
+        return feats, stats, sm
     if name == "triton":
         from ..triton.part_moments import part_moments_triton
-        part_moments_triton(feats, stats, m, weighted)
+        part_moments_triton(feats, stats, sm, m, weighted)
     else:
-        backend.extension().part_moments(feats, stats, m, weighted)
-    return feats, stats
+        backend.extension().part_moments(feats, stats, sm, m, weighted)
+    return feats, stats, sm
 
 
 @_part_moments_op.register_fake
-def _(logits, weighted):
+def _(logits, weighted, save_softmax=False):
     b, c = logits.shape[:2]
     return (logits.new_empty((b, c - 1, NUM_FEATURES)),
-            logits.new_empty((b, NUM_MOMENTS * (c - 1) + 1), dtype=torch.float64))
+            logits.new_empty((b, NUM_MOMENTS * (c - 1) + 1), dtype=torch.float64),
+            logits.new_empty(_softmax_shape(logits, save_softmax),
+                             dtype=_opmath(logits.dtype)))
 
 
 @torch.library.custom_op("robustops::part_moments_backward", mutates_args=())
-def _part_moments_backward_op(grad: Tensor, logits: Tensor, stats: Tensor,
+def _part_moments_backward_op(grad: Tensor, logits: Tensor, stats: Tensor, softmax: Tensor,
                               weighted: bool) -> Tensor:
-    name, m = _kernel(logits)
+    """dL/dlogits; softmax: the forward's saved S, or empty (then recomputed from logits)."""
+    saved = softmax.numel() > 0
+    if saved and (softmax.shape != logits.shape or softmax.dtype != _opmath(logits.dtype)):
+        raise ValueError(f"part_moments_backward: softmax must be empty or "
+                         f"{tuple(logits.shape)} {_opmath(logits.dtype)} (the forward's), "
+                         f"got {tuple(softmax.shape)} {softmax.dtype}")
+    name = backend.resolve(logits.device, OP, BACKENDS)
     if name == "reference":
-        return part_moments_backward_reference(grad, logits, stats, weighted)
+        return part_moments_backward_reference(grad, logits, stats, weighted, softmax)
+    # bbox mode with a saved softmax never reads the logits: no copy of a strided input.
+    m = logits if saved and not weighted else logits.contiguous()
     out = torch.empty(m.shape, dtype=m.dtype, device=m.device)
     if m.shape[0] == 0:
         return out
     g = grad.to(torch.float64).contiguous()
     st = stats.to(torch.float64).contiguous()
+    sm = softmax.contiguous()
     if name == "triton":
         from ..triton.part_moments import part_moments_backward_triton
-        part_moments_backward_triton(out, g, m, st, weighted)
+        part_moments_backward_triton(out, g, m, st, sm, weighted)
     else:
-        backend.extension().part_moments_backward(out, g, m, st, weighted)
+        backend.extension().part_moments_backward(out, g, m, st, sm, weighted)
     return out
 
 
 @_part_moments_backward_op.register_fake
-def _(grad, logits, stats, weighted):
+def _(grad, logits, stats, softmax, weighted):
     return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
 
 
+@torch.library.custom_op("robustops::part_moments_backward_inplace", mutates_args=("softmax",))
+def _part_moments_backward_inplace_op(grad: Tensor, logits: Tensor, stats: Tensor,
+                                      softmax: Tensor, weighted: bool) -> None:
+    """part_moments_backward written over the saved softmax (B, K+1, H, W), contiguous and
+    of logits' dtype (float32 or float64): no allocation of the gradient (a second
+    (B, K+1, H, W) buffer per step is what lets glibc hand the memory back to the OS and
+    re-fault it on every call)."""
+    if (softmax.shape != logits.shape or softmax.dtype != logits.dtype
+            or not softmax.is_contiguous()):
+        raise ValueError(f"part_moments_backward_inplace: softmax must be a contiguous "
+                         f"{tuple(logits.shape)} {logits.dtype} tensor, got "
+                         f"{tuple(softmax.shape)} {softmax.dtype}")
+    name = backend.resolve(logits.device, OP, BACKENDS)
+    if name == "reference":
+        softmax.copy_(part_moments_backward_reference(grad, logits, stats, weighted, softmax))
+        return
+    if logits.shape[0] == 0:
+        return
+    m = logits if not weighted else logits.contiguous()
+    g = grad.to(torch.float64).contiguous()
+    st = stats.to(torch.float64).contiguous()
+    if name == "triton":
+        from ..triton.part_moments import part_moments_backward_triton
+        part_moments_backward_triton(softmax, g, m, st, softmax, weighted)
+    else:
+        backend.extension().part_moments_backward(softmax, g, m, st, softmax, weighted)
+
+
+@_part_moments_backward_inplace_op.register_fake
+def _(grad, logits, stats, softmax, weighted):
+    return None
+
+
 def _setup_context(ctx, inputs, output):
-    logits, weighted = inputs
+    logits, weighted = inputs[:2]
     ctx.weighted = weighted
     ctx.save_for_backward(logits, output[1])
-    ctx.mark_non_differentiable(output[1])
+    # The saved softmax is held as an attribute, not saved: the first backward turns it
+    # into the gradient in place (and returns it) and drops it; a second backward of the
+    # same graph (retain_graph=True) finds None and recomputes S from the logits. It is a
+    # non-differentiable output (no grad_fn), so holding it makes no reference cycle.
+    ctx.softmax = output[2]
+    ctx.mark_non_differentiable(output[1], output[2])
+    # No zero-filled (B, K+1, H, W) "gradient" of the softmax output per backward.
+    ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad, _grad_stats):
+def _backward(ctx, grad, _grad_stats, _grad_softmax):
     logits, stats = ctx.saved_tensors
-    return _part_moments_backward_op(grad, logits, stats, ctx.weighted), None
+    if grad is None:  # grads are not materialised; only the features are differentiable
+        grad = stats.new_zeros((stats.shape[0], logits.shape[1] - 1, NUM_FEATURES))
+    softmax, ctx.softmax = ctx.softmax, None
+    if softmax is None or softmax.numel() == 0:
+        softmax = logits.new_empty((0,), dtype=_opmath(logits.dtype))
+    elif (softmax.dtype == logits.dtype and type(softmax) is Tensor
+          and not torch.compiler.is_compiling()
+          and softmax._use_count() == 1 and sys.getrefcount(softmax) == 2):
+        # float32 / float64 and nothing else holds S (the public part_moments drops it;
+        # one reference here, one getrefcount's argument): it becomes dL/dlogits in place.
+        # Otherwise (a caller of the op keeps it, or AOTAutograd traces this backward with
+        # tensor subclasses: a traced graph may not mutate a forward output) out of place.
+        _part_moments_backward_inplace_op(grad, logits, stats, softmax, ctx.weighted)
+        return softmax, None, None
+    return _part_moments_backward_op(grad, logits, stats, softmax, ctx.weighted), None, None
 
 
 _part_moments_op.register_autograd(_backward, setup_context=_setup_context)
@@ -293,4 +383,6 @@ def part_moments(logits: Tensor, weighted: bool = False) -> Tensor:
     NaN/Inf in logits propagate to the features of their image.
     """
     _validate(logits, weighted)
-    return _part_moments_op(logits, weighted)[0]
+    # Save S for the backward only when there will be one (not under no_grad / eval).
+    save = torch.is_grad_enabled() and logits.requires_grad
+    return _part_moments_op(logits, weighted, save)[0]

@@ -2,7 +2,10 @@
 
 Launcher contract as for the C++ kernels (see csrc/part_moments.h): logits (B, C, H, W)
 contiguous; features (B, C-1, 5) of logits' dtype; stats (B, 6(C-1)+1) float64; grad
-(B, C-1, 5) float64. A program takes one image's block of BLOCK pixels with all its
+(B, C-1, 5) float64; softmax empty (not saved / recompute) or (B, C, H, W) contiguous in
+the compute dtype (float64 for float64 logits, else float32): the forward writes S there,
+the backward reads it instead of recomputing it (and reads the logits only if weighted).
+A program takes one image's block of BLOCK pixels with all its
 channels as a (C_PAD, BLOCK) tile: channel softmax and foreground weight along axis 0,
 per-part sums along axis 1. The forward writes per-block partial moments; a second
 kernel (one program per image) adds them in block order in float64 and writes the
@@ -64,11 +67,38 @@ def _tile(m_ptr, b, blk, C, H, W, C_PAD: tl.constexpr, BLOCK: tl.constexpr, F64:
 
 
 @triton.jit
-def _partials_kernel(m_ptr, part_ptr, C, H, W, NBLK, C_PAD: tl.constexpr, BLOCK: tl.constexpr,
-                     F64: tl.constexpr, WEIGHTED: tl.constexpr):
+def _saved_tile(s_ptr, b, blk, C, H, W, C_PAD: tl.constexpr, BLOCK: tl.constexpr,
+                F64: tl.constexpr):
+    """The (C_PAD, BLOCK) tile of image b of the saved softmax, and the coordinates."""
+    hw = H * W
+    p = blk * BLOCK + tl.arange(0, BLOCK)
+    pm = p < hw
+    ch = tl.arange(0, C_PAD)
+    cm = ch < C
+    mask = cm[:, None] & pm[None, :]
+    s = tl.load(s_ptr + b * C * hw + ch[:, None].to(tl.int64) * hw + p[None, :], mask=mask,
+                other=0.0)
+    if F64:
+        s = s.to(tl.float64)
+    else:
+        s = s.to(tl.float32)
+    u = (p % W).to(s.dtype) - (W - 1) * 0.5
+    v = (p // W).to(s.dtype) - (H - 1) * 0.5
+    return s, u, v, ch, cm, mask
+
+
+@triton.jit
+def _partials_kernel(m_ptr, part_ptr, s_ptr, C, H, W, NBLK, C_PAD: tl.constexpr,
+                     BLOCK: tl.constexpr, F64: tl.constexpr, WEIGHTED: tl.constexpr,
+                     SAVE: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
     m, s, u, v, f, ch, cm, mask = _tile(m_ptr, b, blk, C, H, W, C_PAD, BLOCK, F64, WEIGHTED)
+    if SAVE:
+        hw = H * W
+        p = blk * BLOCK + tl.arange(0, BLOCK)
+        tl.store(s_ptr + b * C * hw + ch[:, None].to(tl.int64) * hw + p[None, :],
+                 s.to(s_ptr.dtype.element_ty), mask=mask)
     su = s * u[None, :]
     sv = s * v[None, :]
     # Partials layout (B, NBLK, 6 * C_PAD + 1): quantity-major, F last.
@@ -151,8 +181,9 @@ def _axis_backward(a, x, xx, mid, gc, gs):
 
 
 @triton.jit
-def _backward_kernel(out_ptr, g_ptr, m_ptr, stats_ptr, C, H, W, C_PAD: tl.constexpr,
-                     BLOCK: tl.constexpr, F64: tl.constexpr, WEIGHTED: tl.constexpr):
+def _backward_kernel(out_ptr, g_ptr, m_ptr, stats_ptr, s_ptr, C, H, W, C_PAD: tl.constexpr,
+                     BLOCK: tl.constexpr, F64: tl.constexpr, WEIGHTED: tl.constexpr,
+                     SAVED: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
     k = C - 1
@@ -193,8 +224,19 @@ def _backward_kernel(out_ptr, g_ptr, m_ptr, stats_ptr, C, H, W, C_PAD: tl.conste
     ce = tl.where(valid, ce, 0.0)
     dq = tl.where(valid, dq, 0.0)
 
-    m, s, u, v, f, ch, cm, mask = _tile(m_ptr, b, blk, C, H, W, C_PAD, BLOCK, F64, WEIGHTED)
-    ct = m.dtype
+    if WEIGHTED:
+        # f and phi need the logits; S comes from the forward when it saved it.
+        m, s, u, v, f, ch, cm, mask = _tile(m_ptr, b, blk, C, H, W, C_PAD, BLOCK, F64,
+                                            WEIGHTED)
+        if SAVED:
+            s = _saved_tile(s_ptr, b, blk, C, H, W, C_PAD, BLOCK, F64)[0]
+    else:
+        if SAVED:
+            s, u, v, ch, cm, mask = _saved_tile(s_ptr, b, blk, C, H, W, C_PAD, BLOCK, F64)
+        else:
+            m, s, u, v, f, ch, cm, mask = _tile(m_ptr, b, blk, C, H, W, C_PAD, BLOCK, F64,
+                                                WEIGHTED)
+    ct = s.dtype
     uu = u[None, :]
     vv = v[None, :]
     gk = (ca.to(ct)[:, None] + uu * (cb.to(ct)[:, None] + cc.to(ct)[:, None] * uu)
@@ -217,26 +259,32 @@ def _grid(logits: torch.Tensor):
     return b, triton.cdiv(h * w, BLOCK), triton.next_power_of_2(c)
 
 
-def part_moments_triton(features: torch.Tensor, stats: torch.Tensor, logits: torch.Tensor,
-                        weighted: bool) -> None:
-    """Write features (B, K, 5) and stats (B, 6K+1) float64 of logits (B, K+1, H, W)."""
+def part_moments_triton(features: torch.Tensor, stats: torch.Tensor, softmax: torch.Tensor,
+                        logits: torch.Tensor, weighted: bool) -> None:
+    """Write features (B, K, 5) and stats (B, 6K+1) float64 of logits (B, K+1, H, W), and
+    the channel softmax into softmax unless it is empty."""
     b, nblk, c_pad = _grid(logits)
     _, c, h, w = logits.shape
     f64 = logits.dtype == torch.float64
     partials = torch.empty((b, nblk, 6 * c_pad + 1), device=logits.device,
                            dtype=torch.float64 if f64 else torch.float32)
-    _partials_kernel[(b, nblk)](logits, partials, c, h, w, nblk, C_PAD=c_pad, BLOCK=BLOCK,
-                                F64=f64, WEIGHTED=weighted, num_warps=NUM_WARPS)
+    save = softmax.numel() > 0
+    _partials_kernel[(b, nblk)](logits, partials, softmax if save else partials, c, h, w,
+                                nblk, C_PAD=c_pad, BLOCK=BLOCK, F64=f64, WEIGHTED=weighted,
+                                SAVE=save, num_warps=NUM_WARPS)
     _finalize_kernel[(b,)](partials, stats, features, c, h, w, nblk, C_PAD=c_pad,
                            WEIGHTED=weighted, num_warps=1)
 
 
 def part_moments_backward_triton(grad_logits: torch.Tensor, grad: torch.Tensor,
                                  logits: torch.Tensor, stats: torch.Tensor,
-                                 weighted: bool) -> None:
-    """Write dL/dlogits into grad_logits from grad (B, K, 5) float64 and the stats."""
+                                 softmax: torch.Tensor, weighted: bool) -> None:
+    """Write dL/dlogits into grad_logits from grad (B, K, 5) float64, the stats and the
+    saved softmax (empty: recomputed from the logits)."""
     b, nblk, c_pad = _grid(logits)
     _, c, h, w = logits.shape
-    _backward_kernel[(b, nblk)](grad_logits, grad, logits, stats, c, h, w, C_PAD=c_pad,
-                                BLOCK=BLOCK, F64=logits.dtype == torch.float64,
-                                WEIGHTED=weighted, num_warps=NUM_WARPS)
+    saved = softmax.numel() > 0
+    _backward_kernel[(b, nblk)](grad_logits, grad, logits, stats, softmax if saved else stats,
+                                c, h, w, C_PAD=c_pad, BLOCK=BLOCK,
+                                F64=logits.dtype == torch.float64, WEIGHTED=weighted,
+                                SAVED=saved, num_warps=NUM_WARPS)

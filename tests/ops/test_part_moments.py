@@ -66,17 +66,101 @@ SHAPES = [(2, 4, 5, 7), (1, 2, 17, 3), (3, 11, 9, 20)]
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_backend_matches_reference(kernel_backend, shape, dtype, weighted):
     m = logits_of(shape, seed=2, dtype=dtype)
-    feats, stats = OPS.part_moments(m, weighted)
+    feats, stats, none = OPS.part_moments(m, weighted)
     assert feats.shape == (shape[0], shape[1] - 1, 5) and feats.dtype == dtype
-    assert stats.dtype == torch.float64
+    assert stats.dtype == torch.float64 and none.numel() == 0
     assert_close(feats, part_moments_reference(m, weighted), kernel_backend)
     ref_stats = part_moments_stats_reference(m, weighted)
     torch.testing.assert_close(stats, ref_stats, rtol=1e-5 if dtype == torch.float32 else 1e-10,
                                atol=1e-5 if dtype == torch.float32 else 1e-10)
+    # Saving the softmax changes neither the features nor the stats.
+    feats_s, stats_s, soft = OPS.part_moments(m, weighted, True)
+    assert torch.equal(feats_s, feats) and torch.equal(stats_s, stats)
+    assert soft.shape == m.shape and soft.dtype == dtype
+    torch.testing.assert_close(soft, torch.softmax(m, 1))
     g = torch.randn(feats.shape, dtype=torch.float64)
-    grad = OPS.part_moments_backward(g, m, stats, weighted)
+    grad = OPS.part_moments_backward(g, m, stats, none, weighted)
     assert grad.shape == m.shape and grad.dtype == dtype
-    assert_close(grad, part_moments_backward_reference(g, m, ref_stats, weighted), kernel_backend)
+    expected = part_moments_backward_reference(g, m, ref_stats, weighted)
+    assert_close(grad, expected, kernel_backend)
+    # The backward from the saved softmax: the recomputed S is the saved one, bit for bit,
+    # in the C++ kernels (same arithmetic), so their gradients are equal.
+    grad_s = OPS.part_moments_backward(g, m, stats, soft, weighted)
+    assert_close(grad_s, expected, f"{kernel_backend} saved softmax")
+    if kernel_backend == "cpp":
+        assert torch.equal(grad_s, grad)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_saved_only_when_a_backward_will_run(monkeypatch, weighted):
+    import sys
+    pm = sys.modules["robustops.ops.part_moments"]  # the package exports a same-named function
+    seen = []
+    real = pm._part_moments_op
+    monkeypatch.setattr(pm, "_part_moments_op",
+                        lambda m, w, save: seen.append(save) or real(m, w, save))
+    m = logits_of((2, 3, 4, 5), seed=10, dtype=torch.float32)
+    part_moments(m, weighted)
+    with torch.no_grad():
+        part_moments(m.clone().requires_grad_(), weighted)
+    leaf = m.clone().requires_grad_()
+    out = part_moments(leaf, weighted)
+    assert seen == [False, False, True]
+    # And the backward of the saving forward matches the reference's autograd.
+    ref_leaf = m.clone().requires_grad_()
+    g = torch.randn(out.shape)
+    assert_close(torch.autograd.grad(out, leaf, g)[0],
+                 torch.autograd.grad(part_moments_reference(ref_leaf, weighted), ref_leaf, g)[0])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backward_over_the_saved_softmax(kernel_backend, weighted):
+    # The in-place backward (the gradient written over the saved S) equals the reference;
+    # a second backward of the same graph (retain_graph) recomputes S and agrees.
+    m = logits_of((2, 5, 7, 9), seed=12, dtype=torch.float32)
+    _, stats, soft = OPS.part_moments(m, weighted, True)
+    g = torch.randn(2, 4, 5, dtype=torch.float64)
+    expected = part_moments_backward_reference(g, m, part_moments_stats_reference(m, weighted),
+                                               weighted)
+    buf = soft.clone()
+    OPS.part_moments_backward_inplace(g, m, stats, buf, weighted)
+    assert_close(buf, expected, kernel_backend)
+    assert_close(buf, OPS.part_moments_backward(g, m, stats, soft, weighted), kernel_backend)
+    leaf = m.clone().requires_grad_()
+    out = part_moments(leaf, weighted)
+    first = torch.autograd.grad(out, leaf, g.float(), retain_graph=True)[0]
+    second = torch.autograd.grad(out, leaf, g.float())[0]
+    assert_close(first, expected, f"{kernel_backend} first")
+    assert_close(second, first, f"{kernel_backend} second")
+
+
+def test_public_backward_writes_over_the_saved_softmax(monkeypatch):
+    # part_moments drops the op's softmax output, so its backward may overwrite S in place;
+    # a caller that keeps the output gets the out-of-place backward (the output unchanged).
+    import sys
+    pm = sys.modules["robustops.ops.part_moments"]
+    seen = []
+    real = pm._part_moments_backward_inplace_op
+    monkeypatch.setattr(pm, "_part_moments_backward_inplace_op",
+                        lambda *a: seen.append(a[3].data_ptr()) or real(*a))
+    leaf = logits_of((2, 4, 5, 6), seed=13, dtype=torch.float32).requires_grad_()
+    (grad,) = torch.autograd.grad(part_moments(leaf, False).sum(), leaf)
+    assert seen == [grad.data_ptr()]
+    feats, _, soft = OPS.part_moments(leaf, False, True)
+    kept = soft.clone()
+    (grad2,) = torch.autograd.grad(feats.sum(), leaf)
+    assert len(seen) == 1 and torch.equal(soft, kept)
+    assert_close(grad2, grad)
+
+
+def test_backward_rejects_a_mismatched_softmax():
+    m = logits_of((2, 3, 4, 5), seed=11, dtype=torch.float32)
+    _, stats, soft = OPS.part_moments(m, False, True)
+    g = torch.randn(2, 2, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="softmax must be empty or"):
+        OPS.part_moments_backward(g, m, stats, soft[:, :2], False)
+    with pytest.raises(ValueError, match="softmax must be a contiguous"):
+        OPS.part_moments_backward_inplace(g, m, stats, soft.double(), False)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -102,11 +186,18 @@ def test_cpp_half_types(dtype):
     if "cpp" not in backend.available():
         pytest.skip("cpp backend not built")
     m = logits_of((2, 4, 6, 5), seed=4, dtype=dtype, scale=2.0)
-    with backend.use("cpp"):
-        out = part_moments(m, True)
-    assert out.dtype == dtype
-    # Both compute in float32 from the same half inputs and round once.
-    assert_close(out, part_moments_reference(m, True))
+    for weighted in (False, True):
+        leaf = m.clone().requires_grad_()
+        with backend.use("cpp"):
+            out = part_moments(leaf, weighted)  # saves S in float32 for the backward
+        assert out.dtype == dtype
+        # Both compute in float32 from the same half inputs and round once.
+        assert_close(out, part_moments_reference(m, weighted))
+        g = torch.randn(out.shape, dtype=torch.float64)
+        (grad,) = torch.autograd.grad(out, leaf, g.to(dtype))
+        assert grad.dtype == dtype
+        stats = part_moments_stats_reference(m, weighted)
+        assert_close(grad, part_moments_backward_reference(g.to(dtype), m, stats, weighted))
 
 
 def test_extreme_logits_stay_finite(kernel_backend):
@@ -152,21 +243,28 @@ def test_nan_propagates_to_its_image():
 # ----------------------------------------------------------------------------- op contract
 
 
+@pytest.mark.parametrize("save", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_opcheck(weighted):
+def test_opcheck(weighted, save):
     m = logits_of((2, 3, 4, 5), seed=7).requires_grad_()
-    torch.library.opcheck(OPS.part_moments.default, (m, weighted))
+    torch.library.opcheck(OPS.part_moments.default, (m, weighted, save))
     stats = part_moments_stats_reference(m.detach(), weighted)
+    soft = torch.softmax(m.detach(), 1) if save else m.new_empty((0,))
     g = torch.randn(2, 2, 5, dtype=torch.float64)
-    torch.library.opcheck(OPS.part_moments_backward.default, (g, m.detach(), stats, weighted))
+    torch.library.opcheck(OPS.part_moments_backward.default,
+                          (g, m.detach(), stats, soft, weighted))
+    if save:
+        torch.library.opcheck(OPS.part_moments_backward_inplace.default,
+                              (g, m.detach(), stats, soft.clone(), weighted))
 
 
-def test_compiles_fullgraph():
+@pytest.mark.parametrize("weighted", [True, False])
+def test_compiles_fullgraph(weighted):
     torch._dynamo.reset()
     m = logits_of((2, 4, 6, 6), seed=8, dtype=torch.float32)
 
     def head(t):
-        return part_moments(torch.tanh(t) * 4, True).flatten(1).sum(1)
+        return part_moments(torch.tanh(t) * 4, weighted).flatten(1).sum(1)
 
     compiled = torch.compile(head, fullgraph=True)
     leaf = m.clone().requires_grad_()
@@ -207,18 +305,23 @@ def test_cuda_matches_reference(be, dtype, weighted):
     for shape in shapes:
         m = logits_of(shape, seed=9, dtype=dtype).cuda()
         with backend.use(be):
-            feats, stats = OPS.part_moments(m, weighted)
+            feats, stats, _ = OPS.part_moments(m, weighted)
+            _, _, soft = OPS.part_moments(m, weighted, True)
             g = torch.randn(feats.shape, dtype=torch.float64, device="cuda")
-            grad = OPS.part_moments_backward(g, m, stats, weighted)
+            grad = OPS.part_moments_backward(g, m, stats, soft[:0].reshape(0), weighted)
+            grad_saved = OPS.part_moments_backward(g, m, stats, soft, weighted)
         ref_stats = part_moments_stats_reference(m, weighted)
         ref = part_moments_reference(m, weighted)
         ref_grad = part_moments_backward_reference(g, m, ref_stats, weighted)
         if dtype == torch.bfloat16:
             torch.testing.assert_close(feats.float(), ref.float(), rtol=2e-2, atol=2e-2)
             torch.testing.assert_close(grad.float(), ref_grad.float(), rtol=2e-2, atol=2e-3)
+            torch.testing.assert_close(grad_saved.float(), ref_grad.float(), rtol=2e-2,
+                                       atol=2e-3)
         else:
             tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else {}
             torch.testing.assert_close(feats, ref, **tol)
             torch.testing.assert_close(stats, ref_stats, rtol=1e-4 if tol else 1e-9,
                                        atol=1e-3 if tol else 1e-9)
             torch.testing.assert_close(grad, ref_grad, **tol)
+            torch.testing.assert_close(grad_saved, ref_grad, **tol)
