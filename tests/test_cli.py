@@ -45,3 +45,36 @@ def test_quickstart_rejects_unknown_family(tmp_path):
                           "--out", str(tmp_path / "qs")], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2 and "unknown family partz" in res.stderr and "parts" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["shape-study", "v1-study", "tenet-study", "part-study",
+                                     "attribution-study"])
+def test_study_commands_pass_their_options_and_print_the_summary(command, monkeypatch, capsys):
+    import importlib
+
+    from robustops import cli, quickstart
+
+    family = cli.STUDIES[command][0]
+    fam = quickstart.FAMILIES[family]
+    study = importlib.import_module(f"robustops.studies.{fam.module}")
+    seen = {}
+
+    def fake_run(out, **kw):
+        seen.update(kw, out=out)
+        row = {}
+        for _, key in fam.columns:  # a result with every summary key, nested ones too
+            d = row
+            parts = key.split(".")
+            for p in parts[:-1]:
+                d = d.setdefault(p, {})
+            d[parts[-1]] = 0.5
+        return {"model_a": row}
+
+    monkeypatch.setattr(study, "run", fake_run)
+    assert cli.main([command, "--out", "somewhere", "--seed", "3", "--epochs", "7"]) == 0
+    assert seen["out"] == "somewhere" and seen["seed"] == 3 and seen["epochs"] == 7
+    assert seen["device"] is None
+    printed = capsys.readouterr().out
+    assert "model_a" in printed and "somewhere/report.md" in printed
+    for label, _ in fam.columns:
+        assert label in printed

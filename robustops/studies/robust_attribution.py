@@ -13,7 +13,7 @@ METHODS.md's MNIST settings are eps 0.3 (PGD 40 x 0.01), m = 50, top-k attack wi
 k = 200 (eval k = 100), 100 steps, 3 restarts and 100 IG steps. Those cost hours on
 two CPU cores, so the defaults here are smaller (every one is an argument): eps 0.1
 (FMNIST's budget: at 0.3, two epochs of IG-SUM-NORM from scratch collapse to chance),
-CE for 3 epochs, then the two robust models fine-tuned from the CE weights for 2
+CE for 2 epochs, then the two robust models fine-tuned from the CE weights for 2
 epochs (inner PGD 5 steps of 0.05, m = 10, inner IG 10 // approx_factor = 5 points);
 attack 20 steps x 2 restarts with 10 IG steps on n_eval = 100 images; PGD accuracy
 with PGD-40 (0.01 steps) on 1,000 test images. Each model's evaluation is saved
@@ -49,7 +49,7 @@ def _model() -> SmallCNN:
 
 
 
-def run(out_dir: os.PathLike, *, epochs: int = 3, robust_epochs: int = 2,
+def run(out_dir: os.PathLike, *, epochs: int = 2, robust_epochs: int = 2,
         batch_size: int = 64, eps: float = 0.1, alpha: float = 0.05, pgd_steps: int = 5,
         m: int = 10, approx_factor: int = 2, beta: float = 1.0, lam: float = 0.1, n_eval: int = 100, attack_k: int = 200,
         eval_k: int = 100, attack_steps: int = 20, attack_restarts: int = 2,

@@ -29,21 +29,30 @@ FG_EPS = tl.constexpr(1e-6)
 
 
 @triton.jit
-def _tile(m_ptr, b, blk, C, H, W, C_PAD: tl.constexpr, BLOCK: tl.constexpr, F64: tl.constexpr,
-          WEIGHTED: tl.constexpr):
-    """The (C_PAD, BLOCK) tile of image b: logits, softmax, coordinates, foreground weight."""
+def _load_tile(ptr, b, blk, C, H, W, C_PAD: tl.constexpr, BLOCK: tl.constexpr,
+               F64: tl.constexpr):
+    """(C_PAD, BLOCK) values of image b's pixel block blk in the compute dtype (0 outside),
+    the pixel indices p, their mask pm, the channels ch, their mask cm and the tile mask."""
     hw = H * W
     p = blk * BLOCK + tl.arange(0, BLOCK)
     pm = p < hw
     ch = tl.arange(0, C_PAD)
     cm = ch < C
     mask = cm[:, None] & pm[None, :]
-    m = tl.load(m_ptr + b * C * hw + ch[:, None].to(tl.int64) * hw + p[None, :], mask=mask,
+    x = tl.load(ptr + b * C * hw + ch[:, None].to(tl.int64) * hw + p[None, :], mask=mask,
                 other=0.0)
     if F64:
-        m = m.to(tl.float64)
+        x = x.to(tl.float64)
     else:
-        m = m.to(tl.float32)
+        x = x.to(tl.float32)
+    return x, p, pm, ch, cm, mask
+
+
+@triton.jit
+def _tile(m_ptr, b, blk, C, H, W, C_PAD: tl.constexpr, BLOCK: tl.constexpr, F64: tl.constexpr,
+          WEIGHTED: tl.constexpr):
+    """The (C_PAD, BLOCK) tile of image b: logits, softmax, coordinates, foreground weight."""
+    m, p, pm, ch, cm, mask = _load_tile(m_ptr, b, blk, C, H, W, C_PAD, BLOCK, F64)
     mx = tl.max(tl.where(mask, m, float("-inf")), axis=0)
     mx = tl.where(pm, mx, 0.0)
     e = tl.where(mask, tl.exp(m - mx[None, :]), 0.0)
@@ -70,18 +79,7 @@ def _tile(m_ptr, b, blk, C, H, W, C_PAD: tl.constexpr, BLOCK: tl.constexpr, F64:
 def _saved_tile(s_ptr, b, blk, C, H, W, C_PAD: tl.constexpr, BLOCK: tl.constexpr,
                 F64: tl.constexpr):
     """The (C_PAD, BLOCK) tile of image b of the saved softmax, and the coordinates."""
-    hw = H * W
-    p = blk * BLOCK + tl.arange(0, BLOCK)
-    pm = p < hw
-    ch = tl.arange(0, C_PAD)
-    cm = ch < C
-    mask = cm[:, None] & pm[None, :]
-    s = tl.load(s_ptr + b * C * hw + ch[:, None].to(tl.int64) * hw + p[None, :], mask=mask,
-                other=0.0)
-    if F64:
-        s = s.to(tl.float64)
-    else:
-        s = s.to(tl.float32)
+    s, p, pm, ch, cm, mask = _load_tile(s_ptr, b, blk, C, H, W, C_PAD, BLOCK, F64)
     u = (p % W).to(s.dtype) - (W - 1) * 0.5
     v = (p // W).to(s.dtype) - (H - 1) * 0.5
     return s, u, v, ch, cm, mask
