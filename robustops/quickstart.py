@@ -131,6 +131,20 @@ def run_family(name: str, out: pathlib.Path, seed: int = 0, device: Optional[str
                 return saved["results"], float(saved.get("seconds", 0.0))
         except (OSError, ValueError, KeyError):
             pass  # unreadable marker: rerun the family (its checkpoints still resume it)
+    started = folder / "quickstart_settings.json"
+    if folder.exists():
+        try:
+            same = json.loads(started.read_text()).get("settings") == key
+        except (OSError, ValueError):
+            same = False
+        if not same:  # checkpoints of other settings must not be resumed: keep them aside
+            aside = folder.with_name(f"{name}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(folder, aside)
+            print(f"{folder} holds a run with other settings: moved to {aside}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = started.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"settings": key}))
+    os.replace(tmp, started)
     study = importlib.import_module(f"robustops.studies.{fam.module}")
     t0 = time.perf_counter()
     results = study.run(folder, seed=seed, progress=progress, device=device, **cfg)
@@ -213,5 +227,23 @@ def run(out_dir: os.PathLike = "runs/quickstart", families: Optional[Sequence[st
                                                settings=(settings or {}).get(name))
         print_summary(name, done[name])
         echo(f"({seconds[name]:.0f} s; report {out / name / 'report.md'})")
-        write_report(out, done, seconds, device)  # after every family: a kill loses nothing
+        # After every family (a kill loses nothing), with the families earlier runs finished.
+        earlier = _finished(out, exclude=done)
+        write_report(out, {**{n: r for n, (r, _) in earlier.items()}, **done},
+                     {**{n: t for n, (_, t) in earlier.items()}, **seconds}, device)
     return done
+
+
+def _finished(out: pathlib.Path, exclude) -> Dict[str, Tuple[Dict[str, dict], float]]:
+    """(results, seconds) of the families an earlier invocation finished in `out`."""
+    found = {}
+    for name in FAMILIES:
+        marker = out / name / "quickstart.json"
+        if name in exclude or not marker.exists():
+            continue
+        try:
+            saved = json.loads(marker.read_text())
+            found[name] = (saved["results"], float(saved.get("seconds", 0.0)))
+        except (OSError, ValueError, KeyError):
+            continue
+    return found

@@ -84,3 +84,19 @@ def test_bad_family_and_missing_gpu_are_clear(tmp_path):
     if not __import__("torch").cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             quickstart.run(tmp_path, families=["adversarial"], device="cuda")
+
+
+def test_other_settings_move_the_old_run_aside_and_the_report_keeps_earlier_families(tmp_path):
+    tiny = dict(quickstart.TINY["adversarial"])
+    quickstart.run(tmp_path, families=["adversarial"], device="cpu", progress=False,
+                   settings={"adversarial": tiny}, echo=lambda s: None)
+    # A different size in the same folder must not resume the old checkpoints.
+    quickstart.run_family("adversarial", tmp_path, settings={**tiny, "epochs": 2}, progress=False)
+    aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("adversarial.previous-")]
+    assert len(aside) == 1
+    # A later invocation for another family keeps the finished one in the combined report.
+    quickstart.run(tmp_path, families=["tenet"], device="cpu", progress=False,
+                   settings={"tenet": quickstart.TINY["tenet"]}, echo=lambda s: None)
+    report = (tmp_path / "report.md").read_text()
+    assert quickstart.FAMILIES["adversarial"].title in report
+    assert quickstart.FAMILIES["tenet"].title in report

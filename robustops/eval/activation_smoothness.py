@@ -64,8 +64,9 @@ def activation_smoothness(model: nn.Module, x: Tensor, layers: Optional[Sequence
     try:
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size]
-            if noise_std > 0:
-                xb = (xb + noise_std * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
+            if noise_std > 0:  # CPU noise (seeded the same whatever the device), then moved
+                noise = torch.randn(xb.shape, generator=gen).to(xb.device, xb.dtype)
+                xb = (xb + noise_std * noise).clamp(0, 1)
             model(xb.to(device))
     finally:
         for h in handles:

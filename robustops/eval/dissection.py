@@ -83,7 +83,7 @@ def dissect(model: nn.Module, layer: str, images: Tensor, concept_masks: Dict[st
             acts.kthvalue(int(quantile * acts.shape[1]), dim=1).values
         del acts
         names = list(concept_masks)
-        masks = torch.stack([concept_masks[c] for c in names], 1)  # (N, K, H, W)
+        masks = torch.stack([concept_masks[c].cpu() for c in names], 1)  # (N, K, H, W), tallied on CPU
         inter = torch.zeros(len(thresholds), len(names), dtype=torch.float64)
         unit_area = torch.zeros(len(thresholds), dtype=torch.float64)
         concept_area = masks.flatten(2).sum(2).sum(0).double()

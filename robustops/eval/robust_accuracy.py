@@ -100,13 +100,21 @@ def robust_accuracy(model: nn.Module, data: Data,
     if progress and rank == 0:
         from tqdm import tqdm
         bar = tqdm(desc="robust accuracy", unit="img", total=max_samples, leave=False, disable=None)
+    def check(x, y):
+        enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi, uses_eot=uses_eot), checks)
+
+    if world > 1:
+        # Every rank checks the same first batch of the whole data, so all raise or none
+        # does (one rank raising alone would leave the others waiting in the all-reduce).
+        head = next(iter(shard_batches(data, batch_size, max_samples, rank=0, world=1)), None)
+        if head is not None:
+            check(head[1].to(device), head[2].to(device=device, dtype=torch.int64))
+        checked = True
     try:
         for offset, x, y in shard_batches(data, batch_size, max_samples, rank=rank, world=world):
             x, y = x.to(device), y.to(device=device, dtype=torch.int64)
-            if not checked:  # the first batch of one process (the same batch when sharded)
-                if offset == 0:
-                    enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi,
-                                          uses_eot=uses_eot), checks)
+            if not checked:  # the first batch, as in every evaluation
+                check(x, y)
                 checked = True
             index = torch.arange(offset, offset + x.shape[0], device=device)
             t0 = time.perf_counter()

@@ -7,6 +7,7 @@ from typing import Dict, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from .accuracy import accuracy
 from .dissection import Dissection
 
 
@@ -32,30 +33,20 @@ def units_zeroed(model: nn.Module, layer: str, units: Sequence[int]) -> Iterator
         h.remove()
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int) -> float:
-    device = next(iter(model.parameters())).device
-    correct = 0
-    for i in range(0, images.shape[0], batch_size):
-        correct += int((model(images[i:i + batch_size].to(device)).argmax(1).cpu()
-                        == labels[i:i + batch_size]).sum())
-    return correct / images.shape[0]
-
-
 def concept_ablation(model: nn.Module, dissection: Dissection, images: Tensor, labels: Tensor, *,
                      batch_size: int = 256) -> Dict[str, Dict[str, float]]:
     """{concept: {'units', 'accuracy', 'change'}} after zeroing the units labelled with it."""
     was_training = model.training
     model.eval()
     try:
-        base = _accuracy(model, images, labels, batch_size)
+        base = accuracy(model, images, labels, batch_size)
         out = {"none": {"units": 0, "accuracy": base, "change": 0.0}}
         for concept in dissection.concepts:
             units = dissection.units_for(concept)
             if not units:
                 continue
             with units_zeroed(model, dissection.layer, units):
-                acc = _accuracy(model, images, labels, batch_size)
+                acc = accuracy(model, images, labels, batch_size)
             out[concept] = {"units": len(units), "accuracy": acc, "change": acc - base}
     finally:
         model.train(was_training)

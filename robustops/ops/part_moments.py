@@ -327,6 +327,12 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
+def _storage_unshared(t: Tensor) -> bool:
+    """True when no other tensor (a .detach(), a view, .data) shares t's storage."""
+    storage = t.untyped_storage()  # this handle holds one reference; t holds the other
+    return torch._C._storage_Use_Count(storage._cdata) == 2
+
+
 def _backward(ctx, grad, _grad_stats, _grad_softmax):
     logits, stats = ctx.saved_tensors
     if grad is None:  # grads are not materialised; only the features are differentiable
@@ -336,7 +342,8 @@ def _backward(ctx, grad, _grad_stats, _grad_softmax):
         softmax = logits.new_empty((0,), dtype=_opmath(logits.dtype))
     elif (softmax.dtype == logits.dtype and type(softmax) is Tensor
           and not torch.compiler.is_compiling()
-          and softmax._use_count() == 1 and sys.getrefcount(softmax) == 2):
+          and softmax._use_count() == 1 and sys.getrefcount(softmax) == 2
+          and _storage_unshared(softmax)):
         # float32 / float64 and nothing else holds S (the public part_moments drops it;
         # one reference here, one getrefcount's argument): it becomes dL/dlogits in place.
         # Otherwise (a caller of the op keeps it, or AOTAutograd traces this backward with

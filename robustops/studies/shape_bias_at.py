@@ -142,7 +142,7 @@ def neuron_analyses(models: Dict[str, torch.nn.Module], test, conflict, class_na
     model classifies correctly, so a difference is not a difference in accuracy.
     """
     with torch.no_grad():
-        ok = torch.ones(len(test.shape_labels), dtype=torch.bool)
+        ok = torch.ones(len(test.shape_labels), dtype=torch.bool, device=test.shape_labels.device)
         for m in models.values():
             m.eval()
             ok &= m(test.images).argmax(1) == test.shape_labels

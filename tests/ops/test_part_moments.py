@@ -325,3 +325,23 @@ def test_cuda_matches_reference(be, dtype, weighted):
                                        atol=1e-3 if tol else 1e-9)
             torch.testing.assert_close(grad, ref_grad, **tol)
             torch.testing.assert_close(grad_saved, ref_grad, **tol)
+
+
+def test_inplace_backward_leaves_a_detached_alias_of_the_softmax_alone():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 6, requires_grad=True)
+    out = torch.ops.robustops.part_moments(logits, False, True)
+    kept = out[2].detach()  # an alias without a _base link: must not be overwritten
+    before = kept.clone()
+    feats = out[0]
+    del out
+    feats.sum().backward()
+    assert torch.equal(kept, before)
+    # Control: without the alias the same call does write the gradient over its softmax.
+    out = torch.ops.robustops.part_moments(logits, False, True)
+    ptr = out[2].data_ptr()
+    feats = out[0]
+    del out
+    logits.grad = None
+    feats.sum().backward()
+    assert logits.grad.data_ptr() == ptr
