@@ -49,7 +49,7 @@ class Family:
 FAMILIES: Dict[str, Family] = {
     "adversarial": Family(
         "Adversarial training and shape bias (embedded shapes, 32 px)", "shape_bias_at",
-        dict(n_train=1500, n_test=400, epochs=5, corruption_samples=96,
+        dict(n_train=2500, n_test=400, epochs=8, corruption_samples=96,
              corruptions=QUICK_CORRUPTIONS),
         (("clean", "clean_accuracy"), ("PGD-10", "pgd10_accuracy"),
          ("corruptions", "corruption_mean_accuracy"), ("shape bias", "shape_bias")),
@@ -63,13 +63,13 @@ FAMILIES: Dict[str, Family] = {
     "v1": Family(
         "V1 front-ends: variants, ensemble, distilled student (embedded shapes, 32 px)",
         "v1_ensemble",
-        dict(n_train=1200, n_test=400, epochs=3, corruption_samples=96,
+        dict(n_train=2000, n_test=400, epochs=5, corruption_samples=96,
              corruptions=QUICK_CORRUPTIONS),
         (("clean", "clean_accuracy"), ("corruptions", "corruption_mean_accuracy")),
         ("clean_accuracy", "corruption_mean_accuracy")),
     "parts": Family(
         "Part model vs plain CNN, clean and PGD-trained (embedded parts, 32 px)", "part_models",
-        dict(n_train=1200, n_test=400, epochs=4, adv_epochs=2, pgd_steps=3, pgd_eval_steps=10,
+        dict(n_train=2000, n_test=400, epochs=8, adv_epochs=2, pgd_steps=3, pgd_eval_steps=10,
              corruption_samples=96, corruptions=QUICK_CORRUPTIONS),
         (("clean", "clean_accuracy"), ("PGD", "pgd_accuracy"),
          ("corruptions", "corruption_mean_accuracy"),
