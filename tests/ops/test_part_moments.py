@@ -95,6 +95,7 @@ def test_backend_matches_reference(kernel_backend, shape, dtype, weighted):
 def test_softmax_saved_only_when_a_backward_will_run(monkeypatch, weighted):
     import sys
     pm = sys.modules["robustops.ops.part_moments"]  # the package exports a same-named function
+    monkeypatch.setattr(pm, "_eager_cpp_ok", lambda logits: False)  # the custom-op path
     seen = []
     real = pm._part_moments_op
     monkeypatch.setattr(pm, "_part_moments_op",
@@ -139,6 +140,7 @@ def test_public_backward_writes_over_the_saved_softmax(monkeypatch):
     # a caller that keeps the output gets the out-of-place backward (the output unchanged).
     import sys
     pm = sys.modules["robustops.ops.part_moments"]
+    monkeypatch.setattr(pm, "_eager_cpp_ok", lambda logits: False)  # the custom-op path
     seen = []
     real = pm._part_moments_backward_inplace_op
     monkeypatch.setattr(pm, "_part_moments_backward_inplace_op",
@@ -345,3 +347,26 @@ def test_inplace_backward_leaves_a_detached_alias_of_the_softmax_alone():
     logits.grad = None
     feats.sum().backward()
     assert logits.grad.data_ptr() == ptr
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_eager_fast_path_equals_the_custom_op(weighted):
+    """The public eager CPU path (autograd.Function, no dispatcher) and the custom op agree
+    bit for bit, forward and backward, including a retained second backward."""
+    if "cpp" not in backend.compiled():
+        pytest.skip("needs the C++ extension")
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 7, 5, dtype=torch.float64)
+    a = x.clone().requires_grad_()
+    fa = part_moments(a, weighted)
+    assert type(fa.grad_fn).__name__ == "_EagerPartMomentsBackward"
+    fa.sum().backward(retain_graph=True)
+    ga = a.grad.clone()
+    a.grad = None
+    fa.sum().backward()  # second backward: recomputes the consumed softmax
+    b = x.clone().requires_grad_()
+    fb = torch.ops.robustops.part_moments(b, weighted, True)[0]
+    fb.sum().backward()
+    assert torch.equal(fa, fb) and torch.equal(ga, b.grad) and torch.equal(a.grad, b.grad)
+    assert torch.autograd.gradcheck(lambda t: part_moments(t, weighted), (x[:1, :, :3, :3]
+                                    .clone().requires_grad_(),))
