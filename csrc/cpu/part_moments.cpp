@@ -200,6 +200,28 @@ struct RowCoeffs {
   }
 };
 
+// dL/dM of the part channels k >= 1 of N pixels, from their softmax s (row stride ld),
+// dot = sum over parts of s * dL/ds, and in weighted mode the foreground weight f and its
+// term sp. out may alias s (the in-place backward): each element is read, then written.
+template <int N, bool kWeighted, typename scalar_t, typename T>
+__attribute__((always_inline)) inline void part_grads(scalar_t* out, int64_t plane, const T* s,
+                                                      int64_t ld, int64_t c,
+                                                      const T* __restrict__ u,
+                                                      const RowCoeffs<T>& rc, const T* dot,
+                                                      const T* f, const T* sp) {
+  for (int64_t k = 1; k < c; ++k) {
+    const T* sk = s + k * ld;
+    const T row = rc.row[k], b = rc.b[k], cc = rc.c[k], dq = rc.dq[k];
+    scalar_t* ok = out + k * plane;
+#pragma omp simd
+    for (int jj = 0; jj < N; ++jj) {
+      T g = sk[jj] * (pm_grad_s<T>(row, b, cc, u[jj]) - dot[jj]);
+      if constexpr (kWeighted) g += dq * f[jj] + sp[jj];
+      ok[jj] = static_cast<scalar_t>(g);
+    }
+  }
+}
+
 // dL/dM of N pixels of a row from their softmax tile (exps e, 1 / sum inv, f, logits m).
 template <int N, bool kWeighted, typename scalar_t, typename T>
 __attribute__((always_inline)) inline void grad_block(scalar_t* __restrict__ out, int64_t plane,
@@ -233,17 +255,7 @@ __attribute__((always_inline)) inline void grad_block(scalar_t* __restrict__ out
     sp[jj] = kWeighted ? phi[jj] * f[jj] * (T(1) - f[jj]) : T(0);
     out[jj] = static_cast<scalar_t>(-e[jj] * dot[jj] - sp[jj]);
   }
-  for (int64_t k = 1; k < c; ++k) {
-    const T* sk = e + k * ld;
-    const T row = rc.row[k], b = rc.b[k], cc = rc.c[k], dq = rc.dq[k];
-    scalar_t* ok = out + k * plane;
-#pragma omp simd
-    for (int jj = 0; jj < N; ++jj) {
-      T g = sk[jj] * (pm_grad_s<T>(row, b, cc, u[jj]) - dot[jj]);
-      if constexpr (kWeighted) g += dq * f[jj] + sp[jj];
-      ok[jj] = static_cast<scalar_t>(g);
-    }
-  }
+  part_grads<N, kWeighted>(out, plane, e, ld, c, u, rc, dot, f, sp);
 }
 
 // One row of the backward: softmax block, then gradient block, tile in L1.
@@ -303,17 +315,7 @@ __attribute__((always_inline)) inline void grad_block_saved(
     sp[jj] = kWeighted ? phi[jj] * fv[jj] * (T(1) - fv[jj]) : T(0);
     out[jj] = static_cast<scalar_t>(-s[jj] * dot[jj] - sp[jj]);
   }
-  for (int64_t k = 1; k < c; ++k) {
-    const T* sk = s + k * plane;
-    const T row = rc.row[k], b = rc.b[k], cc = rc.c[k], dq = rc.dq[k];
-    scalar_t* ok = out + k * plane;
-#pragma omp simd
-    for (int jj = 0; jj < N; ++jj) {
-      T g = sk[jj] * (pm_grad_s<T>(row, b, cc, u[jj]) - dot[jj]);
-      if constexpr (kWeighted) g += dq * fv[jj] + sp[jj];
-      ok[jj] = static_cast<scalar_t>(g);
-    }
-  }
+  part_grads<N, kWeighted>(out, plane, s, plane, c, u, rc, dot, fv, sp);
 }
 
 template <bool kWeighted, typename scalar_t, typename T>
