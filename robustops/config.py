@@ -29,7 +29,8 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 
 DATASETS = ("mnist", "digits", "shapes", "image_folder", "cifar", "idx")
 FOLDER_DATASETS = ("image_folder", "cifar", "idx")
-OBJECTIVES = ("ce", "pgd_at", "trades", "mat", "fast_at", "free_at")
+OBJECTIVES = ("ce", "pgd_at", "trades", "mat", "fast_at", "free_at", "tenet", "tenet_free_at",
+              "ig_sum_norm", "cacr_wacr")
 ATTACKS = ("pgd", "apgd", "pgd+apgd")
 
 
@@ -97,9 +98,12 @@ SCHEMA: Dict[str, Dict[str, Key]] = {
                    "evaluation unless [eval] eps is set)", min=0),
         "steps": Key("int", 10, "attack steps of pgd_at / trades / mat", min=1),
         "alpha": Key("float", None, "attack step size (default: the objective's rule)", above=0),
-        "beta": Key("float", None, "trades: weight of the KL term (default 6); mat: weight "
+        "beta": Key("float", None, "trades: weight of the KL term (default 6); ig_sum_norm / "
+                    "cacr_wacr: weight of the IG norm (default 1); mat: weight "
                     "of the adversarial term, in [0, 1] (default 0.5)", min=0),
         "replays": Key("int", 4, "free_at replays of each batch", min=1),
+        "layer": Key("str", "stage2", "tenet / tenet_free_at: the named layer to inhibit "
+                     "(resnext29: stage2; torchvision resnets: layer2)"),
     },
     "optim": {
         "optimizer": Key("str", "adamw", "optimizer", choices=("sgd", "adamw")),
@@ -299,7 +303,7 @@ def load(path: Union[None, str, os.PathLike] = None,
         raise ConfigError(f"{cfg.source}: [objective] beta must be in [0, 1] for mat (the "
                           f"weight of the adversarial term), got {obj['beta']!r}")
     if obj["beta"] is None:
-        obj["beta"] = 0.5 if obj["name"] == "mat" else 6.0
+        obj["beta"] = {"mat": 0.5, "ig_sum_norm": 1.0, "cacr_wacr": 1.0}.get(obj["name"], 6.0)
     if cfg["eval"]["eps"] is None:
         cfg["eval"]["eps"] = cfg["objective"]["eps"]
     if cfg["eval"]["weights"] is None:
@@ -388,7 +392,7 @@ def build_objective(cfg: Config):
 
     o = cfg["objective"]
     return recipes.objective(o["name"], o["eps"], o["steps"], o["alpha"], o["beta"], o["replays"],
-                             cfg["run"]["seed"])
+                             cfg["run"]["seed"], layer=o["layer"])
 
 
 def build_attacks(cfg: Config, model):

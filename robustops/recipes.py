@@ -7,6 +7,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 DATASETS = ("mnist", "digits")
+# Model families `model()` builds: torchvision's (robustops.models.MODEL_NAMES) + ResNeXt-29.
+MODELS = ("small_cnn", "alexnet", "googlenet", "resnet18", "resnet50", "resnext29")
 
 
 def dataset(name: str, split: str, seed: int = 0) -> Tuple[Dataset, Dict[str, int]]:
@@ -36,8 +38,12 @@ def model(name: str, meta: Dict[str, int]) -> nn.Module:
                        in_channels=meta["in_channels"], **kw)
 
 
-def objective(name: str, eps: float, steps: int, alpha, beta: float, replays: int, seed: int):
-    """A training objective by its name (see robustops.train.OBJECTIVES)."""
+def objective(name: str, eps: float, steps: int, alpha, beta: float, replays: int, seed: int,
+              layer: str = "stage2"):
+    """A training objective by its name (see robustops.train.OBJECTIVES).
+
+    layer: the layer TENET inhibits (tenet, tenet_free_at); 'stage2' is ResNeXt-29's.
+    """
     from .train import OBJECTIVES
 
     if name not in OBJECTIVES:
@@ -45,6 +51,13 @@ def objective(name: str, eps: float, steps: int, alpha, beta: float, replays: in
     cls = OBJECTIVES[name]
     if name == "ce":
         return cls()
+    if name == "tenet":
+        return cls(layer, seed=seed)
+    if name == "tenet_free_at":
+        return cls(layer, eps=eps, replays=replays, seed=seed)
+    if name in ("ig_sum_norm", "cacr_wacr"):
+        return cls(eps=eps, alpha=alpha if alpha is not None else 2.5 * eps / steps,
+                   steps=steps, beta=1.0 if beta is None else beta, seed=seed)
     if name == "fast_at":
         return cls(eps=eps, alpha=alpha, seed=seed)
     if name == "free_at":
