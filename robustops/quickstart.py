@@ -213,9 +213,19 @@ def run(out_dir: os.PathLike = "runs/quickstart", families: Optional[Sequence[st
                          f"{', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device {device!r} is not a device name: use auto, cpu, cuda or "
+                         f"cuda:<index> ({err})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for but torch sees no CUDA GPU; "
                          "use --device cpu (or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s), "
+                         f"indices 0..{torch.cuda.device_count() - 1}")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: the quickstart runs on cpu or cuda")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done: Dict[str, Dict[str, dict]] = {}

@@ -84,6 +84,10 @@ def test_bad_family_and_missing_gpu_are_clear(tmp_path):
     if not __import__("torch").cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             quickstart.run(tmp_path, families=["adversarial"], device="cuda")
+    with pytest.raises(ValueError, match="not a device name"):
+        quickstart.run(tmp_path, families=["adversarial"], device="gpu0")
+    with pytest.raises(ValueError, match="runs on cpu or cuda"):
+        quickstart.run(tmp_path, families=["adversarial"], device="meta")
 
 
 def test_other_settings_move_the_old_run_aside_and_the_report_keeps_earlier_families(tmp_path):

@@ -36,8 +36,16 @@ def take(data, lo: int, hi: int) -> Tuple[Tensor, Tensor]:
         return data[0][lo:hi], data[1][lo:hi]
     if isinstance(data, TensorDataset) and len(data.tensors) >= 2:
         return data.tensors[0][lo:hi], data.tensors[1][lo:hi]
-    items = [data[i] for i in range(lo, hi)]
+    items = [_image_and_label(data[i], f"sample {i}") for i in range(lo, hi)]
     return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
+
+
+def _image_and_label(item, what: str):
+    """(x, y) of a sample or batch that is (x, y) or (x, y, more...), e.g. with part masks."""
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise ValueError(f"{what} of the data is {type(item).__name__}, not an (x, y) or "
+                         f"(x, y, ...) tuple: evaluation needs images and labels")
+    return item[0], item[1]
 
 
 def shard_batches(data: Data, batch_size: int, max_samples: Optional[int] = None, *,
@@ -62,7 +70,8 @@ def shard_batches(data: Data, batch_size: int, max_samples: Optional[int] = None
                 yield lo, x, y
         return
     offset = 0
-    for b, (x, y) in enumerate(data):
+    for b, batch in enumerate(data):
+        x, y = _image_and_label(batch, f"batch {b}")
         if max_samples is not None:
             if offset >= max_samples:
                 return

@@ -125,3 +125,31 @@ def test_bad_arguments(digits_model):
         robust_accuracy(model, (x, y), [FGSM(model)], checks="maybe", progress=False)
     with pytest.raises(ValueError, match="no samples"):
         robust_accuracy(model, [], [FGSM(model)], progress=False)
+
+
+def test_datasets_with_extra_fields_are_evaluated_and_bad_samples_are_explained():
+    from robustops.eval.dataset_batches import shard_batches
+
+    x, y = torch.rand(5, 1, 4, 4), torch.arange(5)
+
+    class WithMasks(torch.utils.data.Dataset):  # (x, y, mask) samples, as part datasets give
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return x[i], y[i], torch.zeros(4, 4)
+
+    (off, xb, yb), = shard_batches(WithMasks(), batch_size=8)
+    assert off == 0 and torch.equal(xb, x) and torch.equal(yb, y)
+    batches = list(shard_batches([(x[:3], y[:3], None), (x[3:], y[3:], None)], batch_size=8))
+    assert [b[0] for b in batches] == [0, 3]
+
+    class Bare(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return x[i]
+
+    with pytest.raises(ValueError, match="sample 0 of the data is Tensor, not an"):
+        list(shard_batches(Bare(), batch_size=2))
