@@ -43,6 +43,17 @@ def kernel_backend(request):
         yield request.param
 
 
+
+@pytest.fixture(params=["cuda", "triton"])
+def be(request):
+    """Each GPU backend (for `cuda`-marked tests): skipped when not built or when Triton runs
+    interpreted (then it would take CPU tensors, not the GPU ones these tests compare)."""
+    if request.param == "triton" and backend.triton_interpreted():
+        pytest.skip("Triton runs interpreted in this session")
+    if request.param not in backend.available():
+        pytest.skip(f"{request.param} backend not available")
+    return request.param
+
 # ----------------------------------------------------------------------------- shared models
 
 
