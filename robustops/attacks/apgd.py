@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ..ops.pgd_step import pgd_step_
-from .base import Attack, Eps, State, _check_positive_int
+from ..arguments import positive_int
+from .base import Attack, Eps, State
 
 
 def apgd_checkpoints(n_iter: int) -> List[int]:
@@ -43,7 +44,7 @@ class APGD(Attack):
     def __init__(self, model, *, eps: Eps = 8 / 255, steps: int = 100, rho: float = 0.75,
                  momentum: float = 0.75, **kwargs):
         super().__init__(model, eps=eps, **kwargs)
-        self.steps = _check_positive_int(steps, "steps")
+        self.steps = positive_int(steps, "steps")
         if not 0 < rho <= 1 or not 0 < momentum <= 1:
             raise ValueError(f"rho and momentum must be in (0, 1], got {rho}, {momentum}")
         self.rho, self.momentum = float(rho), float(momentum)

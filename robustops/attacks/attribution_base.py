@@ -14,6 +14,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ..arguments import non_negative, positive_int
 from ..attributions.integrated_gradients import integrated_gradients
 from ..counter_rng import sample_index
 from ..ops.rank_metrics import kendall_tau
@@ -51,18 +52,6 @@ class AttributionAttackResult:
     label_kept: Tensor
 
 
-def _positive_int(v, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    return v
-
-
-def _non_negative(v, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    return float(v)
-
-
 class AttributionAttack:
     """Base of the attribution attacks: validation, maps, restarts chosen by Kendall tau.
 
@@ -82,10 +71,10 @@ class AttributionAttack:
             raise TypeError(f"model must be an nn.Module returning logits, got "
                             f"{type(model).__name__}")
         self.model = model
-        self.eps = _non_negative(eps, "eps")
-        self.ig_steps = _positive_int(ig_steps, "ig_steps")
+        self.eps = non_negative(eps, "eps")
+        self.ig_steps = positive_int(ig_steps, "ig_steps")
         if internal_batch_size is not None:
-            _positive_int(internal_batch_size, "internal_batch_size")
+            positive_int(internal_batch_size, "internal_batch_size")
         self.internal_batch_size = internal_batch_size
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ..counter_rng import counter_uniform
-from .attribution_base import AttributionAttack, _positive_int
+from ..arguments import positive_int
+from .attribution_base import AttributionAttack
 
 __all__ = ["RandomSignPerturbation", "RANDOM_SIGN_STREAM"]
 
@@ -28,7 +29,7 @@ class RandomSignPerturbation(AttributionAttack):
 
     def __init__(self, model, *, eps: float, restarts: int = 1, **kwargs):
         super().__init__(model, eps=eps, **kwargs)
-        self.restarts = _positive_int(restarts, "restarts")
+        self.restarts = positive_int(restarts, "restarts")
 
     def _perturb(self, x_nat: Tensor, y: Tensor, map_nat: Tensor, index: Tensor,
                  restart: int) -> Tensor:

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from ..attributions.surrogate import softplus_surrogate
 from ..ops.pgd_step import pgd_step
 from ..random_init import random_init
-from .attribution_base import AttributionAttack, _non_negative, _positive_int, attribution_map
+from ..arguments import non_negative, positive_int
+from .attribution_base import AttributionAttack, attribution_map
 
 __all__ = ["TopKAttributionAttack"]
 
@@ -45,10 +46,10 @@ class TopKAttributionAttack(AttributionAttack):
                  seed: int = 0, lo: float = 0.0, hi: float = 1.0):
         super().__init__(model, eps=eps, ig_steps=ig_steps,
                          internal_batch_size=internal_batch_size, seed=seed, lo=lo, hi=hi)
-        self.k = _positive_int(k, "k")
-        self.steps = _positive_int(steps, "steps")
-        self.restarts = _positive_int(restarts, "restarts")
-        self.alpha = 2.5 * self.eps / self.steps if alpha is None else _non_negative(alpha, "alpha")
+        self.k = positive_int(k, "k")
+        self.steps = positive_int(steps, "steps")
+        self.restarts = positive_int(restarts, "restarts")
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else non_negative(alpha, "alpha")
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
             raise ValueError(f"beta must be a number > 0, got {beta!r}")
         self.beta = float(beta)

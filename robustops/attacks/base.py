@@ -18,6 +18,7 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from ..arguments import positive_int
 from ..counter_rng import sample_index
 from ..ops.pgd_step import normalize_norm
 from ..random_init import random_init
@@ -26,12 +27,6 @@ from .model_state import MODES, attack_state, default_eot_samples
 
 State = Dict[str, Union[Tensor, float]]
 Eps = Union[float, Tensor]
-
-
-def _check_positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def check_eps(eps, name: str = "eps") -> Eps:
@@ -78,14 +73,14 @@ class Attack:
         self.norm = normalize_norm(norm)
         self.loss = check_loss_name(loss)
         self.random_start = bool(random_start)
-        self.restarts = _check_positive_int(restarts, "restarts")
+        self.restarts = positive_int(restarts, "restarts")
         self.lo, self.hi = float(lo), float(hi)
         if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
             raise ValueError(f"need finite lo < hi, got lo={lo}, hi={hi}")
         if model_mode not in MODES:
             raise ValueError(f"model_mode must be one of {', '.join(MODES)}, got {model_mode!r}")
         self.model_mode = model_mode
-        self.eot_samples = _check_positive_int(default_eot_samples(model, eot_samples), "eot_samples")
+        self.eot_samples = positive_int(default_eot_samples(model, eot_samples), "eot_samples")
         if not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.seed = seed

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from ..ops.pgd_step import pgd_step_
-from .base import Attack, Eps, State, _check_positive_int, check_eps
+from ..arguments import positive_int
+from .base import Attack, Eps, State, check_eps
 
 
 class PGD(Attack):
@@ -21,7 +22,7 @@ class PGD(Attack):
     def __init__(self, model, *, eps: Eps = 8 / 255, alpha: Optional[Eps] = None, steps: int = 10,
                  **kwargs):
         super().__init__(model, eps=eps, **kwargs)
-        self.steps = _check_positive_int(steps, "steps")
+        self.steps = positive_int(steps, "steps")
         self.alpha = None if alpha is None else check_eps(alpha, "alpha")
 
     def _alpha_for(self, eps: Eps) -> Eps:

@@ -24,18 +24,13 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..arguments import positive_int
 from ..ops.part_moments import part_moments
 
 __all__ = ["PartHead", "DownsampledHead", "BBoxHead", "WeightedBBoxHead", "TwoHead",
            "PixelCountHead", "build_part_head", "HEAD_NAMES"]
 
 HIDDEN = 50  # the hidden width of the paper's heads
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 class PartHead(nn.Module):
@@ -46,8 +41,8 @@ class PartHead(nn.Module):
 
     def __init__(self, num_parts: int, num_classes: int):
         super().__init__()
-        self.num_parts = _positive_int("num_parts", num_parts)
-        self.num_classes = _positive_int("num_classes", num_classes)
+        self.num_parts = positive_int(num_parts, "num_parts")
+        self.num_classes = positive_int(num_classes, "num_classes")
 
     def _check(self, part_logits: Tensor) -> None:
         k1 = self.num_parts + 1
@@ -70,7 +65,7 @@ class DownsampledHead(PartHead):
 
     def __init__(self, num_parts: int, num_classes: int, pool_size: int = 4):
         super().__init__(num_parts, num_classes)
-        s = _positive_int("pool_size", pool_size)
+        s = positive_int(pool_size, "pool_size")
         k = num_parts
         self.pool = nn.AdaptiveAvgPool2d(s)
         self.net = nn.Sequential(
@@ -126,7 +121,7 @@ class TwoHead(PartHead):
 
     def __init__(self, num_parts: int, num_classes: int, feature_channels: int):
         super().__init__(num_parts, num_classes)
-        self.feature_channels = _positive_int("feature_channels", feature_channels)
+        self.feature_channels = positive_int(feature_channels, "feature_channels")
         self.fc = nn.Linear(feature_channels, num_classes)
 
     def forward(self, part_logits: Tensor, features: Optional[Tensor] = None) -> Tensor:

@@ -22,14 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..arguments import positive_int
+
 __all__ = ["PartSegmenter", "SmallPartSegmenter", "DeepLabV3Segmenter", "build_part_segmenter",
            "SEGMENTER_NAMES"]
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 class PartSegmenter(nn.Module):
@@ -68,8 +64,8 @@ class SmallPartSegmenter(PartSegmenter):
 
     def __init__(self, num_parts: int, width: int = 16):
         super().__init__()
-        self.num_parts = _positive_int("num_parts", num_parts)
-        self.width = _positive_int("width", width)
+        self.num_parts = positive_int(num_parts, "num_parts")
+        self.width = positive_int(width, "width")
         w = width
         self.feature_channels = 4 * w
         self.enc1 = nn.Sequential(_conv_bn_relu(3, w), _conv_bn_relu(w, w))
@@ -120,7 +116,7 @@ class DeepLabV3Segmenter(PartSegmenter):
         from torchvision.models.segmentation import deeplabv3_resnet50
         from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-        self.num_parts = _positive_int("num_parts", num_parts)
+        self.num_parts = positive_int(num_parts, "num_parts")
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
         self.output_stride = output_stride

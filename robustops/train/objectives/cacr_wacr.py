@@ -27,7 +27,8 @@ from ...attributions.integrated_gradients import integrated_gradients, integrate
 from ...ops.pixel_softmax_kl import pixel_softmax_kl
 from ...ops.sign_matched_product import sign_matched_product
 from .base import accuracy
-from .rar import _non_negative, _RARObjective, ce_loss, model_mode
+from ...arguments import non_negative
+from .rar import _RARObjective, ce_loss, model_mode
 
 __all__ = ["CACRWACR", "most_likely_wrong_class"]
 
@@ -56,8 +57,8 @@ class CACRWACR(_RARObjective):
         super().__init__(eps=eps, alpha=alpha, steps=steps, m=m, approx_factor=approx_factor,
                          random_start=random_start, attribution_mode=attribution_mode,
                          internal_batch_size=internal_batch_size, seed=seed)
-        self.lam = _non_negative(lam, "lam")
-        self.beta = _non_negative(beta, "beta")
+        self.lam = non_negative(lam, "lam")
+        self.beta = non_negative(beta, "beta")
 
     def adversarial(self, model, x, y) -> Tensor:
         return self._inner(model, x, y, beta=self.beta, include_ce=True)

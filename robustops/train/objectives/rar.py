@@ -24,13 +24,13 @@ gives the per-dataset PGD settings.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...arguments import non_negative, positive_int
 from ...attacks.model_state import attack_state
 from ...attributions.integrated_gradients import integrated_gradients
 from ...ops.pgd_step import pgd_step_
@@ -115,37 +115,25 @@ def attribution_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha
     return x_adv.detach()
 
 
-def _positive_int(v, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    return v
-
-
-def _non_negative(v, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    return float(v)
-
-
 class _RARObjective(Objective):
     """Shared configuration of the attribution-regularised objectives."""
 
     def __init__(self, *, eps: float, alpha: float, steps: int, m: int, approx_factor: int,
                  random_start: bool, attribution_mode: str, internal_batch_size: Optional[int],
                  seed: int):
-        self.eps = _non_negative(eps, "eps")
-        self.steps = _positive_int(steps, "steps")
+        self.eps = non_negative(eps, "eps")
+        self.steps = positive_int(steps, "steps")
         # None: PGD's rule 2.5 eps / steps (what `robustops train` passes when unset).
-        self.alpha = 2.5 * self.eps / self.steps if alpha is None else _non_negative(alpha, "alpha")
-        self.m = _positive_int(m, "m")
-        self.approx_factor = _positive_int(approx_factor, "approx_factor")
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else non_negative(alpha, "alpha")
+        self.m = positive_int(m, "m")
+        self.approx_factor = positive_int(approx_factor, "approx_factor")
         self.random_start = bool(random_start)
         if attribution_mode not in ("eval", "train", "as_is"):
             raise ValueError(f"attribution_mode must be 'eval', 'train' or 'as_is', got "
                              f"{attribution_mode!r}")
         self.attribution_mode = attribution_mode
         if internal_batch_size is not None:
-            _positive_int(internal_batch_size, "internal_batch_size")
+            positive_int(internal_batch_size, "internal_batch_size")
         self.internal_batch_size = internal_batch_size
         self.seed = int(seed)
         self._calls = 0
@@ -200,7 +188,7 @@ class IGNorm(_RARObjective):
         super().__init__(eps=eps, alpha=alpha, steps=steps, m=m, approx_factor=approx_factor,
                          random_start=random_start, attribution_mode=attribution_mode,
                          internal_batch_size=internal_batch_size, seed=seed)
-        self.lam = _non_negative(lam, "lam")
+        self.lam = non_negative(lam, "lam")
 
     def adversarial(self, model, x, y) -> Tensor:
         return self._inner(model, x, y, beta=1.0, include_ce=False)
@@ -232,7 +220,7 @@ class IGSumNorm(_RARObjective):
         super().__init__(eps=eps, alpha=alpha, steps=steps, m=m, approx_factor=approx_factor,
                          random_start=random_start, attribution_mode=attribution_mode,
                          internal_batch_size=internal_batch_size, seed=seed)
-        self.beta = _non_negative(beta, "beta")
+        self.beta = non_negative(beta, "beta")
 
     def adversarial(self, model, x, y) -> Tensor:
         return self._inner(model, x, y, beta=self.beta, include_ce=True)
