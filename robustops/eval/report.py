@@ -89,6 +89,18 @@ def plot_corruption_accuracy(results: Dict[str, "CorruptionAccuracy"]):  # noqa:
     return fig
 
 
+def corruption_section(report: Report, results: Dict[str, "CorruptionAccuracy"]) -> Report:  # noqa: F821
+    """The per-corruption table (mean over severities, a column per model) and its plot."""
+    names = list(results)
+    types = list(results[names[0]].accuracy)
+    report.heading("Accuracy per corruption (mean over severities)")
+    report.table(["corruption"] + names,
+                 [[c] + [sum(results[n].accuracy[c]) / len(results[n].accuracy[c]) for n in names]
+                  for c in types])
+    return report.figure(plot_corruption_accuracy(results), "corruptions",
+                         "accuracy per corruption and severity")
+
+
 def plot_bars(values: Dict[str, float], ylabel: str, title: str = "", ylim=(0, 1)):
     """One bar per model (e.g. shape bias, mean corruption accuracy)."""
     plt = _plt()

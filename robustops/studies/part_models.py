@@ -37,7 +37,7 @@ from ..eval.accuracy import accuracy
 from ..eval import robust_accuracy
 from ..eval.corruption_benchmark import corruption_accuracy
 from ..eval.corruptions import CORRUPTIONS
-from ..eval.report import Report, plot_bars, plot_corruption_accuracy
+from ..eval.report import Report, plot_bars, corruption_section
 from ..models import SmallCNN, build_part_model
 from ..train import (MAT, PGDAT, TRADES, CrossEntropy, PartMAT, PartSemiSupervised, PartTRADES,
                      Trainer)
@@ -210,9 +210,5 @@ def _write_report(out, results, corr, cfg):
              "clean_accuracy")
     r.figure(plot_bars({n: results[n]["pgd_accuracy"] for n in names}, "PGD accuracy"),
              "pgd_accuracy")
-    types = list(results[names[0]]["corruption_per_type"])
-    r.heading("Accuracy per corruption (mean over severities)")
-    r.table(["corruption"] + names,
-            [[c] + [results[n]["corruption_per_type"][c] for n in names] for c in types])
-    r.figure(plot_corruption_accuracy(corr), "corruptions", "accuracy per corruption and severity")
+    corruption_section(r, corr)
     r.write()

@@ -22,7 +22,7 @@ from ..data.to_device import to_device
 from ..eval.accuracy import accuracy
 from ..eval.corruption_benchmark import corruption_accuracy
 from ..eval.corruptions import CORRUPTIONS
-from ..eval.report import Report, plot_bars, plot_corruption_accuracy
+from ..eval.report import Report, plot_bars, corruption_section
 from ..models.ensemble import Ensemble
 from ..models.vonenet import vonenet
 from ..train import CrossEntropy, Distillation, Trainer
@@ -113,9 +113,5 @@ def _write_report(out, results, corr, epochs, n_train):
          ["training seconds"] + [results[n]["train_seconds"] for n in names]])
     r.figure(plot_bars({n: results[n]["corruption_mean_accuracy"] for n in names},
                        "mean corruption accuracy"), "corruption_mean")
-    types = list(results[names[0]]["corruption_per_type"])
-    r.heading("Accuracy per corruption (mean over severities)")
-    r.table(["corruption"] + names,
-            [[c] + [results[n]["corruption_per_type"][c] for n in names] for c in types])
-    r.figure(plot_corruption_accuracy(corr), "corruptions", "accuracy per corruption and severity")
+    corruption_section(r, corr)
     r.write()
