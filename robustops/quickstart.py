@@ -122,38 +122,35 @@ def run_family(name: str, out: pathlib.Path, seed: int = 0, device: Optional[str
     fam = FAMILIES[name]
     cfg = dict(fam.settings if settings is None else settings)
     folder = out / name
+    # One marker: {"settings"} from the start of a run, plus "results" once it finished.
     marker = folder / "quickstart.json"
     key = _settings_key({**cfg, "seed": seed})
-    if marker.exists():
-        try:
-            saved = json.loads(marker.read_text())
-            if saved.get("settings") == key:
-                return saved["results"], float(saved.get("seconds", 0.0))
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable marker: rerun the family (its checkpoints still resume it)
-    started = folder / "quickstart_settings.json"
-    if folder.exists():
-        try:
-            same = json.loads(started.read_text()).get("settings") == key
-        except (OSError, ValueError):
-            same = False
-        if not same:  # checkpoints of other settings must not be resumed: keep them aside
-            aside = folder.with_name(f"{name}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.replace(folder, aside)
-            print(f"{folder} holds a run with other settings: moved to {aside}", flush=True)
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        saved = {}  # absent or unreadable
+    if saved.get("settings") == key and "results" in saved:
+        return saved["results"], float(saved.get("seconds", 0.0))
+    if folder.exists() and saved.get("settings") != key:
+        # Checkpoints of other settings (or of unknown ones) must not be resumed.
+        aside = folder.with_name(f"{name}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(folder, aside)
+        print(f"{folder} holds a run with other settings: moved to {aside}", flush=True)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = started.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"settings": key}))
-    os.replace(tmp, started)
+    _write_json(marker, {"settings": key})
     study = importlib.import_module(f"robustops.studies.{fam.module}")
     t0 = time.perf_counter()
     results = study.run(folder, seed=seed, progress=progress, device=device, **cfg)
     seconds = time.perf_counter() - t0
-    tmp = marker.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"settings": key, "results": results, "seconds": seconds},
-                              indent=1, default=float))
-    os.replace(tmp, marker)
+    _write_json(marker, {"settings": key, "results": results, "seconds": seconds})
     return results, seconds
+
+
+def _write_json(path: pathlib.Path, value: dict) -> None:
+    """Atomically (temp file + rename): a kill leaves the old file or the new one."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=float))
+    os.replace(tmp, path)
 
 
 def summary_rows(name: str, results: Dict[str, dict]) -> Tuple[List[str], List[list]]:
@@ -248,12 +245,11 @@ def _finished(out: pathlib.Path, exclude) -> Dict[str, Tuple[Dict[str, dict], fl
     """(results, seconds) of the families an earlier invocation finished in `out`."""
     found = {}
     for name in FAMILIES:
-        marker = out / name / "quickstart.json"
-        if name in exclude or not marker.exists():
+        if name in exclude:
             continue
         try:
-            saved = json.loads(marker.read_text())
+            saved = json.loads((out / name / "quickstart.json").read_text())
             found[name] = (saved["results"], float(saved.get("seconds", 0.0)))
         except (OSError, ValueError, KeyError):
-            continue
+            continue  # not run, unfinished or unreadable
     return found

@@ -47,20 +47,29 @@ def test_killed_quickstart_resumes_and_keeps_finished_families(tmp_path):
             "--device", "cpu", "--out", str(out), "--family", "adversarial,parts"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = out / "adversarial" / "quickstart.json"
+
+    def finished(name):
+        try:
+            return "results" in json.loads((out / name / "quickstart.json").read_text())
+        except (OSError, ValueError):
+            return False
+
     deadline = time.time() + 600
-    # Kill it once the first family is finished and the second one has started training.
-    while time.time() < deadline and not (marker.exists() and (out / "parts").exists()):
+    # Kill it once the first family is finished and the second one has started.
+    while time.time() < deadline and not (finished("adversarial") and (out / "parts").exists()):
         if proc.poll() is not None:
             break
         time.sleep(0.2)
+    parts_done_at_kill = finished("parts")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert marker.exists(), "the first family did not finish before the deadline"
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert finished("adversarial") and not parts_done_at_kill
     first = marker.stat().st_mtime_ns
     res = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     assert marker.stat().st_mtime_ns == first  # loaded, not recomputed
-    assert (out / "parts" / "quickstart.json").exists()
+    assert finished("parts")
     report = (out / "report.md").read_text()
     assert quickstart.FAMILIES["parts"].title in report
     assert quickstart.FAMILIES["adversarial"].title in report
