@@ -409,7 +409,8 @@ _is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 def _eager_cpp_ok(logits: Tensor) -> bool:
     """Plain eager float32/float64 CPU call that nothing observes (no torch.compile, dispatch
     mode, functorch transform or tensor subclass): the kernels can run without the
-    dispatcher, whose Python costs ~0.15 ms per forward+backward (about 10% of the op)."""
+    dispatcher, whose Python cost 0.09-0.21 ms of a 1.5 ms forward+backward at
+    (32, 11, 64, 64) on one thread (measured)."""
     return (type(logits) is Tensor and logits.device.type == "cpu"
             and logits.dtype in (torch.float32, torch.float64)
             and not torch.compiler.is_compiling() and not torch._C._len_torch_dispatch_stack()
