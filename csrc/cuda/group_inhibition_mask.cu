@@ -19,6 +19,7 @@
 #include <kernels/group_inhibition_mask.h>
 
 #include "group_inhibition_mask.h"
+#include "cuda/grid_blocks.cuh"
 
 namespace robustops {
 namespace {
@@ -27,11 +28,6 @@ using namespace kernels;
 
 constexpr int kThreads = 256;
 constexpr int kReduceThreads = 128;
-
-unsigned blocks_for(int64_t n, int threads) {
-  const int64_t b = (n + threads - 1) / threads;
-  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(b, 1), 1 << 20));
-}
 
 template <typename T>
 __global__ void channel_weight_kernel(T* w, const T* g, int64_t rows, int64_t n) {
@@ -144,20 +140,20 @@ void group_inhibition_mask_cuda(at::Tensor& out, const at::Tensor& features,
   AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "group_inhibition_mask_cuda", [&] {
     using T = scalar_t;
     const int64_t* a = assignment.const_data_ptr<int64_t>();
-    channel_weight_kernel<T><<<blocks_for(B * C, 1), kReduceThreads, 0, stream>>>(
+    channel_weight_kernel<T><<<grid_blocks(B * C, 1), kReduceThreads, 0, stream>>>(
         w.mutable_data_ptr<T>(), grad.const_data_ptr<T>(), B * C, N);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    group_weight_kernel<T><<<blocks_for(B, kThreads), kThreads, 0, stream>>>(
+    group_weight_kernel<T><<<grid_blocks(B, kThreads), kThreads, 0, stream>>>(
         s.mutable_data_ptr<T>(), w.const_data_ptr<T>(), a, B, C, K);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    group_map_kernel<T><<<blocks_for(B * N, kThreads), kThreads, 0, stream>>>(
+    group_map_kernel<T><<<grid_blocks(B * N, kThreads), kThreads, 0, stream>>>(
         m.mutable_data_ptr<T>(), features.const_data_ptr<T>(), w.const_data_ptr<T>(), a, B, C,
         N, K);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    group_stats_kernel<T><<<blocks_for(B * K, 1), kReduceThreads, 0, stream>>>(
+    group_stats_kernel<T><<<grid_blocks(B * K, 1), kReduceThreads, 0, stream>>>(
         mu.mutable_data_ptr<T>(), sd.mutable_data_ptr<T>(), m.const_data_ptr<T>(), B * K, N);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    mask_kernel<T><<<blocks_for(B * C * N, kThreads), kThreads, 0, stream>>>(
+    mask_kernel<T><<<grid_blocks(B * C * N, kThreads), kThreads, 0, stream>>>(
         out.mutable_data_ptr<T>(), m.const_data_ptr<T>(), mu.const_data_ptr<T>(),
         sd.const_data_ptr<T>(), s.const_data_ptr<T>(), a, B, C, N, K);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -20,6 +20,7 @@
 #include <kernels/group_orthogonality_loss.h>
 
 #include "group_orthogonality_loss.h"
+#include "cuda/grid_blocks.cuh"
 
 namespace robustops {
 namespace {
@@ -28,11 +29,6 @@ using namespace kernels;
 
 constexpr int kThreads = 256;
 constexpr int kReduceThreads = 128;
-
-unsigned blocks_for(int64_t n, int threads) {
-  const int64_t b = (n + threads - 1) / threads;
-  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(b, 1), 1 << 20));
-}
 
 __global__ void counts_kernel(int64_t* count, const int64_t* a, int64_t batch, int64_t channels,
                               int64_t groups) {
@@ -166,14 +162,14 @@ Stats group_stats(const at::Tensor& features, const at::Tensor& assignment, int6
   st.mu = at::empty({B * K * N}, features.options());
   st.gram = at::empty({B * K * K}, features.options());
   const int64_t* a = assignment.const_data_ptr<int64_t>();
-  counts_kernel<<<blocks_for(B, kThreads), kThreads, 0, stream>>>(
+  counts_kernel<<<grid_blocks(B, kThreads), kThreads, 0, stream>>>(
       st.count.mutable_data_ptr<int64_t>(), a, B, C, K);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  group_mean_kernel<T><<<blocks_for(B * N, kThreads), kThreads, 0, stream>>>(
+  group_mean_kernel<T><<<grid_blocks(B * N, kThreads), kThreads, 0, stream>>>(
       st.mu.mutable_data_ptr<T>(), features.const_data_ptr<T>(), a,
       st.count.const_data_ptr<int64_t>(), B, C, N, K);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  gram_kernel<T><<<blocks_for(B * K * K, 1), kReduceThreads, 0, stream>>>(
+  gram_kernel<T><<<grid_blocks(B * K * K, 1), kReduceThreads, 0, stream>>>(
       st.gram.mutable_data_ptr<T>(), st.mu.const_data_ptr<T>(), B, N, K);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return st;
@@ -218,11 +214,11 @@ void group_orthogonality_loss_backward_cuda(at::Tensor& grad_features,
     using T = scalar_t;
     Stats st = group_stats<T>(features, assignment, K, stream);
     at::Tensor dmu = at::empty({B * K * N}, features.options());
-    dmu_kernel<T><<<blocks_for(B * K * N, kThreads), kThreads, 0, stream>>>(
+    dmu_kernel<T><<<grid_blocks(B * K * N, kThreads), kThreads, 0, stream>>>(
         dmu.mutable_data_ptr<T>(), st.mu.const_data_ptr<T>(), st.gram.const_data_ptr<T>(),
         st.count.const_data_ptr<int64_t>(), grad_out.const_data_ptr<T>(), B, N, K);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    scatter_grad_kernel<T><<<blocks_for(B * C * N, kThreads), kThreads, 0, stream>>>(
+    scatter_grad_kernel<T><<<grid_blocks(B * C * N, kThreads), kThreads, 0, stream>>>(
         grad_features.mutable_data_ptr<T>(), dmu.const_data_ptr<T>(),
         assignment.const_data_ptr<int64_t>(), B, C, N, K);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -14,6 +14,7 @@
 #include <kernels/ig_accumulate.h>
 
 #include "ig_accumulate.h"
+#include "cuda/grid_blocks.cuh"
 
 namespace robustops {
 namespace {
@@ -57,9 +58,6 @@ __global__ void ig_bwd_kernel(scalar_t* __restrict__ gp, scalar_t* __restrict__ 
   }
 }
 
-unsigned blocks_for(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 8));
-}
 
 }  // namespace
 
@@ -73,7 +71,8 @@ void ig_accumulate_cuda(at::Tensor& out, at::Tensor& acc, const at::Tensor& path
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "ig_accumulate_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    ig_fwd_kernel<scalar_t, opmath_t><<<blocks_for(n), kThreads, 0, stream>>>(
+    ig_fwd_kernel<scalar_t, opmath_t><<<grid_blocks(n, kThreads, 65535 * 8), kThreads, 0,
+                                                         stream>>>(
         out.mutable_data_ptr<scalar_t>(), acc.mutable_data_ptr<opmath_t>(),
         path_grads.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
         baseline.const_data_ptr<scalar_t>(), weights.const_data_ptr<opmath_t>(), steps, n);
@@ -92,7 +91,8 @@ void ig_accumulate_backward_cuda(at::Tensor& grad_path, at::Tensor& grad_x,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "ig_accumulate_backward_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    ig_bwd_kernel<scalar_t, opmath_t><<<blocks_for(n), kThreads, 0, stream>>>(
+    ig_bwd_kernel<scalar_t, opmath_t><<<grid_blocks(n, kThreads, 65535 * 8), kThreads, 0,
+                                                         stream>>>(
         grad_path.mutable_data_ptr<scalar_t>(), grad_x.mutable_data_ptr<scalar_t>(),
         grad_out.const_data_ptr<scalar_t>(), grad_acc.const_data_ptr<opmath_t>(),
         acc.const_data_ptr<opmath_t>(), x.const_data_ptr<scalar_t>(),

@@ -15,6 +15,7 @@
 #include <kernels/pixel_softmax_kl.h>
 
 #include "pixel_softmax_kl.h"
+#include "cuda/grid_blocks.cuh"
 
 namespace robustops {
 namespace {
@@ -121,8 +122,7 @@ void pixel_softmax_kl_backward_cuda(at::Tensor& grad_s, const at::Tensor& grad_o
   if (total == 0) return;
   c10::cuda::CUDAGuard guard(attr.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(attr.device().index());
-  const unsigned blocks =
-      static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 65535 * 8));
+  const unsigned blocks = grid_blocks(total, kThreads, 65535 * 8);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, attr.scalar_type(),
                                   "pixel_softmax_kl_backward_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;

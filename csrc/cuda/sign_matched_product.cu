@@ -13,6 +13,7 @@
 #include <kernels/sign_matched_product.h>
 
 #include "sign_matched_product.h"
+#include "cuda/grid_blocks.cuh"
 
 namespace robustops {
 namespace {
@@ -73,8 +74,7 @@ void sign_matched_product_backward_cuda(at::Tensor& grad_b, at::Tensor& grad_d,
   if (total == 0) return;
   c10::cuda::CUDAGuard guard(b.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(b.device().index());
-  const unsigned blocks =
-      static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 65535 * 8));
+  const unsigned blocks = grid_blocks(total, kThreads, 65535 * 8);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(),
                                   "sign_matched_product_backward_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;

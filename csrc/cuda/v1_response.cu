@@ -21,6 +21,7 @@
 #include <kernels/v1_response.h>
 
 #include "v1_response.h"
+#include "cuda/grid_blocks.cuh"
 
 namespace robustops {
 namespace {
@@ -161,9 +162,6 @@ void dispatch_flags(bool channels_last, bool noise, Fn fn) {
   }
 }
 
-unsigned blocks_for(int64_t total) {
-  return static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 65535 * 8));
-}
 
 }  // namespace
 
@@ -183,7 +181,7 @@ void v1_response_cuda(at::Tensor& out, const at::Tensor& q0, const at::Tensor& q
     const scalar_t* b = sh.cc > 0 ? q1.const_data_ptr<scalar_t>() : a;
     dispatch_flags(p.channels_last, p.noise, [&](auto cl, auto noise) {
       v1_fwd_kernel<scalar_t, opmath_t, decltype(cl)::value, decltype(noise)::value>
-          <<<blocks_for(units), kThreads, 0, stream>>>(
+          <<<grid_blocks(units, kThreads, 65535 * 8), kThreads, 0, stream>>>(
               out.mutable_data_ptr<scalar_t>(), a, b, idx, units, sh,
               static_cast<opmath_t>(p.k_exc), static_cast<opmath_t>(p.noise_scale),
               static_cast<opmath_t>(p.noise_level), p.base1, p.base2);
@@ -212,7 +210,7 @@ void v1_response_backward_cuda(at::Tensor& grad_q0, at::Tensor& grad_q1,
     const scalar_t* b = sh.cc > 0 ? q1.const_data_ptr<scalar_t>() : a;
     dispatch_flags(p.channels_last, p.noise, [&](auto cl, auto noise) {
       v1_bwd_kernel<scalar_t, opmath_t, decltype(cl)::value, decltype(noise)::value>
-          <<<blocks_for(units), kThreads, 0, stream>>>(
+          <<<grid_blocks(units, kThreads, 65535 * 8), kThreads, 0, stream>>>(
               ga, gb, grad_out.const_data_ptr<scalar_t>(), a, b, idx, units, sh,
               static_cast<opmath_t>(p.k_exc), static_cast<opmath_t>(p.noise_scale),
               static_cast<opmath_t>(p.noise_level), p.base1, p.base2);
