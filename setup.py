@@ -69,7 +69,7 @@ def _extensions():
     # Each nvcc/g++ job takes ~1-2 GB; one job per core is what this size of
     # machine can carry.
     os.environ.setdefault("MAX_JOBS", str(max(1, min(os.cpu_count() or 1, 8))))
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    sources = sorted(glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # As PyTorch builds: without these GCC keeps an errno branch in every sqrt and
     # vectorises no loop that calls it (results are unchanged).
     cxx = ["-O3", "-fopenmp", "-std=c++20", "-fno-math-errno", "-fno-trapping-math"]
@@ -97,15 +97,31 @@ def _extensions():
     _say(f"sources: {' '.join(sources)}; MAX_JOBS={os.environ['MAX_JOBS']}")
     # build_info() repeats why CUDA was or was not built (pip hides this output).
     define_macros.append(("ROBUSTOPS_CUDA_NOTE", '"' + cuda_note.replace('"', "'") + '"'))
-    ext = ext_cls(
-        "robustops._C",
+    # robustops._ops: every kernel and every op registration (TORCH_LIBRARY), built
+    # without Python (py_limited_api drops libtorch_python), so a C++ program can
+    # dlopen the same library the Python package loads (torch.ops.load_library).
+    ops = ext_cls(
+        "robustops._ops",
         sources,
         include_dirs=[ROOT, os.path.join(ROOT, "csrc")],
         define_macros=define_macros,
         extra_link_args=["-fopenmp"],
+        py_limited_api=True,
         **kwargs,
     )
-    return [ext], {"build_ext": cpp_extension.BuildExtension}
+    # robustops._C: the pybind11 module, which keeps only what is not an op (build_info).
+    info_includes = [ROOT, os.path.join(ROOT, "csrc")]
+    if build_cuda:  # build_info() reads CUDART_VERSION
+        info_includes.append(os.path.join(os.environ["CUDA_HOME"], "include"))
+    info = cpp_extension.CppExtension(
+        "robustops._C",
+        ["csrc/module.cpp"],
+        include_dirs=info_includes,
+        define_macros=define_macros,
+        extra_compile_args={"cxx": cxx},
+        extra_link_args=["-fopenmp"],
+    )
+    return [ops, info], {"build_ext": cpp_extension.BuildExtension}
 
 
 ext_modules, cmdclass = _extensions()

@@ -1,6 +1,8 @@
 // CPU kernels of pgd_step: at::parallel_for loops over kernels/pgd_step.h.
 #include "pgd_step.h"
 
+#include <torch/library.h>
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -160,6 +162,11 @@ bool pgd_step_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& x_nat,
                     static_cast<opmath_t>(lo), static_cast<opmath_t>(hi));
       });
   return finite;
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("pgd_step", TORCH_FN(pgd_step_op<&pgd_step_cpu>));
+  m.impl("pgd_step_", TORCH_FN(pgd_step_inplace_op<&pgd_step_cpu>));
 }
 
 }  // namespace robustops

@@ -14,6 +14,8 @@
 
 #include "pgd_step.h"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -125,6 +127,11 @@ bool pgd_step_cuda(at::Tensor& out, const at::Tensor& x, const at::Tensor& x_nat
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return true;
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("pgd_step", TORCH_FN(pgd_step_op<&pgd_step_cuda>));
+  m.impl("pgd_step_", TORCH_FN(pgd_step_inplace_op<&pgd_step_cuda>));
 }
 
 }  // namespace robustops

@@ -6,11 +6,12 @@ occasional preemption on a 2-core machine.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
 import time
 from collections import Counter
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator, List
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -76,6 +77,17 @@ def set_threads(n: int | None) -> int:
     if n:
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[int]:
+    """torch's intra-op thread count set to n inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def keep_freed_memory() -> bool:

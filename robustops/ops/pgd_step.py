@@ -13,11 +13,15 @@ and in the direction, since g / ||g|| is undefined for them). L-inf moves a
 ValueError on the CPU backends (the cpp kernel checks for free while it
 writes); the GPU backends do not synchronise to check.
 
-Layers: this file holds the custom ops (``robustops::pgd_step``,
-``robustops::pgd_step_`` in place, ``robustops::pgd_step_backward``), the
-plain-PyTorch reference (the oracle and fallback), fake kernels, autograd, and
-all input validation. The kernels live in kernels/pgd_step.h (math),
-csrc/cpu/pgd_step.cpp, csrc/cuda/pgd_step.cu and robustops/triton/pgd_step.py.
+Layers: the ops ``robustops::pgd_step``, ``robustops::pgd_step_`` (in place) and
+``robustops::pgd_step_backward`` are declared in C++ (csrc/ops/pgd_step.cpp, with
+their argument checks and autograd kernels) and run kernels registered per
+dispatch key (csrc/cpu/pgd_step.cpp, csrc/cuda/pgd_step.cu; math in
+kernels/pgd_step.h). This file holds what Python does best beside them: the
+public functions (one call of ``torch.ops.robustops.pgd_step``), the fake kernels,
+the plain-PyTorch reference (the oracle of every test and the fallback without
+the extension), and the Triton backend (robustops/triton/pgd_step.py) as
+``robustops::pgd_step_triton``.
 """
 from __future__ import annotations
 
@@ -138,53 +142,107 @@ def _pgd_step_backward_reference(grad_out: Tensor, x: Tensor, x_nat: Tensor, gra
     return tuple(t.to(x.dtype) for t in out[:2]) + (out[2].to(grad.dtype),)
 
 
-# ----------------------------------------------------------------------------- layout
+# ----------------------------------------------------------------------------- python checks
 
 
-def _sample_major_dense(t: Tensor) -> bool:
-    """Dense in memory with each sample one contiguous block (contiguous or channels_last)."""
-    if t.is_contiguous():
-        return True
-    if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return True
-    return t.ndim == 5 and t.is_contiguous(memory_format=torch.channels_last_3d)
+def _check_tensors(x, x_nat, grad) -> None:
+    for name, t in (("x", x), ("x_nat", x_nat), ("grad", grad)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"pgd_step: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
-def _like(t: Tensor, ref: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
-    """`t` with `ref`'s strides (and dtype), copying only when they differ."""
-    dtype = dtype or ref.dtype
-    if t.dtype == dtype and t.stride() == ref.stride():
-        return t
-    out = torch.empty_like(ref, dtype=dtype)
-    out.copy_(t)
-    return out
+def _split_scalar(v, name: str) -> tuple[float, Optional[Tensor]]:
+    """eps/alpha as (float, None) or (0.0, per-sample tensor); the op checks the values."""
+    if isinstance(v, Tensor):
+        return 0.0, v
+    if type(v) is not float and (isinstance(v, bool) or not isinstance(v, Real)):
+        raise TypeError(f"pgd_step: {name} must be a float or a (B,) tensor, got {type(v).__name__}")
+    return float(v), None
 
 
-def _scalar_tensor(t: Optional[Tensor], batch: int, ct: torch.dtype, device) -> Optional[Tensor]:
+def _arguments(eps, alpha, norm):
+    """(eps, alpha, eps_t, alpha_t, norm) as the op's schema takes them."""
+    if type(eps) is float and type(alpha) is float and (norm == "linf" or norm == "l2"):
+        return eps, alpha, None, None, norm  # the attack loops' call: nothing to convert
+    eps, eps_t = _split_scalar(eps, "eps")
+    alpha, alpha_t = _split_scalar(alpha, "alpha")
+    return eps, alpha, eps_t, alpha_t, normalize_norm(norm)
+
+
+def _check_per_sample(v: Optional[Tensor], name: str, batch: int, device) -> None:
+    if v is None:
+        return
+    if not v.is_floating_point():
+        raise TypeError(f"pgd_step: {name} must be a float or a floating (B,) tensor, "
+                        f"got a {v.dtype} tensor")
+    if v.ndim > 1 or (v.ndim == 1 and v.shape[0] != batch):
+        raise ValueError(f"pgd_step: per-sample {name} must have shape ({batch},) to match "
+                         f"the batch, got {tuple(v.shape)}")
+    if v.device != device:
+        raise ValueError(f"pgd_step: {name} is on {v.device} but x is on {device}; "
+                         f"move it with {name}.to(x.device)")
+
+
+def _check_scalar(v, name: str, batch: int, device) -> tuple[float, Optional[Tensor]]:
+    """Split eps/alpha into (float, None) or (0.0, per-sample tensor), with clear errors."""
+    f, t = _split_scalar(v, name)
+    if t is None and (not math.isfinite(f) or f < 0):
+        raise ValueError(f"pgd_step: {name} must be finite and >= 0, got {f}")
+    _check_per_sample(t, name, batch, device)
+    return f, t
+
+
+def _validate(x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
+              eps_t: Optional[Tensor], alpha_t: Optional[Tensor], lo: float, hi: float,
+              norm: str) -> None:
+    """The checks of csrc/ops/pgd_step.cpp, for the backends that do not run it
+    (reference, triton) and for the fake kernel (same messages)."""
+    _check_tensors(x, x_nat, grad)
+    for name, t in (("x", x), ("x_nat", x_nat), ("grad", grad)):
+        if not t.is_floating_point():
+            raise TypeError(f"pgd_step: {name} has dtype {t.dtype}; images must be floating "
+                            "point in [lo, hi] (e.g. x.float() / 255 for uint8 images)")
+    if x.ndim < 1:
+        raise ValueError("pgd_step: x must have a leading batch dimension, got a 0-d tensor")
+    for name, t in (("x_nat", x_nat), ("grad", grad)):
+        if t.shape != x.shape:
+            raise ValueError(f"pgd_step: {name} has shape {tuple(t.shape)} but x has "
+                             f"{tuple(x.shape)}; they must match")
+        if t.device != x.device:
+            raise ValueError(f"pgd_step: {name} is on {t.device} but x is on {x.device}; "
+                             f"move it with {name}.to(x.device)")
+    if x_nat.dtype != x.dtype:
+        raise TypeError(f"pgd_step: x_nat has dtype {x_nat.dtype} but x has {x.dtype}; "
+                        "they must match (the gradient may differ, it is cast)")
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"pgd_step: empty batch (x has shape {tuple(x.shape)}); "
+                         "skip the step when there is nothing to attack")
+    normalize_norm(norm)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ValueError(f"pgd_step: need finite lo <= hi, got lo={lo}, hi={hi}")
+    for name, v in (("eps", eps), ("alpha", alpha)):
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"pgd_step: {name} must be finite and >= 0, got {v}")
+    _check_per_sample(eps_t, "eps", x.shape[0], x.device)
+    _check_per_sample(alpha_t, "alpha", x.shape[0], x.device)
+
+
+def _per_sample_values(t: Optional[Tensor], name: str, x: Tensor) -> Optional[Tensor]:
+    """(B,) contiguous in the compute type, its values checked (CPU: read; GPU: async assert)."""
     if t is None:
         return None
-    t = t.to(device=device, dtype=ct)
+    t = t.to(dtype=_opmath(x.dtype))
     if t.ndim == 0:
-        t = t.expand(batch)
-    return t.contiguous()
-
-
-def _shares_memory(a: Tensor, b: Tensor) -> bool:
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-
-
-def _check_values(t: Optional[Tensor], name: str) -> None:
-    # Per-sample values can only be checked by reading them: on CPU that is
-    # free; on GPU an async assert avoids a host sync.
-    if t is None:
-        return
+        t = t.expand(x.shape[0])
+    t = t.contiguous()
     ok = torch.isfinite(t).all() & (t >= 0).all()
     if t.device.type == "cpu":
         if not bool(ok):
             raise ValueError(f"pgd_step: per-sample {name} must be finite and >= 0, got "
                              f"min {t.min().item()} (NaN present: {bool(torch.isnan(t).any())})")
     else:
-        torch._assert_async(ok, f"pgd_step: per-sample {name} must be finite and >= 0")
+        torch._assert_async(ok, "pgd_step: per-sample eps/alpha must be finite and >= 0")
+    return t
 
 
 def _non_finite_error() -> ValueError:
@@ -193,104 +251,77 @@ def _non_finite_error() -> ValueError:
                       "gradients are fine, they leave pixels in place.")
 
 
-def _run(out: Tensor, x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
-         eps_t: Optional[Tensor], alpha_t: Optional[Tensor], lo: float, hi: float,
-         norm: str) -> None:
-    """Write pgd_step(x, ...) into `out` (which may be x) with the chosen backend."""
-    name = backend.resolve(x.device, OP, BACKENDS)
-    if eps_t is not None or alpha_t is not None:
-        batch, ct = x.shape[0], _opmath(x.dtype)
-        eps_t = _scalar_tensor(eps_t, batch, ct, x.device)
-        alpha_t = _scalar_tensor(alpha_t, batch, ct, x.device)
-        _check_values(eps_t, "eps")
-        _check_values(alpha_t, "alpha")
-    if name == "reference":
-        res = pgd_step_reference(x, x_nat, grad, eps if eps_t is None else eps_t,
-                                 alpha if alpha_t is None else alpha_t, norm, lo, hi)
-        if x.device.type == "cpu" and not bool(torch.isfinite(res).all() & torch.isfinite(x_nat).all()):
-            raise _non_finite_error()
-        out.copy_(res)
-        return
-    l2 = norm == "l2"
-    if name != "triton":
-        # Fast path: the extension checks the layout itself (status 2: needs copies).
-        status = backend.extension().pgd_step(out, x, x_nat, grad, eps, alpha, eps_t, alpha_t,
-                                              lo, hi, l2)
-        if status == 0:
-            return
-        if status == 1:
-            raise _non_finite_error()
-    # Kernels walk memory linearly, one sample block at a time: give them dense,
-    # identically strided operands, and never let x_nat/grad share out's memory.
-    target = out if _sample_major_dense(out) else torch.empty_like(out, memory_format=torch.contiguous_format)
-    xs = _like(x, target)
-    xns = _like(x_nat, target)
-    gs = _like(grad, target)
-    if _shares_memory(xns, target):
-        xns = xns.clone()
-    if _shares_memory(gs, target):
-        gs = gs.clone()
-    if xs is not target and _shares_memory(xs, target):
-        xs = xs.clone()
-    if name == "triton":
-        from ..triton.pgd_step import pgd_step_triton
-        pgd_step_triton(target, xs, xns, gs, eps, alpha, eps_t, alpha_t, lo, hi, l2)
-        status = 0
-    else:
-        status = backend.extension().pgd_step(target, xs, xns, gs, eps, alpha, eps_t, alpha_t,
-                                              lo, hi, l2)
-        assert status != 2, "pgd_step: dense operands were rejected by the kernel"
-    if target is not out:
-        out.copy_(target)
-    if status == 1:
-        raise _non_finite_error()
+# ----------------------------------------------------------------------------- fake kernels
 
 
-# ----------------------------------------------------------------------------- custom ops
-
-
-@torch.library.custom_op("robustops::pgd_step", mutates_args=())
-def _pgd_step_op(x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
-                 eps_t: Optional[Tensor], alpha_t: Optional[Tensor], lo: float, hi: float,
-                 norm: str) -> Tensor:
-    out = torch.empty_like(x)
-    _run(out, x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
-    return out
-
-
-@_pgd_step_op.register_fake
-def _(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm):
+def _fake(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm):
+    _validate(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("robustops::pgd_step_", mutates_args=("x",))
-def _pgd_step_inplace_op(x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
-                         eps_t: Optional[Tensor], alpha_t: Optional[Tensor], lo: float,
-                         hi: float, norm: str) -> None:
-    _run(x, x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+def _fake_inplace(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm):
+    _validate(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
 
 
-@_pgd_step_inplace_op.register_fake
-def _(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm):
-    return None
-
-
-@torch.library.custom_op("robustops::pgd_step_backward", mutates_args=())
-def _pgd_step_backward_op(grad_out: Tensor, x: Tensor, x_nat: Tensor, grad: Tensor,
-                          eps: float, alpha: float, eps_t: Optional[Tensor],
-                          alpha_t: Optional[Tensor], lo: float, hi: float,
-                          norm: str) -> tuple[Tensor, Tensor, Tensor]:
-    e = eps if eps_t is None else eps_t
-    a = alpha if alpha_t is None else alpha_t
-    gx, gxn, gg = _pgd_step_backward_reference(grad_out, x, x_nat, grad, e, a, norm, lo, hi)
-    return gx.contiguous(), gxn.contiguous(), gg.contiguous()
-
-
-@_pgd_step_backward_op.register_fake
-def _(grad_out, x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm):
+def _fake_backward(grad_out, x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm):
     return (torch.empty(x.shape, dtype=x.dtype, device=x.device),
             torch.empty(x.shape, dtype=x.dtype, device=x.device),
             torch.empty(grad.shape, dtype=grad.dtype, device=grad.device))
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::pgd_step", _fake)
+    torch.library.register_fake("robustops::pgd_step_", _fake_inplace)
+    torch.library.register_fake("robustops::pgd_step_backward", _fake_backward)
+    # OpOverloads (not their raw ._op builtins): torch.compile traces these.
+    _OP = torch.ops.robustops.pgd_step.default
+    _OP_INPLACE = torch.ops.robustops.pgd_step_.default
+else:  # no extension: the reference backend runs everything
+    _OP = _OP_INPLACE = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+def _triton_into(out: Tensor, x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
+                 eps_t: Optional[Tensor], alpha_t: Optional[Tensor], lo: float, hi: float,
+                 norm: str) -> None:
+    """Write pgd_step(x, ...) into `out` (which may be x) with the Triton kernels."""
+    from ..triton.pgd_step import pgd_step_triton
+    _validate(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+    eps_t = _per_sample_values(eps_t, "eps", x)
+    alpha_t = _per_sample_values(alpha_t, "alpha", x)
+    # The kernels walk memory linearly, one sample block at a time: give them dense,
+    # contiguous operands that do not share out's memory.
+    target = out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
+    xs = x.contiguous() if x.data_ptr() != target.data_ptr() else x
+    xns = x_nat.contiguous().clone() if x_nat.untyped_storage().data_ptr() == target.untyped_storage().data_ptr() else x_nat.contiguous()
+    gs = grad.to(x.dtype).contiguous()
+    pgd_step_triton(target, xs, xns, gs, eps, alpha, eps_t, alpha_t, lo, hi, norm == "l2")
+    if target is not out:
+        out.copy_(target)
+    if x.device.type == "cpu" and not bool(torch.isfinite(out).all() & torch.isfinite(x_nat).all()):
+        raise _non_finite_error()
+
+
+@torch.library.custom_op("robustops::pgd_step_triton", mutates_args=())
+def _pgd_step_triton(x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
+                     eps_t: Optional[Tensor], alpha_t: Optional[Tensor], lo: float, hi: float,
+                     norm: str) -> Tensor:
+    out = torch.empty_like(x)
+    _triton_into(out, x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+    return out
+
+
+@torch.library.custom_op("robustops::pgd_step_triton_", mutates_args=("x",))
+def _pgd_step_triton_inplace(x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
+                             eps_t: Optional[Tensor], alpha_t: Optional[Tensor], lo: float,
+                             hi: float, norm: str) -> None:
+    _triton_into(x, x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+
+
+_pgd_step_triton.register_fake(_fake)
+_pgd_step_triton_inplace.register_fake(_fake_inplace)
 
 
 def _setup_context(ctx, inputs, output):
@@ -302,115 +333,43 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out):
     x, x_nat, grad, eps_t, alpha_t = ctx.saved_tensors
     eps, alpha, lo, hi, norm = ctx.scalars
-    gx, gxn, gg = _pgd_step_backward_op(grad_out, x, x_nat, grad, eps, alpha, eps_t, alpha_t,
-                                        lo, hi, norm)
-    # eps/alpha (scalars or per-sample tensors) get no gradient.
+    e = eps if eps_t is None else eps_t
+    a = alpha if alpha_t is None else alpha_t
+    gx, gxn, gg = _pgd_step_backward_reference(grad_out, x, x_nat, grad, e, a, norm, lo, hi)
     return gx, gxn, gg, None, None, None, None, None, None, None
 
 
-_pgd_step_op.register_autograd(_backward, setup_context=_setup_context)
+_pgd_step_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ----------------------------------------------------------------------------- public API
 
 
-def _check_scalar(v, name: str, batch: int, device: torch.device) -> tuple[float, Optional[Tensor]]:
-    """Split eps/alpha into (float, None) or (0.0, per-sample tensor), with clear errors."""
-    if isinstance(v, Tensor):
-        if not v.is_floating_point():
-            raise TypeError(f"pgd_step: {name} must be a float or a floating (B,) tensor, "
-                            f"got a {v.dtype} tensor")
-        if v.ndim > 1 or (v.ndim == 1 and v.shape[0] != batch):
-            raise ValueError(f"pgd_step: per-sample {name} must have shape ({batch},) to match "
-                             f"the batch, got {tuple(v.shape)}")
-        if v.device != device:
-            raise ValueError(f"pgd_step: {name} is on {v.device} but x is on {device}; "
-                             f"move it with {name}.to(x.device)")
-        return 0.0, v
-    if type(v) is not float and (isinstance(v, bool) or not isinstance(v, Real)):
-        raise TypeError(f"pgd_step: {name} must be a float or a (B,) tensor, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"pgd_step: {name} must be finite and >= 0, got {v}")
-    return v, None
-
-
-def _validate(x: Tensor, x_nat: Tensor, grad: Tensor, eps, alpha, norm, lo, hi):
-    for name, t in (("x", x), ("x_nat", x_nat), ("grad", grad)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"pgd_step: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"pgd_step: {name} has dtype {t.dtype}; images must be floating "
-                            "point in [lo, hi] (e.g. x.float() / 255 for uint8 images)")
-    if x.ndim < 1:
-        raise ValueError("pgd_step: x must have a leading batch dimension, got a 0-d tensor")
-    for name, t in (("x_nat", x_nat), ("grad", grad)):
-        if t.shape != x.shape:
-            raise ValueError(f"pgd_step: {name} has shape {tuple(t.shape)} but x has "
-                             f"{tuple(x.shape)}; they must match")
-        if t.device != x.device:
-            raise ValueError(f"pgd_step: {name} is on {t.device} but x is on {x.device}")
-    if x_nat.dtype != x.dtype:
-        raise TypeError(f"pgd_step: x_nat has dtype {x_nat.dtype} but x has {x.dtype}; "
-                        "they must match (the gradient may differ, it is cast)")
-    if x.shape[0] == 0 or x.numel() == 0:
-        raise ValueError(f"pgd_step: empty batch (x has shape {tuple(x.shape)}); "
-                         "skip the step when there is nothing to attack")
-    norm = normalize_norm(norm)
-    lo, hi = float(lo), float(hi)
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        raise ValueError(f"pgd_step: need finite lo <= hi, got lo={lo}, hi={hi}")
-    eps_f, eps_t = _check_scalar(eps, "eps", x.shape[0], x.device)
-    alpha_f, alpha_t = _check_scalar(alpha, "alpha", x.shape[0], x.device)
-    return eps_f, alpha_f, eps_t, alpha_t, lo, hi, norm
-
-
-_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-
-
-def _direct_call_ok(*tensors: Optional[Tensor], inplace: bool) -> bool:
-    """True when plain eager code can call the kernel without the dispatcher.
-
-    The custom op costs ~10 us of Python dispatch per call, a third of the whole
-    fused step at CIFAR batch sizes; it is needed only when something observes
-    the call: torch.compile, a dispatch mode (FakeTensor, counters, profilers),
-    functorch transforms, tensor subclasses, or autograd.
-    """
-    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
-        return False
-    grad_mode = torch.is_grad_enabled()
-    for t in tensors:
-        if t is None:
-            continue
-        if type(t) is not Tensor or _is_wrapped(t) or (grad_mode and t.requires_grad):
-            return False
-    return True
-
-
-_dispatch_modes = torch._C._len_torch_dispatch_stack
-
-
-def _fast_inplace(x, x_nat, grad, eps, alpha, norm, lo, hi) -> bool:
-    """Run the common eager CPU call in one C++ call; False: take the general path.
-
-    Attack loops call the step thousands of times on CIFAR-sized batches, where
-    ~10 us of Python checks is a third of the fused step. The C++ side accepts
-    only a subset of what _validate accepts (float eps/alpha, one dtype, matching
-    dense CPU tensors) and returns 2 for anything else, so every error message
-    still comes from _validate.
-    """
-    if (type(eps) is not float or type(alpha) is not float or type(x) is not Tensor
-            or type(x_nat) is not Tensor or type(grad) is not Tensor
-            or (norm != "linf" and norm != "l2")
-            or torch.compiler.is_compiling() or _dispatch_modes()
-            or not backend.cpu_fast_path_ok()
-            or _is_wrapped(x) or _is_wrapped(x_nat) or _is_wrapped(grad)):
-        return False
-    status = backend.extension().pgd_step_inplace_checked(
-        x, x_nat, grad, eps, alpha, float(lo), float(hi), norm == "l2", torch.is_grad_enabled())
-    if status == 1:
+def _python_backend(name: str, inplace: bool, x, x_nat, grad, eps, alpha, eps_t, alpha_t,
+                    lo, hi, norm) -> Tensor:
+    """pgd_step on the reference or triton backend (checked in Python, same messages)."""
+    if name == "triton":
+        if inplace:
+            _pgd_step_triton_inplace(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+            return x
+        return _pgd_step_triton(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+    _validate(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+    if eps_t is not None or alpha_t is not None:
+        eps_t = _per_sample_values(eps_t, "eps", x)
+        alpha_t = _per_sample_values(alpha_t, "alpha", x)
+    res = pgd_step_reference(x, x_nat, grad, eps if eps_t is None else eps_t,
+                             alpha if alpha_t is None else alpha_t, norm, lo, hi)
+    if x.device.type == "cpu" and not bool(torch.isfinite(res).all() & torch.isfinite(x_nat).all()):
         raise _non_finite_error()
-    return status == 0
+    if not inplace:
+        return res
+    if torch.is_grad_enabled() and x.requires_grad:
+        raise RuntimeError("pgd_step_: x requires grad, and an in-place step would hide the "
+                           "update from autograd; run it under torch.no_grad() (as attack "
+                           "loops do) or use the differentiable out-of-place pgd_step")
+    with torch.no_grad():
+        x.copy_(res)
+    return x
 
 
 def pgd_step(x: Tensor, x_nat: Tensor, grad: Tensor, eps: Scalar, alpha: Scalar, *,
@@ -421,27 +380,27 @@ def pgd_step(x: Tensor, x_nat: Tensor, grad: Tensor, eps: Scalar, alpha: Scalar,
     grad: d loss / d x, same shape (any floating dtype); eps, alpha: floats or (B,) tensors >= 0;
     norm: 'linf' or 'l2'. Returns (B, ...) with x's dtype and memory format.
     """
-    eps_f, alpha_f, eps_t, alpha_t, lo, hi, norm = _validate(x, x_nat, grad, eps, alpha, norm, lo, hi)
-    if _direct_call_ok(x, x_nat, grad, eps_t, alpha_t, inplace=False):
-        out = torch.empty_like(x)
-        _run(out, x, x_nat, grad, eps_f, alpha_f, eps_t, alpha_t, lo, hi, norm)
-        return out
-    return _pgd_step_op(x, x_nat, grad, eps_f, alpha_f, eps_t, alpha_t, lo, hi, norm)
+    eps, alpha, eps_t, alpha_t, norm = _arguments(eps, alpha, norm)
+    try:
+        name = backend.resolve(x.device, OP, BACKENDS)
+        if name == "cpp" or name == "cuda":
+            return _OP(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+    except (TypeError, AttributeError, RuntimeError):
+        _check_tensors(x, x_nat, grad)  # a clearer message than the schema's
+        raise
+    return _python_backend(name, False, x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
 
 
 def pgd_step_(x: Tensor, x_nat: Tensor, grad: Tensor, eps: Scalar, alpha: Scalar, *,
               norm: Union[str, float] = "linf", lo: float = 0.0, hi: float = 1.0) -> Tensor:
     """In-place pgd_step (what attack loops use): updates and returns x. Same arguments as pgd_step."""
-    if _fast_inplace(x, x_nat, grad, eps, alpha, norm, lo, hi):
-        return x
-    eps_f, alpha_f, eps_t, alpha_t, lo, hi, norm = _validate(x, x_nat, grad, eps, alpha, norm, lo, hi)
-    if torch.is_grad_enabled() and x.requires_grad:
-        raise RuntimeError("pgd_step_: x requires grad, and an in-place step would hide the "
-                           "update from autograd; run it under torch.no_grad() (as attack "
-                           "loops do) or use the differentiable out-of-place pgd_step")
-    if _direct_call_ok(x, x_nat, grad, eps_t, alpha_t, inplace=True):
-        _run(x, x, x_nat, grad, eps_f, alpha_f, eps_t, alpha_t, lo, hi, norm)
-        torch.autograd.graph.increment_version(x)  # what the dispatcher would do for x.add_()
-        return x
-    _pgd_step_inplace_op(x, x_nat, grad, eps_f, alpha_f, eps_t, alpha_t, lo, hi, norm)
-    return x
+    eps, alpha, eps_t, alpha_t, norm = _arguments(eps, alpha, norm)
+    try:
+        name = backend.resolve(x.device, OP, BACKENDS)
+        if name == "cpp" or name == "cuda":
+            _OP_INPLACE(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+            return x
+    except (TypeError, AttributeError, RuntimeError):
+        _check_tensors(x, x_nat, grad)
+        raise
+    return _python_backend(name, True, x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
