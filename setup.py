@@ -100,12 +100,15 @@ def _extensions():
     # robustops._ops: every kernel and every op registration (TORCH_LIBRARY), built
     # without Python (py_limited_api drops libtorch_python), so a C++ program can
     # dlopen the same library the Python package loads (torch.ops.load_library).
+    # rpath to torch's libraries: a C++ program that does not link libtorch itself can
+    # still dlopen the op library (installed beside torch, or found at build time).
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
     ops = ext_cls(
         "robustops._ops",
         sources,
         include_dirs=[ROOT, os.path.join(ROOT, "csrc")],
         define_macros=define_macros,
-        extra_link_args=["-fopenmp"],
+        extra_link_args=["-fopenmp", "-Wl,-rpath,$ORIGIN/../torch/lib", f"-Wl,-rpath,{torch_lib}"],
         py_limited_api=True,
         **kwargs,
     )

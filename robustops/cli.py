@@ -17,6 +17,8 @@ def _cmd_info(args) -> int:
     print(f"robustops {__version__}")
     print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}; "
           f"GPU visible: {torch.cuda.is_available()})")
+    print(f"op library (torch.ops.robustops; dlopen it from C++): "
+          f"{backend.ops_library_path() or 'NOT BUILT'}")
     if "error" in info:
         print(f"extension robustops._C: NOT AVAILABLE ({info['error']})")
     else:
