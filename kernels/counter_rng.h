@@ -30,6 +30,13 @@ RO_HOST_DEVICE inline uint32_t rng_fmix32(uint32_t h) {
   return h;
 }
 
+// The 32-bit key of (seed, stream), host side: fmix32(fold32(seed) ^ (stream + 1) * GOLDEN),
+// seed taken modulo 2^64 (robustops/ops/counter_rng.py's stream_base).
+RO_HOST_DEVICE inline uint32_t rng_stream_base(uint64_t seed, uint32_t stream) {
+  const uint32_t folded = static_cast<uint32_t>((seed ^ (seed >> 32)) & 0xFFFFFFFFu);
+  return rng_fmix32(folded ^ ((stream + 1u) * kRngGolden));
+}
+
 // The per-sample part of the key: hoisted out of the per-element loop.
 RO_HOST_DEVICE inline uint32_t rng_row(uint32_t base, int64_t index) {
   const uint32_t lo = static_cast<uint32_t>(static_cast<uint64_t>(index) & 0xFFFFFFFFu);

@@ -75,11 +75,41 @@ def native_ops_loaded() -> bool:
     The op modules call this at import, which also fixes resolve()'s auto choice for CPU
     tensors (so torch.compile never traces the extension loading).
     """
-    global _auto_cpu
+    global _auto_cpu, _native_everywhere
     loaded = _load_extension()[0] is not None
     if _auto_cpu is None:
         _auto_cpu = "cpp" if _cpp_ok() else "reference"
+        # CUDA tensors exist only with a GPU; without CUDA kernels built they need triton.
+        _native_everywhere = _auto_cpu == "cpp" and (
+            "cuda" in compiled() or not torch.cuda.is_available())
     return loaded
+
+
+# True when the op library runs every device present here (set by native_ops_loaded).
+_native_everywhere = False
+
+
+def native_auto() -> bool:
+    """True when an op that has CPU and CUDA kernels runs its C++ op for any tensor: the
+    auto backend (no use(), no ROBUSTOPS_BACKEND) and an op library covering every device
+    present. The first test of every public op call: ~0.15 us, no device lookup.
+    """
+    if _ENV_DATA is not None and _ENV_KEY is not None:  # POSIX: skip a call per op call
+        return _native_everywhere and _override.get() is None and _ENV_KEY not in _ENV_DATA
+    return _native_everywhere and _override.get() is None and _env_backend() is None
+
+
+def python_path(t: torch.Tensor, op: str, supported: Sequence[str] = CONCRETE) -> Optional[str]:
+    """None when ``torch.ops.robustops.<op>`` (its cpp or cuda kernel) runs a call whose
+    leading tensor is `t`; else the Python-side backend to run: "triton" or "reference".
+
+    Every public op calls this first. The auto choice costs one native_auto(); an op
+    without a CUDA kernel ("cuda" not in `supported`) also looks at t's device.
+    """
+    if "cuda" in supported and native_auto():
+        return None
+    name = resolve(t.device, op, supported)
+    return None if name == "cpp" or name == "cuda" else name
 
 
 def extension():

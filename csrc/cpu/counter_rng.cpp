@@ -1,8 +1,10 @@
-// CPU kernel of counter_rng: at::parallel_for over samples, the hash of kernels/counter_rng.h.
+// CPU kernel of counter_rng: at::parallel_for over samples, the hash of kernels/counter_rng.h;
+// registered as the op's CPU kernel (schema and checks: csrc/ops/counter_rng.cpp).
 #include "counter_rng.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <kernels/counter_rng.h>
 
@@ -31,6 +33,10 @@ void counter_rng_cpu(at::Tensor& out, const at::Tensor& index, uint32_t base1, u
       }
     });
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("counter_rng", TORCH_FN(counter_rng_op<&counter_rng_cpu>));
 }
 
 }  // namespace robustops

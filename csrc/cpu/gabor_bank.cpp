@@ -1,8 +1,10 @@
-// CPU kernels of gabor_bank: at::parallel_for over filters, the math of kernels/gabor_bank.h.
+// CPU kernels of gabor_bank: at::parallel_for over filters, the math of kernels/gabor_bank.h;
+// registered as the ops' CPU kernels (schema and checks: csrc/ops/gabor_bank.cpp).
 #include "gabor_bank.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 
@@ -93,6 +95,11 @@ void gabor_bank_backward_cpu(const at::Tensor& grad_out, const at::Tensor& frequ
       }
     });
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("gabor_bank", TORCH_FN(gabor_bank_op<&gabor_bank_cpu>));
+  m.impl("gabor_bank_backward", TORCH_FN(gabor_bank_backward_op<&gabor_bank_backward_cpu>));
 }
 
 }  // namespace robustops

@@ -15,6 +15,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <type_traits>
 
@@ -164,8 +165,9 @@ void walk(const Geometry& g, const V1Params& p, const int64_t* index, Body body)
       const int64_t bi = u / per_sample;
       const int64_t t = u - bi * per_sample;  // channel (NCHW), pixel or pixel pair (CL)
       if (p.noise && bi != cur_b) {
-        row1 = rng_row(p.base1, index[bi]);
-        row2 = rng_row(p.base2, index[bi]);
+        const int64_t gi = index != nullptr ? index[bi] : bi;  // no index: 0..B-1
+        row1 = rng_row(p.base1, gi);
+        row2 = rng_row(p.base2, gi);
         cur_b = bi;
       }
       if (!cl) {
@@ -224,7 +226,7 @@ void v1_response_cpu(at::Tensor& out, const at::Tensor& q0, const at::Tensor& q1
                      const at::Tensor& index, const V1Params& p) {
   if (out.numel() == 0) return;
   const Geometry g = geometry(q0, p);
-  const int64_t* idx = p.noise ? index.const_data_ptr<int64_t>() : nullptr;
+  const int64_t* idx = p.noise && index.defined() ? index.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q0.scalar_type(), "v1_response_cpu",
                                   [&] {
     using opmath_t = at::opmath_type<scalar_t>;
@@ -255,7 +257,7 @@ void v1_response_backward_cpu(at::Tensor& grad_q0, at::Tensor& grad_q1,
                               const at::Tensor& q1, const at::Tensor& index, const V1Params& p) {
   if (q0.numel() == 0) return;
   const Geometry g = geometry(q0, p);
-  const int64_t* idx = p.noise ? index.const_data_ptr<int64_t>() : nullptr;
+  const int64_t* idx = p.noise && index.defined() ? index.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q0.scalar_type(),
                                   "v1_response_backward_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
@@ -285,6 +287,12 @@ void v1_response_backward_cpu(at::Tensor& grad_q0, at::Tensor& grad_q1,
       }
     });
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("v1_response", TORCH_FN(v1_response_op<&v1_response_cpu>));
+  m.impl("v1_response_backward",
+         TORCH_FN(v1_response_backward_op<&v1_response_backward_cpu>));
 }
 
 }  // namespace robustops

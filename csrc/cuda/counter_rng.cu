@@ -9,6 +9,8 @@
 
 #include "counter_rng.h"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -43,6 +45,10 @@ void counter_rng_cuda(at::Tensor& out, const at::Tensor& index, uint32_t base1, 
         base2, normal);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("counter_rng", TORCH_FN(counter_rng_op<&counter_rng_cuda>));
 }
 
 }  // namespace robustops

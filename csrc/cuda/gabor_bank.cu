@@ -13,6 +13,8 @@
 
 #include "gabor_bank.h"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -104,6 +106,11 @@ void gabor_bank_backward_cuda(const at::Tensor& grad_out, const at::Tensor& freq
         grad_phase.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("gabor_bank", TORCH_FN(gabor_bank_op<&gabor_bank_cuda>));
+  m.impl("gabor_bank_backward", TORCH_FN(gabor_bank_backward_op<&gabor_bank_backward_cuda>));
 }
 
 }  // namespace robustops

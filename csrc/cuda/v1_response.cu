@@ -23,6 +23,8 @@
 #include "v1_response.h"
 #include "cuda/grid_blocks.cuh"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -83,7 +85,7 @@ __device__ __forceinline__ Unit unit_at(int64_t u, const Shape& sh) {
 template <typename opmath_t>
 __device__ __forceinline__ void unit_normals(const int64_t* index, const Unit& e,
                                              uint32_t base1, uint32_t base2, opmath_t n[2]) {
-  const int64_t idx = index[e.b];
+  const int64_t idx = index != nullptr ? index[e.b] : e.b;  // no index: 0..B-1
   v1_noise_pair<opmath_t>(rng_row(base1, idx), rng_row(base2, idx),
                           static_cast<uint32_t>(e.p), &n[0], &n[1]);
 }
@@ -173,7 +175,7 @@ void v1_response_cuda(at::Tensor& out, const at::Tensor& q0, const at::Tensor& q
   const int64_t units = unit_count(q0, p.channels_last);
   c10::cuda::CUDAGuard guard(q0.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q0.device().index());
-  const int64_t* idx = p.noise ? index.const_data_ptr<int64_t>() : nullptr;
+  const int64_t* idx = p.noise && index.defined() ? index.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q0.scalar_type(), "v1_response_cuda",
                                   [&] {
     using opmath_t = at::opmath_type<scalar_t>;
@@ -200,7 +202,7 @@ void v1_response_backward_cuda(at::Tensor& grad_q0, at::Tensor& grad_q1,
   const int64_t units = unit_count(q0, p.channels_last);
   c10::cuda::CUDAGuard guard(q0.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q0.device().index());
-  const int64_t* idx = p.noise ? index.const_data_ptr<int64_t>() : nullptr;
+  const int64_t* idx = p.noise && index.defined() ? index.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q0.scalar_type(),
                                   "v1_response_backward_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
@@ -217,6 +219,12 @@ void v1_response_backward_cuda(at::Tensor& grad_q0, at::Tensor& grad_q1,
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("v1_response", TORCH_FN(v1_response_op<&v1_response_cuda>));
+  m.impl("v1_response_backward",
+         TORCH_FN(v1_response_backward_op<&v1_response_backward_cuda>));
 }
 
 }  // namespace robustops

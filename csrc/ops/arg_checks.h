@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <charconv>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -73,6 +74,34 @@ inline void check_non_negative(const char* op, const char* name, double v) {
 // The defined tensor of an optional argument, or an undefined one.
 inline at::Tensor or_undefined(const std::optional<at::Tensor>& t) {
   return t.has_value() ? *t : at::Tensor();
+}
+
+// "0.1", "1e-05", "-1.0", "nan", "inf": a float as Python's repr() prints it (the
+// shortest string that reads back, fixed for exponents in [-4, 16), else scientific).
+inline std::string py_float(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific);
+  std::string sci(buf, res.ptr);  // "-d.ddde+XX"
+  const size_t e = sci.find('e');
+  const int exp10 = std::stoi(sci.substr(e + 1));
+  std::string sign, digits;
+  for (size_t i = 0; i < e; ++i) {
+    if (sci[i] == '-') sign = "-";
+    else if (sci[i] != '.') digits += sci[i];
+  }
+  if (exp10 < -4 || exp10 >= 16) {
+    std::string m = digits.substr(0, 1);
+    if (digits.size() > 1) m += "." + digits.substr(1);
+    const std::string ex = std::to_string(exp10 < 0 ? -exp10 : exp10);
+    return sign + m + "e" + (exp10 < 0 ? "-" : "+") + (ex.size() < 2 ? "0" : "") + ex;
+  }
+  if (exp10 < 0) return sign + "0." + std::string(-exp10 - 1, '0') + digits;
+  if (static_cast<int>(digits.size()) <= exp10 + 1) {
+    return sign + digits + std::string(exp10 + 1 - digits.size(), '0') + ".0";
+  }
+  return sign + digits.substr(0, exp10 + 1) + "." + digits.substr(exp10 + 1);
 }
 
 }  // namespace robustops

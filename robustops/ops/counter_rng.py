@@ -2,10 +2,16 @@
 
 Each value is a pure function of (seed, stream, global sample index, element),
 so a sample gets the same numbers whatever the batch split, the number of
-processes or the backend. The custom op `robustops::counter_rng` runs the hash
-of kernels/counter_rng.h in C++ (CPU), CUDA or Triton; the plain-PyTorch
+processes or the backend. The hash is kernels/counter_rng.h; the plain-PyTorch
 reference below is bit-identical for uniforms (normals agree to the last bits
 of float64 log/cos). No autograd: these are random numbers.
+
+Layers: the op ``robustops::counter_rng`` is declared in C++ (csrc/ops/counter_rng.cpp,
+with its argument checks; its Autograd key falls through) and runs kernels registered
+per dispatch key (csrc/cpu/counter_rng.cpp, csrc/cuda/counter_rng.cu). This file holds
+the public function (one call of the op), the fake kernel, the plain-PyTorch reference
+(the oracle and the fallback without the extension) and the Triton backend
+(robustops/triton/counter_rng.py) as ``robustops::counter_rng_triton``.
 """
 from __future__ import annotations
 
@@ -76,28 +82,71 @@ def counter_rng_reference(index: Tensor, numel: int, base1: int, base2: int, nor
     return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(6.283185307179586 * u2)).to(dtype)
 
 
-# ----------------------------------------------------------------------------- custom op
+# ----------------------------------------------------------------------------- checks
 
 
-@torch.library.custom_op("robustops::counter_rng", mutates_args=())
-def _counter_rng_op(index: Tensor, numel: int, base1: int, base2: int, normal: bool,
-                    dtype: torch.dtype) -> Tensor:
-    name = backend.resolve(index.device, OP, BACKENDS)
-    if name == "reference":
-        return counter_rng_reference(index, numel, base1, base2, normal, dtype)
+def _validate(index, numel, dtype) -> None:
+    """The checks of csrc/ops/counter_rng.cpp (same messages), for the backends that do
+    not run it (reference, triton), the fake kernel, and clearer errors for arguments
+    the op's schema rejects."""
+    if not isinstance(index, Tensor) or index.dtype != torch.int64 or index.ndim != 1:
+        raise ValueError("index must be a (B,) int64 tensor of global sample indices")
+    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+        raise ValueError(f"numel must be an int >= 0, got {numel!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+
+
+# ----------------------------------------------------------------------------- fake kernels
+
+
+def _fake(index, numel, base1, base2, normal, dtype):
+    _validate(index, numel, dtype)
+    return index.new_empty((index.shape[0], numel), dtype=dtype)
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::counter_rng", _fake)
+    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
+    _OP = torch.ops.robustops.counter_rng.default
+else:  # no extension: the reference backend runs everything
+    _OP = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+@torch.library.custom_op("robustops::counter_rng_triton", mutates_args=())
+def _counter_rng_triton(index: Tensor, numel: int, base1: int, base2: int, normal: bool,
+                        dtype: torch.dtype) -> Tensor:
+    from ..triton.counter_rng import counter_rng_triton
+    _validate(index, numel, dtype)
     out = torch.empty(index.shape[0], numel, dtype=dtype, device=index.device)
-    idx = index.contiguous()
-    if name == "triton":
-        from ..triton.counter_rng import counter_rng_triton
-        counter_rng_triton(out, idx, base1, base2, normal)
-    else:
-        backend.extension().counter_rng(out, idx, base1, base2, normal)
+    counter_rng_triton(out, index.contiguous(), base1, base2, normal)
     return out
 
 
-@_counter_rng_op.register_fake
-def _(index, numel, base1, base2, normal, dtype):
-    return index.new_empty((index.shape[0], numel), dtype=dtype)
+_counter_rng_triton.register_fake(_fake)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+_BASES: dict = {}  # (seed, stream, normal) -> the two keys: loops repeat their draws
+
+
+def _bases(seed: int, stream: int, normal: bool) -> tuple[int, int]:
+    """The two 32-bit keys of a draw."""
+    key = (seed, stream, normal)
+    bases = _BASES.get(key)
+    if bases is None:
+        if normal:
+            bases = stream_base(seed, 2 * stream), stream_base(seed, 2 * stream + 1)
+        else:
+            bases = (stream_base(seed, stream),) * 2
+        if len(_BASES) < 4096:
+            _BASES[key] = bases
+    return bases
 
 
 def counter_rng(index: Tensor, numel: int, seed: int, stream: int, *, normal: bool = False,
@@ -107,14 +156,17 @@ def counter_rng(index: Tensor, numel: int, seed: int, stream: int, *, normal: bo
     Uniforms in the open interval (0, 1), or standard normals (normal=True, drawn
     from streams 2*stream and 2*stream + 1). dtype: float32 or float64.
     """
-    if not isinstance(index, Tensor) or index.dtype != torch.int64 or index.ndim != 1:
-        raise ValueError("index must be a (B,) int64 tensor of global sample indices")
-    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
-        raise ValueError(f"numel must be an int >= 0, got {numel!r}")
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    if normal:
-        b1, b2 = stream_base(seed, 2 * stream), stream_base(seed, 2 * stream + 1)
-    else:
-        b1 = b2 = stream_base(seed, stream)
-    return _counter_rng_op(index, numel, b1, b2, normal, dtype)
+    if type(numel) is not int:  # the schema's int takes a bool
+        _validate(index, numel, dtype)
+    base1, base2 = _bases(seed, stream, normal)
+    try:
+        name = backend.python_path(index, OP, BACKENDS)
+        if name is None:
+            return _OP(index, numel, base1, base2, normal, dtype)
+    except (TypeError, AttributeError, RuntimeError):
+        _validate(index, numel, dtype)  # a clearer message than the schema's
+        raise
+    if name == "triton":
+        return _counter_rng_triton(index, numel, base1, base2, normal, dtype)
+    _validate(index, numel, dtype)
+    return counter_rng_reference(index, numel, base1, base2, normal, dtype)

@@ -13,12 +13,15 @@ All backends compute in float64 and round once to the parameters' dtype: the
 cosine's argument reaches ~50 rad for fine filters, where float32 arithmetic
 loses ~1e-5 relative, and a whole VOneNet bank is only 512 x 25 x 25 values.
 
-Layers: this file holds the custom ops (``robustops::gabor_bank`` and
-``robustops::gabor_bank_backward``, which returns the five (F,) parameter
-gradients in one pass per filter), the plain-PyTorch reference (the oracle and
-fallback), fake kernels, autograd and all input validation. The kernels live in
-kernels/gabor_bank.h (math), csrc/cpu/gabor_bank.cpp, csrc/cuda/gabor_bank.cu and
-robustops/triton/gabor_bank.py.
+Layers: the ops ``robustops::gabor_bank`` and ``robustops::gabor_bank_backward``
+(which returns the five (F,) parameter gradients in one pass per filter) are declared
+in C++ (csrc/ops/gabor_bank.cpp, with their argument and value checks and the autograd
+kernel) and run kernels registered per dispatch key (csrc/cpu/gabor_bank.cpp,
+csrc/cuda/gabor_bank.cu; math in kernels/gabor_bank.h). This file holds what Python
+does best beside them: the public function (one call of ``torch.ops.robustops.gabor_bank``),
+the fake kernels, the plain-PyTorch reference (the oracle and the fallback without the
+extension) and the Triton backend (robustops/triton/gabor_bank.py) as
+``robustops::gabor_bank_triton`` / ``robustops::gabor_bank_backward_triton``.
 """
 from __future__ import annotations
 
@@ -86,97 +89,13 @@ def _gabor_bank_backward_reference(grad_out: Tensor, frequency: Tensor, sigma_x:
     return tuple((go * p).sum((1, 2)).to(frequency.dtype) for p in parts)
 
 
-# ----------------------------------------------------------------------------- custom ops
-
-
-def _check_values(frequency: Tensor, sigma_x: Tensor, sigma_y: Tensor, theta: Tensor,
-                  phase: Tensor) -> None:
-    """Finite parameters and sigma > 0; runs inside the op so torch.compile never reads data.
-
-    One flag is read back on every device: on a GPU that is one small sync per bank
-    (a bank is built once per model, or once per step when learned), and it gives a
-    clear ValueError where an async device assert would poison the CUDA context.
-    """
-    params = (frequency, sigma_x, sigma_y, theta, phase)
-    ok = torch.isfinite(torch.stack([t.detach() for t in params])).all()
-    ok = ok & (sigma_x > 0).all() & (sigma_y > 0).all()
-    if bool(ok):
-        return
-    for name, t in zip(PARAM_NAMES, params):
-        bad = ~torch.isfinite(t)
-        rule = "finite"
-        if name.startswith("sigma"):
-            bad |= t <= 0
-            rule = "finite and > 0"
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            raise ValueError(f"gabor_bank: {name} must be {rule}; {name}[{i}] = {t[i].item()} "
-                             f"({int(bad.sum())} of {t.numel()} values are bad)")
-
-
-@torch.library.custom_op("robustops::gabor_bank", mutates_args=())
-def _gabor_bank_op(frequency: Tensor, sigma_x: Tensor, sigma_y: Tensor, theta: Tensor,
-                   phase: Tensor, ksize: int) -> Tensor:
-    _check_values(frequency, sigma_x, sigma_y, theta, phase)
-    name = backend.resolve(frequency.device, OP, BACKENDS)
-    if name == "reference":
-        return gabor_bank_reference(frequency, sigma_x, sigma_y, theta, phase, ksize)
-    params = [t.contiguous() for t in (frequency, sigma_x, sigma_y, theta, phase)]
-    out = torch.empty((frequency.shape[0], ksize, ksize), dtype=frequency.dtype,
-                      device=frequency.device)
-    if name == "triton":
-        from ..triton.gabor_bank import gabor_bank_triton
-        gabor_bank_triton(out, *params)
-    else:
-        backend.extension().gabor_bank(out, *params)
-    return out
-
-
-@_gabor_bank_op.register_fake
-def _(frequency, sigma_x, sigma_y, theta, phase, ksize):
-    return frequency.new_empty((frequency.shape[0], ksize, ksize))
-
-
-@torch.library.custom_op("robustops::gabor_bank_backward", mutates_args=())
-def _gabor_bank_backward_op(grad_out: Tensor, frequency: Tensor, sigma_x: Tensor,
-                            sigma_y: Tensor, theta: Tensor, phase: Tensor
-                            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    name = backend.resolve(grad_out.device, OP, BACKENDS)
-    if name == "reference":
-        return _gabor_bank_backward_reference(grad_out, frequency, sigma_x, sigma_y, theta, phase)
-    params = [t.contiguous() for t in (frequency, sigma_x, sigma_y, theta, phase)]
-    go = grad_out.to(frequency.dtype).contiguous()
-    grads = tuple(torch.empty_like(params[0]) for _ in range(5))
-    if name == "triton":
-        from ..triton.gabor_bank import gabor_bank_backward_triton
-        gabor_bank_backward_triton(go, *params, grads)
-    else:
-        backend.extension().gabor_bank_backward(go, *params, *grads)
-    return grads
-
-
-@_gabor_bank_backward_op.register_fake
-def _(grad_out, frequency, sigma_x, sigma_y, theta, phase):
-    return tuple(torch.empty_like(frequency, memory_format=torch.contiguous_format)
-                 for _ in range(5))
-
-
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:5])
-
-
-def _backward(ctx, grad_out):
-    grads = _gabor_bank_backward_op(grad_out, *ctx.saved_tensors)
-    return (*grads, None)  # ksize gets no gradient
-
-
-_gabor_bank_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-# ----------------------------------------------------------------------------- public API
+# ----------------------------------------------------------------------------- python checks
 
 
 def _validate(params: tuple, ksize) -> None:
+    """The argument checks of csrc/ops/gabor_bank.cpp (same messages), for the backends
+    that do not run it (reference, triton), the fake kernel, and clearer errors for
+    arguments the op's schema rejects."""
     for name, t in zip(PARAM_NAMES, params):
         if not isinstance(t, Tensor):
             raise ValueError(f"gabor_bank: {name} must be a 1-D float tensor (one value per "
@@ -205,6 +124,100 @@ def _validate(params: tuple, ksize) -> None:
                          f"on a pixel), got {ksize}")
 
 
+def _check_values(frequency: Tensor, sigma_x: Tensor, sigma_y: Tensor, theta: Tensor,
+                  phase: Tensor) -> None:
+    """Finite parameters and sigma > 0, as the C++ kernels check them (same messages).
+
+    One flag is read back on every device: on a GPU that is one small sync per bank
+    (a bank is built once per model, or once per step when learned), and it gives a
+    clear ValueError where an async device assert would poison the CUDA context.
+    """
+    params = (frequency, sigma_x, sigma_y, theta, phase)
+    ok = torch.isfinite(torch.stack([t.detach() for t in params])).all()
+    ok = ok & (sigma_x > 0).all() & (sigma_y > 0).all()
+    if bool(ok):
+        return
+    for name, t in zip(PARAM_NAMES, params):
+        bad = ~torch.isfinite(t)
+        rule = "finite"
+        if name.startswith("sigma"):
+            bad |= t <= 0
+            rule = "finite and > 0"
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"gabor_bank: {name} must be {rule}; {name}[{i}] = {t[i].item()} "
+                             f"({int(bad.sum())} of {t.numel()} values are bad)")
+
+
+# ----------------------------------------------------------------------------- fake kernels
+
+
+def _fake(frequency, sigma_x, sigma_y, theta, phase, ksize):
+    _validate((frequency, sigma_x, sigma_y, theta, phase), ksize)
+    return frequency.new_empty((frequency.shape[0], ksize, ksize))
+
+
+def _fake_backward(grad_out, frequency, sigma_x, sigma_y, theta, phase):
+    return tuple(torch.empty_like(frequency, memory_format=torch.contiguous_format)
+                 for _ in range(5))
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::gabor_bank", _fake)
+    torch.library.register_fake("robustops::gabor_bank_backward", _fake_backward)
+    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
+    _OP = torch.ops.robustops.gabor_bank.default
+else:  # no extension: the reference backend runs everything
+    _OP = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+@torch.library.custom_op("robustops::gabor_bank_triton", mutates_args=())
+def _gabor_bank_triton(frequency: Tensor, sigma_x: Tensor, sigma_y: Tensor, theta: Tensor,
+                       phase: Tensor, ksize: int) -> Tensor:
+    from ..triton.gabor_bank import gabor_bank_triton
+    params = (frequency, sigma_x, sigma_y, theta, phase)
+    _validate(params, ksize)
+    _check_values(*params)
+    out = torch.empty((frequency.shape[0], ksize, ksize), dtype=frequency.dtype,
+                      device=frequency.device)
+    gabor_bank_triton(out, *[t.contiguous() for t in params])
+    return out
+
+
+@torch.library.custom_op("robustops::gabor_bank_backward_triton", mutates_args=())
+def _gabor_bank_backward_triton(grad_out: Tensor, frequency: Tensor, sigma_x: Tensor,
+                                sigma_y: Tensor, theta: Tensor, phase: Tensor
+                                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    from ..triton.gabor_bank import gabor_bank_backward_triton
+    params = [t.contiguous() for t in (frequency, sigma_x, sigma_y, theta, phase)]
+    go = grad_out.to(frequency.dtype).contiguous()
+    grads = tuple(torch.empty_like(params[0]) for _ in range(5))
+    gabor_bank_backward_triton(go, *params, grads)
+    return grads
+
+
+_gabor_bank_triton.register_fake(_fake)
+_gabor_bank_backward_triton.register_fake(_fake_backward)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:5])
+
+
+def _backward(ctx, grad_out):
+    grads = _gabor_bank_backward_triton(grad_out, *ctx.saved_tensors)
+    return (*grads, None)  # ksize gets no gradient
+
+
+_gabor_bank_triton.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
 def gabor_bank(frequency: Tensor, sigma_x: Tensor, sigma_y: Tensor, theta: Tensor,
                phase: Tensor, ksize: int) -> Tensor:
     """A bank of F Gabor filters, (F, ksize, ksize), differentiable in all five parameters.
@@ -215,6 +228,17 @@ def gabor_bank(frequency: Tensor, sigma_x: Tensor, sigma_y: Tensor, theta: Tenso
     ksize: odd int >= 1. Returns the parameters' dtype; filter i equals VOneNet's
     gabor_kernel(frequency[i], sigma_x[i], sigma_y[i], theta[i], phase[i], ksize).
     """
-    params = (frequency, sigma_x, sigma_y, theta, phase)
-    _validate(params, ksize)
-    return _gabor_bank_op(frequency, sigma_x, sigma_y, theta, phase, ksize)
+    if type(ksize) is not int:  # the schema's int takes a bool
+        _validate((frequency, sigma_x, sigma_y, theta, phase), ksize)
+    try:
+        name = backend.python_path(frequency, OP, BACKENDS)
+        if name is None:
+            return _OP(frequency, sigma_x, sigma_y, theta, phase, ksize)
+    except (TypeError, AttributeError, RuntimeError):
+        _validate((frequency, sigma_x, sigma_y, theta, phase), ksize)  # a clearer message
+        raise
+    if name == "triton":
+        return _gabor_bank_triton(frequency, sigma_x, sigma_y, theta, phase, ksize)
+    _validate((frequency, sigma_x, sigma_y, theta, phase), ksize)
+    _check_values(frequency, sigma_x, sigma_y, theta, phase)
+    return gabor_bank_reference(frequency, sigma_x, sigma_y, theta, phase, ksize)

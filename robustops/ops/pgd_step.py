@@ -382,8 +382,8 @@ def pgd_step(x: Tensor, x_nat: Tensor, grad: Tensor, eps: Scalar, alpha: Scalar,
     """
     eps, alpha, eps_t, alpha_t, norm = _arguments(eps, alpha, norm)
     try:
-        name = backend.resolve(x.device, OP, BACKENDS)
-        if name == "cpp" or name == "cuda":
+        name = backend.python_path(x, OP, BACKENDS)
+        if name is None:
             return _OP(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
     except (TypeError, AttributeError, RuntimeError):
         _check_tensors(x, x_nat, grad)  # a clearer message than the schema's
@@ -396,8 +396,8 @@ def pgd_step_(x: Tensor, x_nat: Tensor, grad: Tensor, eps: Scalar, alpha: Scalar
     """In-place pgd_step (what attack loops use): updates and returns x. Same arguments as pgd_step."""
     eps, alpha, eps_t, alpha_t, norm = _arguments(eps, alpha, norm)
     try:
-        name = backend.resolve(x.device, OP, BACKENDS)
-        if name == "cpp" or name == "cuda":
+        name = backend.python_path(x, OP, BACKENDS)
+        if name is None:
             _OP_INPLACE(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
             return x
     except (TypeError, AttributeError, RuntimeError):

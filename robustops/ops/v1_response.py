@@ -36,11 +36,16 @@ are and the output follows q0's memory format; anything else is made contiguous.
 float32 and float64 compute in their own precision; float16/bfloat16 compute in
 float32 and return their dtype. NaN/Inf inputs are not checked (they propagate).
 
-Layers: this file holds the custom ops (``robustops::v1_response``,
-``robustops::v1_response_backward``), the plain-PyTorch references (the oracle and
-fallback), fake kernels, autograd and all input validation. The kernels live in
-kernels/v1_response.h (math), csrc/cpu/v1_response.cpp, csrc/cuda/v1_response.cu
-and robustops/triton/v1_response.py.
+Layers: the ops ``robustops::v1_response`` and ``robustops::v1_response_backward``
+are declared in C++ (csrc/ops/v1_response.cpp, with their argument checks, the layout
+handling and the autograd kernel) and run kernels registered per dispatch key
+(csrc/cpu/v1_response.cpp, csrc/cuda/v1_response.cu; math in kernels/v1_response.h).
+The op's ``index`` may be None with the noise on: sample b then has index b (no index
+tensor is built). This file holds what Python does best beside them: the public
+function (one call of ``torch.ops.robustops.v1_response``), the fake kernels, the
+plain-PyTorch references (the oracle and the fallback without the extension) and the
+Triton backend (robustops/triton/v1_response.py) as ``robustops::v1_response_triton``
+/ ``robustops::v1_response_backward_triton``.
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ from torch import Tensor
 from .. import backend
 from ..counter_rng import counter_uniform, sample_index
 from .counter_rng import stream_base
-from .pgd_step import _direct_call_ok, _opmath
+from .pgd_step import _opmath
 
 __all__ = ["v1_response", "v1_response_reference", "v1_response_backward_reference",
            "v1_noise_normals", "V1_NOISE_STREAM"]
@@ -67,6 +72,7 @@ V1_NOISE_STREAM = 0x5631
 INV_SQRT2 = 0.70710678118654752440
 NOISE_EPS = 1e-4
 _M64 = (1 << 64) - 1
+_M63 = 1 << 63
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -111,11 +117,19 @@ def v1_noise_normals(shape, seed: int, index: Union[None, int, Tensor] = None,
 
 
 def _cells(a: Tensor, b: Tensor, k: float) -> Tensor:
-    """x before noise, in the compute type: simple channels then complex ones."""
+    """x before noise, in the compute type: simple channels then complex ones.
+
+    The complex cell's energy goes through a guarded sqrt, so autograd gives it the
+    kernels' gradient 0 (not NaN) where q0 = q1 = 0; the values are unchanged.
+    """
     s = a.shape[1] - b.shape[1]
     simple = k * torch.relu(a[:, :s])
     ac = a[:, s:]
-    cplx = k * torch.sqrt(ac * ac + b * b) * INV_SQRT2
+    e2 = ac * ac + b * b
+    pos = e2 > 0
+    energy = torch.where(pos, torch.sqrt(torch.where(pos, e2, torch.ones_like(e2))),
+                         torch.zeros_like(e2))
+    cplx = k * energy * INV_SQRT2
     return torch.cat([simple, cplx], dim=1)
 
 
@@ -127,7 +141,7 @@ def v1_response_reference(q0: Tensor, q1: Tensor, k_exc: float = 25.0, noise_sca
     q0: (B, S + Cc, H, W), q1: (B, Cc, H, W) floating; index: (B,) int64 global sample
     indices (needed when noise is on). Returns (B, S + Cc, H, W) in q0's dtype and
     memory format, computed in float32 (float64 for float64). Differentiable by
-    torch autograd except at q0 = q1 = 0 of complex channels (sqrt'(0)).
+    torch autograd, with the kernels' gradients (0 for complex cells at q0 = q1 = 0).
     """
     ct = _opmath(q0.dtype)
     x = _cells(q0.to(ct), q1.to(ct), k_exc)
@@ -170,134 +184,7 @@ def v1_response_backward_reference(grad_out: Tensor, q0: Tensor, q1: Tensor, k_e
             (f * b).to(q1.dtype).contiguous(memory_format=_memory_format(q1)))
 
 
-# ----------------------------------------------------------------------------- kernels
-
-
-def _channels_last(*ts: Tensor) -> Optional[bool]:
-    """False: all contiguous NCHW; True: all channels_last; None: copies needed."""
-    if all(t.is_contiguous() for t in ts):
-        return False
-    if all(t.is_contiguous(memory_format=torch.channels_last) for t in ts):
-        return True
-    return None
-
-
-def _kernel_args(q0: Tensor, q1: Tensor, index: Optional[Tensor], k_exc: float,
-                 noise_scale: float, noise_level: float, noise: bool, seed: int) -> tuple:
-    b1, b2 = noise_bases(seed) if noise else (0, 0)
-    idx = index.contiguous() if noise else None
-    return (idx, q0.shape[1] - q1.shape[1], float(k_exc), float(noise_scale),
-            float(noise_level), bool(noise), b1, b2)
-
-
-def _run_forward(out: Tensor, q0: Tensor, q1: Tensor, index: Optional[Tensor], k_exc: float,
-                 noise_scale: float, noise_level: float, noise: bool, seed: int) -> None:
-    """Write v1_response(q0, q1) into `out` (empty_like(q0)) with the chosen backend."""
-    name = backend.resolve(q0.device, OP, BACKENDS)
-    if name == "reference":
-        out.copy_(v1_response_reference(q0, q1, k_exc, noise_scale, noise_level, noise, seed,
-                                        index))
-        return
-    if out.numel() == 0:
-        return
-    args = _kernel_args(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
-    cl = _channels_last(out, q0, q1)
-    target = out
-    if cl is None:  # neither layout: the kernels walk dense NCHW
-        cl, q0, q1 = False, q0.contiguous(), q1.contiguous()
-        target = torch.empty(out.shape, dtype=out.dtype, device=out.device)
-    if name == "triton":
-        from ..triton.v1_response import v1_response_triton
-        v1_response_triton(target, q0, q1, *args, cl)
-    else:
-        backend.extension().v1_response(target, q0, q1, *args, cl)
-    if target is not out:
-        out.copy_(target)
-
-
-def _run_backward(gq0: Tensor, gq1: Tensor, grad_out: Tensor, q0: Tensor, q1: Tensor,
-                  index: Optional[Tensor], k_exc: float, noise_scale: float, noise_level: float,
-                  noise: bool, seed: int) -> None:
-    """Write the gradients into gq0 (empty_like(q0)) and gq1 (empty_like(q1))."""
-    name = backend.resolve(q0.device, OP, BACKENDS)
-    if name == "reference":
-        r0, r1 = v1_response_backward_reference(grad_out, q0, q1, k_exc, noise_scale,
-                                                noise_level, noise, seed, index)
-        gq0.copy_(r0)
-        gq1.copy_(r1)
-        return
-    if q0.numel() == 0:
-        return
-    args = _kernel_args(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
-    # Autograd often hands over expanded or differently strided gradients.
-    go = grad_out
-    if go.dtype != q0.dtype or go.stride() != q0.stride():
-        go = torch.empty_like(q0)
-        go.copy_(grad_out)
-    cl = _channels_last(gq0, gq1, go, q0, q1)
-    t0, t1 = gq0, gq1
-    if cl is None:
-        cl, go, q0, q1 = False, go.contiguous(), q0.contiguous(), q1.contiguous()
-        t0 = torch.empty(q0.shape, dtype=q0.dtype, device=q0.device)
-        t1 = torch.empty(q1.shape, dtype=q1.dtype, device=q1.device)
-    if name == "triton":
-        from ..triton.v1_response import v1_response_backward_triton
-        v1_response_backward_triton(t0, t1, go, q0, q1, *args, cl)
-    else:
-        backend.extension().v1_response_backward(t0, t1, go, q0, q1, *args, cl)
-    if t0 is not gq0:
-        gq0.copy_(t0)
-        gq1.copy_(t1)
-
-
-# ----------------------------------------------------------------------------- custom ops
-
-
-@torch.library.custom_op("robustops::v1_response", mutates_args=())
-def _v1_response_op(q0: Tensor, q1: Tensor, index: Optional[Tensor], k_exc: float,
-                    noise_scale: float, noise_level: float, noise: bool, seed: int) -> Tensor:
-    out = torch.empty_like(q0)
-    _run_forward(out, q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
-    return out
-
-
-@_v1_response_op.register_fake
-def _(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed):
-    return torch.empty_like(q0)
-
-
-@torch.library.custom_op("robustops::v1_response_backward", mutates_args=())
-def _v1_response_backward_op(grad_out: Tensor, q0: Tensor, q1: Tensor, index: Optional[Tensor],
-                             k_exc: float, noise_scale: float, noise_level: float, noise: bool,
-                             seed: int) -> tuple[Tensor, Tensor]:
-    gq0, gq1 = torch.empty_like(q0), torch.empty_like(q1)
-    _run_backward(gq0, gq1, grad_out, q0, q1, index, k_exc, noise_scale, noise_level, noise,
-                  seed)
-    return gq0, gq1
-
-
-@_v1_response_backward_op.register_fake
-def _(grad_out, q0, q1, index, k_exc, noise_scale, noise_level, noise, seed):
-    return torch.empty_like(q0), torch.empty_like(q1)
-
-
-def _setup_context(ctx, inputs, output):
-    q0, q1, index, k_exc, noise_scale, noise_level, noise, seed = inputs
-    # Only the inputs: the noise is recomputed from the counter in backward.
-    ctx.save_for_backward(q0, q1, index)
-    ctx.scalars = (k_exc, noise_scale, noise_level, noise, seed)
-
-
-def _backward(ctx, grad_out):
-    q0, q1, index = ctx.saved_tensors
-    gq0, gq1 = _v1_response_backward_op(grad_out, q0, q1, index, *ctx.scalars)
-    return gq0, gq1, None, None, None, None, None, None
-
-
-_v1_response_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-# ----------------------------------------------------------------------------- public API
+# ----------------------------------------------------------------------------- python checks
 
 
 def _real(v, name: str) -> float:
@@ -307,6 +194,10 @@ def _real(v, name: str) -> float:
 
 
 def _validate(q0, q1, k_exc, noise_scale, noise_level, noise, seed):
+    """The checks of csrc/ops/v1_response.cpp (same messages), for the backends that do
+    not run it (reference, triton), the fake kernel, and clearer errors for arguments
+    the op's schema rejects or takes loosely (a bool for a float, an int for a bool).
+    Returns the scalars as the op takes them (floats; the seed folded to int64)."""
     for name, t in (("q0", q0), ("q1", q1)):
         if not isinstance(t, Tensor):
             raise ValueError(f"v1_response: {name} must be a tensor, got {type(t).__name__}")
@@ -336,9 +227,150 @@ def _validate(q0, q1, k_exc, noise_scale, noise_level, noise, seed):
         raise ValueError(f"v1_response: noise must be a bool, got {noise!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"v1_response: seed must be an int, got {seed!r}")
-    # The op schema takes int64: fold the seed to the 64 bits stream_base uses anyway.
-    seed = ((seed & _M64) ^ (1 << 63)) - (1 << 63)
-    return k_exc, noise_scale, noise_level, seed
+    return k_exc, noise_scale, noise_level, _fold_seed(seed)
+
+
+def _fold_seed(seed: int) -> int:
+    """The seed as the op's int64 (stream_base reads it modulo 2**64 anyway)."""
+    if -_M63 <= seed < _M63:
+        return seed
+    return ((seed & _M64) ^ _M63) - _M63
+
+
+def _validate_op(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed) -> None:
+    """Every check of the op (_validate, and index: None or (B,) int64 on q0's device)."""
+    _validate(q0, q1, k_exc, noise_scale, noise_level, noise, seed)
+    if index is not None:
+        if index.dtype != torch.int64 or index.ndim != 1 or index.shape[0] != q0.shape[0]:
+            raise ValueError(f"v1_response: index must be an int64 tensor of shape "
+                             f"({q0.shape[0]},) (one global sample index per sample), got "
+                             f"{tuple(index.shape)} {index.dtype}")
+        if index.device != q0.device:
+            raise ValueError(f"v1_response: index is on {index.device} but q0 is on "
+                             f"{q0.device}; move it with index.to(q0.device)")
+
+
+# ----------------------------------------------------------------------------- fake kernels
+
+
+def _fake(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed):
+    _validate_op(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
+    return torch.empty_like(q0)
+
+
+def _fake_backward(grad_out, q0, q1, index, k_exc, noise_scale, noise_level, noise, seed):
+    return torch.empty_like(q0), torch.empty_like(q1)
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::v1_response", _fake)
+    torch.library.register_fake("robustops::v1_response_backward", _fake_backward)
+    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
+    _OP = torch.ops.robustops.v1_response.default
+else:  # no extension: the reference backend runs everything
+    _OP = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+def _channels_last(*ts: Tensor) -> Optional[bool]:
+    """False: all contiguous NCHW; True: all channels_last; None: copies needed."""
+    if all(t.is_contiguous() for t in ts):
+        return False
+    if all(t.is_contiguous(memory_format=torch.channels_last) for t in ts):
+        return True
+    return None
+
+
+def _kernel_args(q0: Tensor, q1: Tensor, index: Optional[Tensor], k_exc: float,
+                 noise_scale: float, noise_level: float, noise: bool, seed: int) -> tuple:
+    b1, b2 = noise_bases(seed) if noise else (0, 0)
+    idx = None
+    if noise:
+        idx = (index.contiguous() if index is not None
+               else torch.arange(q0.shape[0], device=q0.device, dtype=torch.int64))
+    return (idx, q0.shape[1] - q1.shape[1], float(k_exc), float(noise_scale),
+            float(noise_level), bool(noise), b1, b2)
+
+
+@torch.library.custom_op("robustops::v1_response_triton", mutates_args=())
+def _v1_response_triton(q0: Tensor, q1: Tensor, index: Optional[Tensor], k_exc: float,
+                        noise_scale: float, noise_level: float, noise: bool,
+                        seed: int) -> Tensor:
+    from ..triton.v1_response import v1_response_triton
+    _validate_op(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
+    out = torch.empty_like(q0)
+    if out.numel() == 0:
+        return out
+    args = _kernel_args(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
+    cl = _channels_last(out, q0, q1)
+    target = out
+    if cl is None:  # neither layout: the kernels walk dense NCHW
+        cl, q0, q1 = False, q0.contiguous(), q1.contiguous()
+        target = torch.empty(out.shape, dtype=out.dtype, device=out.device)
+    v1_response_triton(target, q0, q1, *args, cl)
+    if target is not out:
+        out.copy_(target)
+    return out
+
+
+@torch.library.custom_op("robustops::v1_response_backward_triton", mutates_args=())
+def _v1_response_backward_triton(grad_out: Tensor, q0: Tensor, q1: Tensor,
+                                 index: Optional[Tensor], k_exc: float, noise_scale: float,
+                                 noise_level: float, noise: bool,
+                                 seed: int) -> tuple[Tensor, Tensor]:
+    from ..triton.v1_response import v1_response_backward_triton
+    gq0, gq1 = torch.empty_like(q0), torch.empty_like(q1)
+    if q0.numel() == 0:
+        return gq0, gq1
+    args = _kernel_args(q0, q1, index, k_exc, noise_scale, noise_level, noise, seed)
+    # Autograd often hands over expanded or differently strided gradients.
+    go = grad_out
+    if go.dtype != q0.dtype or go.stride() != q0.stride():
+        go = torch.empty_like(q0)
+        go.copy_(grad_out)
+    cl = _channels_last(gq0, gq1, go, q0, q1)
+    t0, t1 = gq0, gq1
+    if cl is None:
+        cl, go, q0, q1 = False, go.contiguous(), q0.contiguous(), q1.contiguous()
+        t0 = torch.empty(q0.shape, dtype=q0.dtype, device=q0.device)
+        t1 = torch.empty(q1.shape, dtype=q1.dtype, device=q1.device)
+    v1_response_backward_triton(t0, t1, go, q0, q1, *args, cl)
+    if t0 is not gq0:
+        gq0.copy_(t0)
+        gq1.copy_(t1)
+    return gq0, gq1
+
+
+_v1_response_triton.register_fake(_fake)
+_v1_response_backward_triton.register_fake(_fake_backward)
+
+
+def _setup_context(ctx, inputs, output):
+    q0, q1, index, k_exc, noise_scale, noise_level, noise, seed = inputs
+    # Only the inputs: the noise is recomputed from the counter in backward.
+    ctx.save_for_backward(q0, q1, index)
+    ctx.scalars = (k_exc, noise_scale, noise_level, noise, seed)
+
+
+def _backward(ctx, grad_out):
+    q0, q1, index = ctx.saved_tensors
+    gq0, gq1 = _v1_response_backward_triton(grad_out, q0, q1, index, *ctx.scalars)
+    return gq0, gq1, None, None, None, None, None, None
+
+
+_v1_response_triton.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _index(q0: Tensor, index, noise: bool) -> Optional[Tensor]:
+    """The op's index: global sample indices (B,) int64 on q0's device (validated even
+    when the noise is off, and then left out of the graph)."""
+    idx = sample_index(q0.shape[0], index, q0.device)
+    return idx if noise else None
 
 
 def v1_response(q0: Tensor, q1: Tensor, *, k_exc: float = 25.0, noise_scale: float = 0.35,
@@ -352,14 +384,24 @@ def v1_response(q0: Tensor, q1: Tensor, *, k_exc: float = 25.0, noise_scale: flo
     int; index: global sample indices (None: 0..B-1, an int offset, or a (B,) tensor).
     Returns (B, S + Cc, H, W) in q0's dtype and memory format; differentiable in q0, q1.
     """
-    k_exc, noise_scale, noise_level, seed = _validate(q0, q1, k_exc, noise_scale, noise_level,
-                                                      noise, seed)
-    batch = q0.shape[0]
-    idx = sample_index(batch, index, q0.device) if (noise or index is not None) else None
-    if not noise:
-        idx = None  # validated, but unused: keep it out of the graph
-    if _direct_call_ok(q0, q1, idx, inplace=False):
-        out = torch.empty_like(q0)
-        _run_forward(out, q0, q1, idx, k_exc, noise_scale, noise_level, noise, seed)
-        return out
-    return _v1_response_op(q0, q1, idx, k_exc, noise_scale, noise_level, noise, seed)
+    if (type(k_exc) is not float or type(noise_scale) is not float
+            or type(noise_level) is not float or type(noise) is not bool
+            or type(seed) is not int or not -_M63 <= seed < _M63):
+        # Anything but the common call: convert (ints to floats, a big seed folded), or
+        # raise what the schema would take loosely (a bool for a float, an int for a bool).
+        k_exc, noise_scale, noise_level, seed = _validate(q0, q1, k_exc, noise_scale,
+                                                          noise_level, noise, seed)
+    try:
+        idx = None if index is None else _index(q0, index, noise)
+        name = backend.python_path(q0, OP, BACKENDS)
+        if name is None:
+            return _OP(q0, q1, idx, k_exc, noise_scale, noise_level, noise, seed)
+    except (TypeError, AttributeError, RuntimeError):
+        _validate(q0, q1, k_exc, noise_scale, noise_level, noise, seed)  # a clearer message
+        raise
+    if name == "triton":
+        return _v1_response_triton(q0, q1, idx, k_exc, noise_scale, noise_level, noise, seed)
+    _validate_op(q0, q1, idx, k_exc, noise_scale, noise_level, noise, seed)
+    if noise and idx is None:
+        idx = torch.arange(q0.shape[0], device=q0.device, dtype=torch.int64)
+    return v1_response_reference(q0, q1, k_exc, noise_scale, noise_level, noise, seed, idx)

@@ -15,13 +15,15 @@ import pathlib
 import shutil
 import time
 import warnings
+import weakref
 from typing import Callable, Dict, Iterator, Optional, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from .checkpoint import (CheckpointError, checkpoint_folders, load_checkpoint,
+from .checkpoint import (CheckpointError, RunFolderInUse, RunFolderLock, atomic_write_text,
+                         checkpoint_folders, load_checkpoint, remove_stale_temporaries,
                          save_checkpoint, save_weights)
 from .distributed import all_mean, barrier, init_from_env
 from .objectives import Objective
@@ -33,6 +35,26 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
 AUTOCAST = {None: None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
             "fp16": torch.float16, "float16": torch.float16}
+
+
+class _HeldFolder:
+    """A run folder this process has locked, and the Trainer that may use it."""
+
+    def __init__(self, key: str, lock: RunFolderLock, owner: "Trainer"):
+        self.key, self.lock, self.owner = key, lock, weakref.ref(owner)
+
+
+# Run folders locked by this process, by real path. Another process is kept out by the
+# flock; another Trainer of this process may take a folder over from one that is not
+# training (e.g. a notebook cell run again), never from one inside fit().
+_HELD: Dict[str, _HeldFolder] = {}
+
+
+def _release_orphan(key: str) -> None:
+    held = _HELD.get(key)
+    if held is not None and held.owner() is None:
+        held.lock.release()
+        _HELD.pop(key, None)
 
 
 class _SkipSampler(Sampler):
@@ -69,8 +91,13 @@ class Trainer:
 
     Checkpoints (model, optimizer, position, objective state, RNG) go atomically to
     out_dir/checkpoints/step-N/ (safetensors + JSON) every `checkpoint_every` steps and at each epoch end; a
-    new Trainer with the same out_dir resumes from it (resume=True). Metrics go to
-    out_dir/metrics.jsonl; final weights to out_dir/model.safetensors (rank 0 writes).
+    new Trainer with the same out_dir resumes from it (resume=True): from the newest
+    checkpoint that passes its checks, with a warning for each damaged one skipped, or a
+    CheckpointError when none does. Metrics go to out_dir/metrics.jsonl; final weights to
+    out_dir/model.safetensors (rank 0 writes).
+    The run locks out_dir (out_dir/.lock) from construction to the end of fit() (or
+    close()): a second run on the same folder gets RunFolderInUse. A killed run's lock
+    goes with its process; its leftover temporaries are removed when the next one starts.
     eval_fn(model) -> dict runs every `eval_every` epochs on rank 0; with
     distributed_eval=True it runs on every rank, which must then shard the work and
     return the same dict everywhere (e.g. robust_accuracy(..., distributed=True)).
@@ -106,6 +133,13 @@ class Trainer:
         self.device = torch.device(device) if device is not None else (
             next(model.parameters()).device)
         self.rank, self.world = init_from_env(self.device)
+        self.out_dir = pathlib.Path(out_dir) if out_dir is not None else None
+        self._held: Optional[_HeldFolder] = None
+        self._finalizer = None
+        self._fitting = False
+        # First: a run refused for a busy folder changes nothing. (If the set-up below fails,
+        # the lock goes with this half-built Trainer, or to the next Trainer of this process.)
+        self._lock()
         torch.manual_seed(seed)  # same initial RNG on every rank
         self.model = model.to(self.device)
         if channels_last:
@@ -116,7 +150,6 @@ class Trainer:
         self.grad_clip = grad_clip
         self.autocast_dtype = AUTOCAST[autocast]
         self.channels_last = channels_last
-        self.out_dir = pathlib.Path(out_dir) if out_dir is not None else None
         self.resume = resume
         self.checkpoint_every = checkpoint_every
         self.eval_fn, self.eval_every, self.log_every = eval_fn, eval_every, log_every
@@ -147,8 +180,19 @@ class Trainer:
         self._window: tuple = ({}, 0)
         self.steps_per_epoch  # fail now, not after set-up, when a batch is larger than the data
         self.history: list = []
-        if self.out_dir is not None and resume:
-            self._resume()
+        if self.out_dir is not None:
+            try:
+                if self.rank == 0:
+                    self._check_out_dir()
+                    remove_stale_temporaries(self.out_dir)
+                barrier()  # the other ranks read checkpoints once rank 0 has tidied
+                if resume:
+                    self._resume()
+                if self.global_step == 0:
+                    self._trim_metrics()  # a fresh start: an old log in the folder is not kept
+            except BaseException:
+                self.close()
+                raise
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -180,6 +224,42 @@ class Trainer:
     def _checkpoint_root(self) -> pathlib.Path:
         return self.out_dir / "checkpoints"
 
+    # ------------------------------------------------------------------ the run folder
+
+    def _lock(self) -> None:
+        """Lock out_dir for this Trainer (rank 0, which writes); RunFolderInUse if taken."""
+        if self.out_dir is None or self.rank != 0:
+            return
+        key = os.path.realpath(self.out_dir)
+        held = _HELD.get(key)
+        if held is not None and held.lock.held:
+            other = held.owner()
+            if other is not None and other is not self and other._fitting:
+                raise RunFolderInUse(f"{self.out_dir} is in use by another Trainer of this process, "
+                                     "which is training; wait for its fit() to end or choose "
+                                     "another out_dir")
+        else:
+            if self.out_dir.exists() and not self.out_dir.is_dir():
+                raise ValueError(f"out_dir {self.out_dir} exists and is not a folder")
+            held = _HELD[key] = _HeldFolder(key, RunFolderLock(self.out_dir).acquire(), self)
+        held.owner = weakref.ref(self)
+        self._held = held
+        if self._finalizer is None:  # released if this Trainer is dropped without fit()/close()
+            self._finalizer = weakref.finalize(self, _release_orphan, key)
+
+    def close(self) -> None:
+        """Release out_dir's lock (fit() does this when it ends; a new fit() takes it again)."""
+        held, self._held = self._held, None
+        if held is not None and held.owner() is self:
+            held.lock.release()
+            _HELD.pop(held.key, None)
+
+    def _check_out_dir(self) -> None:
+        root = self._checkpoint_root()
+        if (root.exists() or root.is_symlink()) and not root.is_dir():
+            raise CheckpointError(f"{root} exists and is not a folder; move it away or choose "
+                                  "another out_dir")
+
     def save(self) -> None:
         """Atomic checkpoint of the current position (rank 0 writes; all ranks wait).
 
@@ -189,8 +269,16 @@ class Trainer:
         if self.out_dir is not None and self.rank == 0:
             root = self._checkpoint_root()
             save_checkpoint(self._state(), root / f"step-{self.global_step:08d}")
-            for _, old in checkpoint_folders(root)[KEEP_CHECKPOINTS:]:
-                shutil.rmtree(old, ignore_errors=True)
+            folders = checkpoint_folders(root)
+            # Newer than this one: left by a run that resumed from an older checkpoint
+            # (the newer ones were damaged) or started over; this run replaces them.
+            stale = [f for step, f in folders if step > self.global_step]
+            kept = [f for step, f in folders if step <= self.global_step]
+            for old in stale + kept[KEEP_CHECKPOINTS:]:
+                if old.is_symlink():
+                    old.unlink()
+                else:
+                    shutil.rmtree(old, ignore_errors=True)
         barrier()
 
     def _resume(self) -> None:
@@ -201,7 +289,8 @@ class Trainer:
                 self._load(folder)
             except CheckpointError as exc:
                 problems.append(str(exc))
-                warnings.warn(f"{exc}; trying the previous checkpoint", stacklevel=3)
+                warnings.warn(f"{exc}; trying the previous checkpoint (this run will replace "
+                              "the damaged one)", stacklevel=3)
                 continue
             return
         if problems:
@@ -209,22 +298,60 @@ class Trainer:
                                   + "; ".join(problems) + ". Delete the folder to start over.")
 
     def _load(self, path: pathlib.Path) -> None:
+        """Restore the state of checkpoint `path`; CheckpointError if it is damaged, foreign
+        or does not fit this run (then nothing of the position is changed and the caller
+        loads another checkpoint over the rest)."""
         state = load_checkpoint(path)
         if not isinstance(state, dict) or state.get("kind") != "robustops.Trainer":
             raise CheckpointError(f"{path} is not a robustops Trainer checkpoint; delete it or "
                                   "use another out_dir")
+        window = self._check_state(state, path)
         if state["world"] != self.world:
             raise RuntimeError(f"{path} was written by {state['world']} processes, this run has "
                                f"{self.world}; mid-epoch positions would not match")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.objective.load_state_dict(state["objective"])
-        torch.set_rng_state(state["rng"])
-        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.global_step = state["global_step"]
-        window = state.get("window", {})
-        self._window = (dict(window.get("sums", {})), int(window.get("count", 0)))
+        spe = self.steps_per_epoch
+        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        if step_in_epoch > spe or global_step != epoch * spe + step_in_epoch:
+            raise CheckpointError(
+                f"checkpoint {path} is at step {global_step} (epoch {epoch}, step {step_in_epoch} "
+                f"of it), which does not fit this run's {spe} steps per epoch: the batch size, "
+                "the data or drop_last differ from the run that wrote it")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.objective.load_state_dict(state["objective"])
+            torch.set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this run's model, optimizer "
+                                  f"or objective ({type(exc).__name__}: {str(exc)[:400]})") from exc
+        self.epoch, self.step_in_epoch, self.global_step = epoch, step_in_epoch, global_step
+        self._window = window
         self._trim_metrics()
+
+    @staticmethod
+    def _check_state(state: dict, path: pathlib.Path) -> tuple:
+        """CheckpointError unless `state` has every entry a Trainer writes, of its type;
+        returns the metric window."""
+        def bad(what: str) -> CheckpointError:
+            return CheckpointError(f"checkpoint {path}: {what}")
+
+        for key, kind in (("model", dict), ("optimizer", dict), ("objective", dict), ("rng", Tensor)):
+            if not isinstance(state.get(key), kind):
+                raise bad(f"entry {key!r} is missing or not a {kind.__name__}")
+        if not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state["model"].items()):
+            raise bad("entry 'model' is not a state_dict of tensors")
+        for key in ("epoch", "step_in_epoch", "global_step", "world"):
+            v = state.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad(f"entry {key!r} is missing or not an int >= 0 (got {v!r})")
+        window = state.get("window", {"sums": {}, "count": 0})
+        sums = window.get("sums") if isinstance(window, dict) else None
+        count = window.get("count") if isinstance(window, dict) else None
+        if not (isinstance(sums, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
+                                               and not isinstance(v, bool) for k, v in sums.items())
+                and isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+            raise bad("entry 'window' is not {'sums': {name: number}, 'count': int >= 0}")
+        return dict(sums), count
 
     def _trim_metrics(self) -> None:
         # Lines logged after the checkpoint by a killed run are replayed on resume.
@@ -237,17 +364,19 @@ class Trainer:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by the kill
                 return False
+            if not isinstance(record, dict) or not all(
+                    isinstance(record.get(k, 0), (int, float)) for k in ("step", "epoch")):
+                return False
             # An epoch's eval record follows its last step: a checkpoint taken at that step
             # inside the epoch (the epoch not yet counted) precedes it.
             return record.get("step", 0) <= self.global_step and not (
                 "eval" in record and record.get("epoch", 0) > self.epoch)
 
-        keep = [line for line in path.read_text().splitlines()
-                if line.strip() and before_checkpoint(line)]
+        text = path.read_text(encoding="utf-8", errors="replace")
+        keep = [line for line in text.splitlines() if line.strip() and before_checkpoint(line)]
         save_text = "".join(line + "\n" for line in keep)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(save_text)
-        os.replace(tmp, path)
+        if save_text != text:
+            atomic_write_text(path, save_text)  # a fresh temporary name: no planted link followed
 
     def _metrics_path(self) -> Optional[pathlib.Path]:
         return None if self.out_dir is None else self.out_dir / "metrics.jsonl"
@@ -307,6 +436,15 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to the last epoch (resuming where a checkpoint left off); returns the last metrics."""
+        self._lock()
+        self._fitting = True
+        try:
+            return self._fit()
+        finally:
+            self._fitting = False
+            self.close()
+
+    def _fit(self) -> dict:
         bar = None
         last: dict = {}
         t_start = time.perf_counter()

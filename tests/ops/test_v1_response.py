@@ -256,9 +256,26 @@ def test_opcheck():
     fwd = torch.ops.robustops.v1_response.default
     torch.library.opcheck(fwd, (q0.requires_grad_(), q1.requires_grad_(), idx, K, S_, L_, True, 7))
     torch.library.opcheck(fwd, (q0.detach(), q1.detach(), None, K, S_, L_, False, 0))
+    # No index with the noise on: sample b has index b (no index tensor is built).
+    torch.library.opcheck(fwd, (q0.detach(), q1.detach(), None, K, S_, L_, True, 7))
     bwd = torch.ops.robustops.v1_response_backward.default
     go = torch.randn(q0.shape)
     torch.library.opcheck(bwd, (go, q0.detach(), q1.detach(), idx, K, S_, L_, True, 7))
+    torch.library.opcheck(bwd, (go, q0.detach(), q1.detach(), None, K, S_, L_, True, 7))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_op_without_index_draws_samples_0_to_b(layout):
+    q0, q1 = inputs(3, 2, torch.float64, layout, batch=3)
+    go = torch.randn(q0.shape, dtype=torch.float64)
+    fwd = torch.ops.robustops.v1_response
+    bwd = torch.ops.robustops.v1_response_backward
+    arange = torch.arange(3)
+    assert torch.equal(fwd(q0, q1, None, K, S_, L_, True, 5),
+                       fwd(q0, q1, arange, K, S_, L_, True, 5))
+    for a, b in zip(bwd(go, q0, q1, None, K, S_, L_, True, 5),
+                    bwd(go, q0, q1, arange, K, S_, L_, True, 5)):
+        assert torch.equal(a, b)
 
 
 def test_compiles_fullgraph_forward_backward():
@@ -363,6 +380,20 @@ def test_bad_inputs_raise_clear_errors():
         args.update(kw)
         with pytest.raises(ValueError, match=match):
             v1_response(args.pop("q0"), args.pop("q1"), **args)
+
+
+def test_op_checks_its_index():
+    # The op (no public wrapper in between) checks what the public function builds.
+    q0, q1 = inputs(3, 2, torch.float32)
+    op = torch.ops.robustops.v1_response
+    with pytest.raises(ValueError, match=r"index must be an int64 tensor of shape \(2,\)"):
+        op(q0, q1, torch.arange(3), K, S_, L_, True, 0)
+    with pytest.raises(ValueError, match="index must be an int64 tensor"):
+        op(q0, q1, torch.arange(2, dtype=torch.int32), K, S_, L_, True, 0)
+    with pytest.raises(ValueError, match="index is on meta but q0 is on cpu"):
+        op(q0, q1, torch.arange(2, device="meta"), K, S_, L_, True, 0)
+    with pytest.raises(ValueError, match="noise_scale must be > 0, got -0.5"):
+        op(q0, q1, None, K, -0.5, L_, True, 0)
 
 
 def test_index_forms_and_large_seeds():
