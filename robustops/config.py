@@ -32,6 +32,7 @@ FOLDER_DATASETS = ("image_folder", "cifar", "idx")
 OBJECTIVES = ("ce", "pgd_at", "trades", "mat", "fast_at", "free_at", "tenet", "tenet_free_at",
               "ig_sum_norm", "cacr_wacr")
 ATTACKS = ("pgd", "apgd", "pgd+apgd")
+TENET_OBJECTIVES = ("tenet", "tenet_free_at")  # the objectives that read [objective] layer
 
 
 class ConfigError(ValueError):
@@ -67,9 +68,12 @@ class Key:
             return "one of " + ", ".join(repr(c) for c in self.valid_choices())
         words = {"int": "an integer", "float": "a number", "str": "a string",
                  "bool": "true or false", "path": "a path (string)"}[self.kind]
-        bounds = [f">= {self.min:g}" if self.min is not None else "",
-                  f"> {self.above:g}" if self.above is not None else "",
-                  f"<= {self.max:g}" if self.max is not None else ""]
+        def num(v):
+            return str(int(v)) if self.kind == "int" else f"{v:g}"
+
+        bounds = [f">= {num(self.min)}" if self.min is not None else "",
+                  f"> {num(self.above)}" if self.above is not None else "",
+                  f"<= {num(self.max)}" if self.max is not None else ""]
         bounds = [b for b in bounds if b]
         return words + (" " + " and ".join(bounds) if bounds else "")
 
@@ -102,8 +106,10 @@ SCHEMA: Dict[str, Dict[str, Key]] = {
                     "cacr_wacr: weight of the IG norm (default 1); mat: weight "
                     "of the adversarial term, in [0, 1] (default 0.5)", min=0),
         "replays": Key("int", 4, "free_at replays of each batch", min=1),
-        "layer": Key("str", "stage2", "tenet / tenet_free_at: the named layer to inhibit "
-                     "(resnext29: stage2; torchvision resnets: layer2)"),
+        "layer": Key("str", None, "tenet / tenet_free_at: the named layer to inhibit "
+                     "(default: the model's, checked when the run starts: resnext29 stage2, "
+                     "resnet18 / resnet50 layer2, small_cnn features.4, alexnet features.5, "
+                     "googlenet inception3b)"),
     },
     "optim": {
         "optimizer": Key("str", "adamw", "optimizer", choices=("sgd", "adamw")),
@@ -121,7 +127,7 @@ SCHEMA: Dict[str, Dict[str, Key]] = {
         "out": Key("path", "runs/train", "run folder: checkpoints/, metrics.jsonl, "
                    "model.safetensors, config.toml"),
         "seed": Key("int", 0, "seed of the data split, initialisation, data order and attacks",
-                    min=0),
+                    min=0, max=2 ** 63 - 1),  # torch takes 64 bits; seed + epoch must fit
         "device": Key("str", "cpu", "cpu, cuda (cuda:LOCAL_RANK under torchrun) or auto "
                       "(cuda when available)", choices=("cpu", "cuda", "auto")),
         "autocast": Key("str", None, "mixed precision (default: off)", choices=("bf16", "fp16")),
@@ -147,7 +153,8 @@ SCHEMA: Dict[str, Dict[str, Key]] = {
     },
 }
 
-_FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
+FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")  # "8/255"
+_FRACTION = FRACTION
 
 
 def _suggest(word: str, names: Iterable[str]) -> str:
@@ -272,6 +279,11 @@ class Config(dict):
     source: str = "defaults"
 
 
+def _origin(cfg: Config) -> str:
+    """'<config file>: ' to start a message with, or nothing when no file was read."""
+    return "" if cfg.source == "defaults" else f"{cfg.source}: "
+
+
 def load(path: Union[None, str, os.PathLike] = None,
          overrides: Iterable[Tuple[str, str, Any, str]] = (), *, text: bool = True) -> Config:
     """Defaults, then the file at `path` (a path or a shipped config name; None: no file),
@@ -282,9 +294,15 @@ def load(path: Union[None, str, os.PathLike] = None,
     if path is not None:
         file = find(path)
         try:
-            doc = tomllib.loads(file.read_text())
+            doc = tomllib.loads(file.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start}: "
+                              f"{exc.object[exc.start:exc.start + 1]!r}); TOML files are "
+                              "UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read it ({exc.strerror or exc})") from None
         for section, values in _check_file(doc, str(file)).items():
             cfg[section].update(values)
         cfg.source = str(file)
@@ -295,15 +313,24 @@ def load(path: Union[None, str, os.PathLike] = None,
         cfg[section][key] = _convert(SCHEMA[section][key], value, f"{origin} ([{section}] {key})",
                                      text and isinstance(value, str))
     if cfg["data"]["dataset"] in FOLDER_DATASETS and cfg["data"]["root"] is None:
-        raise ConfigError(f"{cfg.source}: [data] root is required for dataset "
+        raise ConfigError(f"{_origin(cfg)}[data] root is required for dataset "
                           f"{cfg['data']['dataset']!r}: the folder holding the data (set it in "
                           "the config, or pass --data-root)")
     obj = cfg["objective"]
     if obj["name"] == "mat" and obj["beta"] is not None and obj["beta"] > 1:
-        raise ConfigError(f"{cfg.source}: [objective] beta must be in [0, 1] for mat (the "
+        raise ConfigError(f"{_origin(cfg)}[objective] beta must be in [0, 1] for mat (the "
                           f"weight of the adversarial term), got {obj['beta']!r}")
     if obj["beta"] is None:
         obj["beta"] = {"mat": 0.5, "ig_sum_norm": 1.0, "cacr_wacr": 1.0}.get(obj["name"], 6.0)
+    if obj["layer"] is None:
+        from .recipes import TENET_LAYERS
+
+        obj["layer"] = TENET_LAYERS.get(cfg["model"]["name"])
+        if obj["layer"] is None and obj["name"] in TENET_OBJECTIVES:
+            raise ConfigError(f"{_origin(cfg)}[objective] layer is required for objective "
+                              f"{obj['name']!r} with model {cfg['model']['name']!r} (it has "
+                              "no default): name the feature map to inhibit, e.g. --layer "
+                              "features.4")
     if cfg["eval"]["eps"] is None:
         cfg["eval"]["eps"] = cfg["objective"]["eps"]
     if cfg["eval"]["weights"] is None:
@@ -363,6 +390,10 @@ def build_dataset(cfg: Config, split: str):
                          image_size=size, seed=seed)
         return ds, {"in_channels": 3, "image_size": size, "num_classes": len(ds.class_names)}
     root = pathlib.Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{_origin(cfg)}[data] root {str(root)!r} "
+                          + ("is not a folder" if root.exists() else "does not exist")
+                          + f" (the folder holding the {name} data; --data-root sets it)")
     if name == "image_folder":
         from .data import ImageFolderDataset
 
@@ -387,12 +418,23 @@ def build_model(cfg: Config, meta: Dict[str, int]):
     return recipes.model(cfg["model"]["name"], meta)
 
 
-def build_objective(cfg: Config):
+def build_objective(cfg: Config, model=None, example=None):
+    """The [objective]; with `model` (and `example`, an input batch such as one training
+    image (1, C, H, W)), it is checked against that model now, so that a wrong [objective]
+    layer fails when the run starts, not at TENET's first inhibition step (iteration 500)."""
     from . import recipes
 
     o = cfg["objective"]
-    return recipes.objective(o["name"], o["eps"], o["steps"], o["alpha"], o["beta"], o["replays"],
-                             cfg["run"]["seed"], layer=o["layer"])
+    objective = recipes.objective(o["name"], o["eps"], o["steps"], o["alpha"], o["beta"],
+                                  o["replays"], cfg["run"]["seed"], layer=o["layer"])
+    if model is not None and hasattr(objective, "check_model"):
+        try:
+            objective.check_model(model, example)
+        except ValueError as exc:
+            msg = str(exc).removeprefix("GroupInhibition: ").removeprefix("TenetObjective: ")
+            raise ConfigError(f"{_origin(cfg)}[objective] layer {o['layer']!r} does not fit "
+                              f"model {cfg['model']['name']!r}: {msg}") from None
+    return objective
 
 
 def build_attacks(cfg: Config, model):
@@ -427,6 +469,6 @@ def device(cfg: Config):
     if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError(f"{cfg.source}: [run] device is 'cuda' but no GPU is visible; use "
+        raise ConfigError(f"{_origin(cfg)}[run] device is 'cuda' but no GPU is visible; use "
                           "'cpu' or 'auto'")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

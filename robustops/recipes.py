@@ -9,6 +9,10 @@ from torch.utils.data import Dataset
 DATASETS = ("mnist", "digits")
 # Model families `model()` builds: torchvision's (robustops.models.MODEL_NAMES) + ResNeXt-29.
 MODELS = ("small_cnn", "alexnet", "googlenet", "resnet18", "resnet50", "resnext29")
+# The feature map TENET inhibits by default ([objective] layer), per family: a mid-level
+# stage, as the paper's ResNeXt-29 "stage2" (model.named_modules() names).
+TENET_LAYERS = {"resnext29": "stage2", "resnet18": "layer2", "resnet50": "layer2",
+                "small_cnn": "features.4", "alexnet": "features.5", "googlenet": "inception3b"}
 
 
 def dataset(name: str, split: str, seed: int = 0) -> Tuple[Dataset, Dict[str, int]]:
@@ -42,7 +46,8 @@ def objective(name: str, eps: float, steps: int, alpha, beta: float, replays: in
               layer: str = "stage2"):
     """A training objective by its name (see robustops.train.OBJECTIVES).
 
-    layer: the layer TENET inhibits (tenet, tenet_free_at); 'stage2' is ResNeXt-29's.
+    layer: the layer TENET inhibits (tenet, tenet_free_at); TENET_LAYERS holds each
+    model's default ('stage2' is ResNeXt-29's).
     """
     from .train import OBJECTIVES
 

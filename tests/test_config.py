@@ -201,3 +201,65 @@ def test_configs_command_lists_and_prints(capsys):
     assert cli.main(["train", "--config", "digits_pgd_at_small_cnn", "--print-config",
                      "--epochs", "2"]) == 0
     assert "epochs = 2" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- TENET's layer
+
+
+def _digits_meta():
+    return {"in_channels": 1, "image_size": 16, "num_classes": 10}
+
+
+@pytest.mark.parametrize("model", ["small_cnn", "resnet18", "resnext29", "alexnet", "googlenet"])
+def test_tenet_default_layer_fits_each_model(model):
+    cfg = config.load(None, [("objective", "name", "tenet", "--objective"),
+                             ("model", "name", model, "--model")])
+    meta = {"in_channels": 3, "image_size": 32, "num_classes": 10}
+    if model == "small_cnn":
+        meta = _digits_meta()
+    net = config.build_model(cfg, meta)
+    example = torch.rand(1, meta["in_channels"], meta["image_size"], meta["image_size"])
+    objective = config.build_objective(cfg, net, example=example)  # checked: no error
+    assert objective.layer == cfg["objective"]["layer"] != "stage2" or model == "resnext29"
+
+
+def test_wrong_tenet_layer_fails_when_the_run_starts(tmp_path, capsys):
+    cfg = config.load(None, [("objective", "name", "tenet", "--objective"),
+                             ("objective", "layer", "stage2", "--layer")])
+    net = config.build_model(cfg, _digits_meta())
+    with pytest.raises(ConfigError, match=r"\[objective\] layer 'stage2' does not fit model "
+                                          r"'small_cnn': SmallCNN has no layer named 'stage2'"):
+        config.build_objective(cfg, net, example=torch.rand(1, 1, 16, 16))
+    cfg["objective"]["layer"] = "classifier.1"  # exists, but outputs (B, hidden)
+    with pytest.raises(ConfigError, match=r"outputs \(1, 64\); TENET inhibits a \(B, C, H, W\)"):
+        config.build_objective(cfg, net, example=torch.rand(1, 1, 16, 16))
+    # From the command line: refused before any training, in one line.
+    pytest.importorskip("sklearn")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "digits", "--objective", "tenet", "--layer",
+                     "features.40", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "[objective] layer 'features.40'" in err and "closest" in err
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_tenet_with_the_default_model_inhibits(tmp_path):
+    """`robustops train --objective tenet` with its default small_cnn: the inhibition steps
+    (from iteration 500 in a real run; here from the first) run on the default layer."""
+    pytest.importorskip("sklearn")
+    from torch.utils.data import TensorDataset
+
+    from robustops.train import Trainer
+
+    cfg = config.load(None, [("objective", "name", "tenet", "--objective"),
+                             ("data", "dataset", "digits", "--dataset")])
+    train, meta = config.build_dataset(cfg, "train")
+    net = config.build_model(cfg, meta)
+    objective = config.build_objective(cfg)
+    objective.warmup_iters, objective.every = 1, 1
+    x = torch.stack([train[i][0] for i in range(32)])
+    with torch.no_grad():  # labels the model gets right: the inhibition step keeps them all
+        y = net(x).argmax(1)
+    Trainer(net, objective, TensorDataset(x, y), batch_size=32, epochs=2, lr=1e-3,
+            progress=False).fit()
+    assert objective.drawn > 0  # samples went through the inhibition step

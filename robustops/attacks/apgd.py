@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..ops.pgd_step import pgd_step_
-from ..arguments import positive_int
+from ..arguments import positive_int, unit_fraction
 from .base import Attack, Eps, State
 
 
@@ -45,9 +45,7 @@ class APGD(Attack):
                  momentum: float = 0.75, **kwargs):
         super().__init__(model, eps=eps, **kwargs)
         self.steps = positive_int(steps, "steps")
-        if not 0 < rho <= 1 or not 0 < momentum <= 1:
-            raise ValueError(f"rho and momentum must be in (0, 1], got {rho}, {momentum}")
-        self.rho, self.momentum = float(rho), float(momentum)
+        self.rho, self.momentum = unit_fraction(rho, "rho"), unit_fraction(momentum, "momentum")
         self.checkpoints = apgd_checkpoints(self.steps)
 
     def _project_(self, v: Tensor, state: State) -> Tensor:

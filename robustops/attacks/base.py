@@ -41,6 +41,25 @@ def check_eps(eps, name: str = "eps") -> Eps:
     return float(eps)
 
 
+def check_labels(logits: Tensor, y: Tensor, target: Optional[Tensor] = None) -> None:
+    """Refuse labels outside [0, K) for logits (B, K): cross-entropy skips -100 (its
+    ignore_index), so such a sample would never be attacked yet be counted. Called once
+    per attack call: a ValueError on CPU, an asynchronous device assert on a GPU (no host
+    sync)."""
+    k = logits.shape[-1]
+    for name, t in (("y", y), ("target", target)):
+        if t is None:
+            continue
+        what = (f"outside [0, {k}) for a model with {k} classes (-100 is cross-entropy's "
+                "ignore_index): such a sample would never be attacked; drop or relabel it")
+        if t.device.type == "cpu":
+            bad = t[(t < 0) | (t >= k)]
+            if bad.numel():
+                raise ValueError(f"{name} holds the label {bad[0].item()}, {what}")
+        else:
+            torch._assert_async(((t >= 0) & (t < k)).all(), f"{name} holds labels {what}")
+
+
 def compact(state: State, keep: Tensor) -> State:
     """The state of the samples in `keep` (a bool mask or an index tensor)."""
     return {k: (v[keep] if isinstance(v, Tensor) and v.ndim >= 1 else v) for k, v in state.items()}
@@ -61,6 +80,9 @@ class Attack:
     """
 
     steps: int = 1
+    # Set by perturb / robust_mask: the next loss_and_grad checks the labels against the
+    # model's number of classes (once per call; no host sync per step).
+    _labels_unchecked: bool = False
 
     def __init__(self, model: nn.Module, *, eps: Eps = 8 / 255, norm="linf", loss: str = "ce",
                  random_start: bool = True, restarts: int = 1, lo: float = 0.0, hi: float = 1.0,
@@ -109,6 +131,9 @@ class Attack:
             grad, first_logits, first_loss = None, None, None
             for _ in range(self.eot_samples):
                 logits = self.model(xr)
+                if self._labels_unchecked:
+                    self._labels_unchecked = False
+                    check_labels(logits, y, target)
                 loss = attack_loss(logits, y, self.loss, target)
                 (g,) = torch.autograd.grad(loss.sum(), xr)
                 grad = g if grad is None else grad + g
@@ -165,6 +190,7 @@ class Attack:
         self._check_batch(x, y, target)
         if start is not None and (start.shape != x.shape or self.restarts != 1):
             raise ValueError("start must have x's shape, and works with restarts=1 only")
+        self._labels_unchecked = True
         idx = sample_index(x.shape[0], index, x.device)
         x_nat = self._working_copy(x)
         eps = self._eps_for(x)
@@ -204,6 +230,7 @@ class Attack:
         (fewer, larger passes). Both give the result of the full sequential run.
         """
         self._check_batch(x, y, None)
+        self._labels_unchecked = True
         b = x.shape[0]
         idx = sample_index(b, index, x.device)
         x_nat = self._working_copy(x)

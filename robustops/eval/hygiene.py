@@ -13,6 +13,8 @@ from typing import List, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..attacks.base import check_labels
+
 ACTIONS = ("raise", "warn", "off")
 
 
@@ -20,12 +22,23 @@ class EvaluationHygieneError(RuntimeError):
     """The evaluation setup would make robust accuracy meaningless."""
 
 
+def _same_outputs(a: Tensor, b: Tensor) -> bool:
+    """a == b elementwise, NaN equal to NaN: NaN inputs (reported on their own) give NaN
+    outputs, which torch.equal would call different, so a deterministic model stochastic."""
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
 def find_problems(model: nn.Module, x: Tensor, y: Tensor, *, lo: float, hi: float,
                   uses_eot: bool) -> List[str]:
     """Human-readable problems of evaluating `model` on the batch (x, y); empty if none."""
     problems = []
-    if not torch.isfinite(x).all():
-        problems.append("inputs contain NaN or Inf; check the data pipeline")
+    finite = bool(torch.isfinite(x).all())
+    if not finite:
+        nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        what = " and ".join(w for w in (f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else "")
+                            if w)
+        problems.append(f"inputs contain {what} (of {x.numel()} values); check the data "
+                        "pipeline")
     elif x.min() < lo or x.max() > hi:
         problems.append(f"inputs span [{x.min().item():.4g}, {x.max().item():.4g}] but the attacks "
                         f"assume [{lo}, {hi}]; normalise inside the model, not in the data")
@@ -44,9 +57,11 @@ def find_problems(model: nn.Module, x: Tensor, y: Tensor, *, lo: float, hi: floa
             if out.ndim != 2 or out.shape[0] != x.shape[0]:
                 problems.append(f"model output has shape {tuple(out.shape)}; expected logits (B, K)")
                 return problems
+            check_labels(out, y)  # -100 and the like: an error, whatever `checks` says
             rows = out.detach().float()
-            if (rows >= 0).all() and (rows <= 1).all() and torch.allclose(
-                    rows.sum(1), torch.ones(rows.shape[0]), atol=1e-3):
+            # Compared on the output's device (a CPU constant fails against a CUDA model's).
+            if (rows >= 0).all() and (rows <= 1).all() and bool(
+                    ((rows.sum(1) - 1).abs() <= 1e-3).all()):
                 problems.append("model returns probabilities (rows in [0, 1] summing to 1); attacks "
                                 "need logits: remove the final softmax")
             # A margin of logits, not cross-entropy: CE saturates to exactly zero
@@ -60,7 +75,7 @@ def find_problems(model: nn.Module, x: Tensor, y: Tensor, *, lo: float, hi: floa
                             "gradients): gradient attacks cannot measure robustness here")
         with torch.no_grad():
             again = model(x.detach())
-        if not uses_eot and not torch.equal(again, out.detach()):
+        if not uses_eot and not _same_outputs(again, out.detach()):
             problems.append("model gives different outputs for the same input (stochastic); "
                             "attack it with EOT (eot_samples > 1)")
     finally:

@@ -8,7 +8,7 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..attacks.base import Attack
+from ..attacks.base import Attack, check_labels
 from .dataset_batches import Data, shard_batches
 from .hygiene import enforce, find_problems
 
@@ -119,7 +119,10 @@ def robust_accuracy(model: nn.Module, data: Data,
             index = torch.arange(offset, offset + x.shape[0], device=device)
             t0 = time.perf_counter()
             with torch.no_grad():
-                correct = model(x).argmax(1) == y
+                logits = model(x)
+            # Every batch: a -100 label would count as a clean error and never be attacked.
+            check_labels(logits, y)
+            correct = logits.argmax(1) == y
             seconds["clean"] += time.perf_counter() - t0
             worst = correct.clone()
             for name, atk in named.items():

@@ -14,7 +14,8 @@ from typing import Optional, Tuple, Union
 from torch import Tensor, nn
 
 from .part_heads import HEAD_NAMES, PartHead, build_part_head
-from .part_segmenters import SEGMENTER_NAMES, PartSegmenter, build_part_segmenter
+from .part_segmenters import (SEGMENTER_NAMES, PartSegmenter, build_part_segmenter,
+                              check_float_images)
 
 __all__ = ["PartModel", "build_part_model"]
 
@@ -48,6 +49,7 @@ class PartModel(nn.Module):
     def forward(self, x: Tensor, return_parts: bool = False
                 ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """x (B, 3, H, W) in [0, 1] -> class logits [, part logits (B, K+1, H, W)]."""
+        check_float_images(x, "PartModel")
         if self.head.needs_features:
             part_logits, features = self.segmenter(x, return_features=True)
         else:

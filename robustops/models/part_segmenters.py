@@ -28,6 +28,14 @@ __all__ = ["PartSegmenter", "SmallPartSegmenter", "DeepLabV3Segmenter", "build_p
            "SEGMENTER_NAMES"]
 
 
+def check_float_images(x, who: str) -> None:
+    """A TypeError unless x is a floating tensor: uint8 images (0..255) would be read as
+    if in [0, 1] (VOneBlock and the attacks refuse them too)."""
+    if isinstance(x, Tensor) and not x.is_floating_point():
+        raise TypeError(f"{who}: x must be a floating tensor of images in [0, 1], got "
+                        f"{x.dtype} (convert uint8 images with x.float() / 255)")
+
+
 class PartSegmenter(nn.Module):
     """Base of the part segmenters: num_parts K (logits have K + 1 channels) and the
     channels of the features returned with ``return_features=True``."""
@@ -39,6 +47,7 @@ class PartSegmenter(nn.Module):
         if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != 3:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{type(self).__name__} expects images (B, 3, H, W), got {shape}")
+        check_float_images(x, type(self).__name__)
 
     def forward(self, x: Tensor, return_features: bool = False
                 ) -> Union[Tensor, Tuple[Tensor, Tensor]]:

@@ -314,3 +314,56 @@ def test_bad_batches(digits_model):
         PGD(model, eps=torch.ones(3) * 0.1)(x, y)
     with pytest.raises(ValueError, match="apgd|rho"):
         APGD(model, rho=0)
+
+
+@pytest.mark.parametrize("value", ["x", float("nan"), 0.0, 1.5, True])
+@pytest.mark.parametrize("name", ["rho", "momentum"])
+def test_apgd_names_the_bad_argument(name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be a number in \(0, 1\], got"):
+        APGD(nn.Linear(4, 3), **{name: value})
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+class _SyncCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ops that read a tensor's value on the host (a sync on a GPU)."""
+    SYNCS = ("_local_scalar_dense", "item", "nonzero", "is_nonzero")
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += func.overloadpacket.__name__ in self.SYNCS
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("make", [lambda m: PGD(m, eps=0.1, steps=2),
+                                  lambda m: APGD(m, eps=0.1, steps=2),
+                                  lambda m: FGSM(m, eps=0.1)], ids=["pgd", "apgd", "fgsm"])
+@pytest.mark.parametrize("bad", [-100, -1, 10])
+def test_labels_outside_the_classes_are_refused(digits_model, make, bad):
+    model, x, y = _batch(digits_model, 8)
+    y = y.clone()
+    y[3] = bad
+    atk = make(model)
+    with pytest.raises(ValueError, match=rf"y holds the label {bad}, outside \[0, 10\)"):
+        atk(x, y)
+    with pytest.raises(ValueError, match=r"outside \[0, 10\)"):
+        atk.robust_mask(x, y)
+    target = (y.clamp(0, 9) + 1) % 10
+    target[5] = bad
+    with pytest.raises(ValueError, match=rf"target holds the label {bad}"):
+        atk(x, y.clamp(0, 9), target=target)
+    atk(x, y.clamp(0, 9))  # valid labels: attacked as before
+
+
+def test_label_check_runs_once_per_call_not_per_step(digits_model):
+    model, x, y = _batch(digits_model, 8)
+    counts = []
+    for steps in (1, 5):
+        with _SyncCounter() as c:
+            PGD(model, eps=0.1, steps=steps)(x, y)
+        counts.append(c.n)
+    assert counts[0] == counts[1]

@@ -153,3 +153,43 @@ def test_datasets_with_extra_fields_are_evaluated_and_bad_samples_are_explained(
 
     with pytest.raises(ValueError, match="sample 0 of the data is Tensor, not an"):
         list(shard_batches(Bare(), batch_size=2))
+
+
+def test_nan_input_is_reported_as_nan_not_as_a_stochastic_model(digits_model):
+    model, x, y = digits_model
+    x = x[:32].clone()
+    x[0, 0, 0, 0] = float("nan")
+    problems = find_problems(model, x, y[:32], lo=0, hi=1, uses_eot=False)
+    assert problems == ["inputs contain 1 NaN (of 2048 values); check the data pipeline"]
+    with pytest.raises(EvaluationHygieneError) as info:
+        robust_accuracy(model, (x, y[:32]), [PGD(model, eps=0.05, steps=2)], progress=False)
+    assert "NaN" in str(info.value) and "stochastic" not in str(info.value)
+
+
+def test_probability_check_builds_no_tensor_on_another_device(digits_model):
+    """The check compares on the output's device: run it with every tensor created without
+    an explicit device landing on 'meta' (what a CPU constant is to a CUDA model)."""
+    model, x, y = digits_model
+    probs = _Probs(model).eval()
+    with torch.device("meta"):
+        problems = find_problems(probs, x[:8], y[:8], lo=0, hi=1, uses_eot=False)
+    assert any("probabilities" in p for p in problems)
+
+
+@pytest.mark.cuda
+def test_probability_check_on_a_cuda_model(digits_model):
+    model, x, y = digits_model
+    probs = _Probs(copy.deepcopy(model)).cuda().eval()
+    problems = find_problems(probs, x[:8].cuda(), y[:8].cuda(), lo=0, hi=1, uses_eot=False)
+    assert any("probabilities" in p for p in problems)
+
+
+def test_labels_outside_the_classes_are_refused(digits_model):
+    model, x, y = digits_model
+    y = y[:64].clone()
+    y[40] = -100  # cross-entropy's ignore_index
+    atk = [PGD(model, eps=0.05, steps=2)]
+    with pytest.raises(ValueError, match=r"y holds the label -100, outside \[0, 10\)"):
+        robust_accuracy(model, (x[:64], y), atk, progress=False, checks="off")
+    with pytest.raises(ValueError, match=r"y holds the label -100"):  # in the first batch too
+        robust_accuracy(model, (x[:64], y), atk, progress=False, batch_size=64)

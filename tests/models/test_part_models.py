@@ -105,3 +105,13 @@ def test_errors_are_clear(images):
         PixelCountHead(torch.tensor([[0, 1], [1, 0]]))
     with pytest.raises(ValueError, match="output_stride must be 8 or 16"):
         DeepLabV3Segmenter(K, output_stride=32)
+
+
+def test_uint8_images_are_refused(images):
+    model = build_part_model(K, CLASSES, segmenter_kwargs={"width": 8})
+    as_bytes = (images * 255).round().to(torch.uint8)
+    with pytest.raises(TypeError, match="PartModel: x must be a floating tensor.*uint8"):
+        model(as_bytes)
+    with pytest.raises(TypeError, match="SmallPartSegmenter: x must be a floating tensor"):
+        model.segmenter(as_bytes)
+    model(images)  # floats in [0, 1]: as before

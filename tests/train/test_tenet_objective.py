@@ -147,3 +147,18 @@ def test_bad_arguments():
         TenetObjective(base=TenetObjective())
     with pytest.raises(ValueError, match="no layer named 'stage9'"):
         TenetObjective("stage9", warmup_iters=0, every=1)._attach(_net())
+
+
+def test_a_wrong_layer_fails_at_the_first_step_not_at_warmup():
+    net = _net()
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    obj = TenetObjective("stage2")  # warmup_iters 500: the layer is first used at t = 500
+    with pytest.raises(ValueError, match="no layer named 'stage2'"):
+        obj.compute(net, x, y)
+    with pytest.raises(ValueError, match=r"layer '5' of Sequential outputs \(1, 8\); TENET"):
+        TenetObjective("5").check_model(net, x[:1])  # the flattened output: not (B, C, H, W)
+    with pytest.raises(ValueError, match="8 channels, fewer than num_groups = 9"):
+        TenetObjective("1", num_groups=9).check_model(net, x[:1])
+    TenetObjective("1").check_model(net, x[:1])
+    loss, _ = TenetObjective("1").compute(net, x, y)
+    assert torch.isfinite(loss)

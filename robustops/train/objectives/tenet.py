@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...nn.group_inhibition import GroupInhibition, unwrap_model
+from ...nn.group_inhibition import GroupInhibition, find_layer, unwrap_model
 from ..distributed import rank_world
 from .base import Objective
 from .ce import CrossEntropy
@@ -75,6 +75,7 @@ class TenetObjective(Objective):
         self._replay = 0
         self._last = None      # (x, logits) of the base objective's last model call
         self._base_metrics: dict = {}
+        self._checked: Optional[torch.nn.Module] = None  # the model whose layer was found
 
     @classmethod
     def free_at(cls, layer: str = "stage2", **kw) -> "TenetFreeAT":
@@ -94,6 +95,42 @@ class TenetObjective(Objective):
 
     # ------------------------------------------------------------------ Objective API
 
+    def check_model(self, model, example: Optional[Tensor] = None) -> None:
+        """Raise ValueError now, not at the first inhibition step (iteration warmup_iters),
+        if `layer` cannot be inhibited on `model`: no layer of that name, or (with
+        `example`, an input batch, run once in eval mode without gradients) an output
+        that is not a (B, C, H, W) map with at least num_groups channels."""
+        inner = unwrap_model(model)
+        layer = find_layer(inner, self.layer)
+        self._checked = inner
+        if example is None:
+            return
+        seen = []
+        handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(output))
+        modes = [(m, m.training) for m in inner.modules()]
+        p = next(inner.parameters(), None)
+        try:
+            inner.eval()
+            with torch.no_grad():
+                inner(example.to(p.device) if p is not None else example)
+        finally:
+            handle.remove()
+            for m, training in modes:
+                m.training = training
+        name = type(inner).__name__
+        if not seen:
+            raise ValueError(f"TenetObjective: layer {self.layer!r} is not called by {name}'s "
+                             "forward, so there is nothing to inhibit")
+        out = seen[0]
+        if not isinstance(out, Tensor) or out.ndim != 4:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"TenetObjective: layer {self.layer!r} of {name} outputs {got}; "
+                             "TENET inhibits a (B, C, H, W) feature map")
+        if out.shape[1] < self.num_groups:
+            raise ValueError(f"TenetObjective: layer {self.layer!r} of {name} has "
+                             f"{out.shape[1]} channels, fewer than num_groups = "
+                             f"{self.num_groups}")
+
     def _attach(self, model) -> GroupInhibition:
         inner = unwrap_model(model)
         if self._inhibition is None or self._inhibition.model is not inner:
@@ -110,6 +147,8 @@ class TenetObjective(Objective):
             self._last = (inputs[0].detach(), output.detach())
 
     def compute(self, model, x, y, *, replay=0):
+        if self._checked is not unwrap_model(model):  # the first step: fail now, not at t=500
+            self.check_model(model)
         if replay == 0:
             self._plan = self.replays
         self._replay = replay
