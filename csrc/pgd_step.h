@@ -7,7 +7,7 @@
 //     out/x/x_nat share a floating dtype, grad has the same dtype; out may alias x.
 //   eps_t, alpha_t: undefined, or (B,) contiguous tensors of the compute type
 //     (float32, or float64 for float64 images); when undefined, the scalar is used.
-// Returns true when every written element and every x_nat element is finite
+// Returns true when every written element and every x and x_nat element is finite
 // (the CPU kernel computes this for free in its store loop; CUDA returns true).
 #pragma once
 #include <ATen/core/Tensor.h>

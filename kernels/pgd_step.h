@@ -41,11 +41,16 @@ RO_HOST_DEVICE inline T pgd_box(T v, T lo, T hi) {
   return pgd_min(pgd_max(v, lo), hi);
 }
 
-// True when v or x_nat is NaN or +-Inf (v * 0 + x_nat * 0 is NaN exactly
-// then): one compare per element, so the CPU store loops check for free.
+// True when a or b is NaN or +-Inf (a * 0 + b * 0 is NaN exactly then): one
+// compare per element, so the CPU store loops check for free. What they probe
+// (csrc/cpu/pgd_step.cpp): L-inf, x and x_nat (the result is then finite: it is
+// clamped to the finite eps-box and [lo, hi]; x itself must be probed, the
+// projection would map an infinite x to a finite x_nat +- eps); L2, the result and
+// x_nat, with x covered by the sample's ||x + step - x_nat||^2 (not finite when
+// x is not).
 template <typename T>
-RO_HOST_DEVICE inline bool pgd_not_finite(T v, T x_nat) {
-  const T probe = v * T(0) + x_nat * T(0);
+RO_HOST_DEVICE inline bool pgd_not_finite(T a, T b) {
+  const T probe = a * T(0) + b * T(0);
   return probe != probe;
 }
 

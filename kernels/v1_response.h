@@ -5,6 +5,14 @@
 //   noise on:         r = s x + l;  r += n * sqrt(relu(r) + 1e-4);  y = relu((r - l) / s)
 //   noise off:        y = x
 //
+// Non-finite and extreme inputs (one behaviour on every backend): relu(NaN) = NaN,
+// so a NaN in q0 or q1 gives NaN (with or without noise). The complex cell's
+// sqrt(q0^2 + q1^2) is computed hypot-style (v1_energy): both operands are scaled by
+// a power of two when the larger is huge or tiny, so no square overflows or
+// underflows, and the value is that of the exact formula rounded as usual wherever
+// the formula does not overflow; it is +inf only where the energy itself exceeds the
+// compute type's range (or an input is +-inf).
+//
 // n is a standard normal keyed by (seed, global sample index, logical NCHW offset
 // j = c*H*W + h*W + w), so it does not depend on layout or batch split: element j is
 // one of the two Box-Muller normals of pair p = j >> 1 (cosine for even j, sine for
@@ -30,8 +38,41 @@ namespace kernels {
 constexpr double kV1InvSqrt2 = 0.70710678118654752440;
 constexpr double kV1NoiseEps = 1e-4;
 
+// relu that propagates NaN (as torch.relu): NaN < 0 is false.
 template <typename T>
-RO_HOST_DEVICE inline T v1_max0(T v) { return v > T(0) ? v : T(0); }
+RO_HOST_DEVICE inline T v1_max0(T v) { return v < T(0) ? T(0) : v; }
+
+// Power-of-two scales of v1_energy for the compute type T: when max(|a|, |b|) is
+// above kBig (its square could overflow once doubled) the operands are multiplied by
+// kDown, when below kSmall (its square could underflow) by kUp. Both are exact.
+template <typename T>
+struct V1EnergyScale {  // float: |v| in (2^62, 2^128) -> (2^-4, 2^62)
+  static constexpr double kBig = 0x1p62;
+  static constexpr double kSmall = 0x1p-62;
+  static constexpr double kDown = 0x1p-66;
+  static constexpr double kUp = 0x1p66;
+};
+template <>
+struct V1EnergyScale<double> {  // double: 2^510 / 2^-510 thresholds, 2^-514 / 2^514 scales
+  static constexpr double kBig = 0x1p510;
+  static constexpr double kSmall = 0x1p-510;
+  static constexpr double kDown = 0x1p-514;
+  static constexpr double kUp = 0x1p514;
+};
+
+// sqrt(a^2 + b^2) without intermediate overflow or underflow (branch-free): scale by an
+// exact power of two, take the root, scale back. NaN in -> NaN out; +-inf -> +inf.
+template <typename T>
+RO_HOST_DEVICE inline T v1_energy(T a, T b) {
+  using S = V1EnergyScale<T>;
+  const T aa = ro_abs(a), ab = ro_abs(b);
+  const T m = aa < ab ? ab : aa;
+  const bool big = m > T(S::kBig), small = m < T(S::kSmall);
+  const T s = big ? T(S::kDown) : (small ? T(S::kUp) : T(1));
+  const T inv = big ? T(S::kUp) : (small ? T(S::kDown) : T(1));
+  const T as = a * s, bs = b * s;
+  return ro_sqrt(as * as + bs * bs) * inv;
+}
 
 // Simple cell: k * relu(a).
 template <typename T>
@@ -42,7 +83,7 @@ RO_HOST_DEVICE inline T v1_simple(T a, T k) {
 // Complex cell: the quadrature pair's energy, k * sqrt(a^2 + b^2) * (1/sqrt 2).
 template <typename T>
 RO_HOST_DEVICE inline T v1_complex(T a, T b, T k) {
-  return k * ro_sqrt(a * a + b * b) * T(kV1InvSqrt2);
+  return k * v1_energy(a, b) * T(kV1InvSqrt2);
 }
 
 // Poisson-like neuronal noise around the rate x: variance relu(s x + l) + 1e-4 in
@@ -76,7 +117,7 @@ RO_HOST_DEVICE inline T v1_simple_grad(T a, T k, T g) {
 // multiply it by a (for q0) and b (for q1).
 template <typename T>
 RO_HOST_DEVICE inline T v1_complex_grad_factor(T a, T b, T k, T g) {
-  const T e = ro_sqrt(a * a + b * b);
+  const T e = v1_energy(a, b);
   const T safe = e > T(0) ? e : T(1);
   const T inv = e > T(0) ? T(1) / safe : T(0);
   return g * k * T(kV1InvSqrt2) * inv;

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import ctypes
 import functools
 import glob
 import importlib
@@ -58,9 +57,7 @@ def _load_extension():
         path = ops_library_path()
         if path is None:
             raise ImportError("robustops/_ops*.so (the op library) was not built")
-        # RTLD_GLOBAL: robustops._C (build_info) resolves the kernels' symbols here.
-        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-        torch.ops.load_library(path)
+        torch.ops.load_library(path)  # registers every robustops:: op and kernel
         return importlib.import_module("robustops._C"), None
     except Exception as exc:  # OSError/ImportError, or an undefined symbol from a torch mismatch
         reason = f"{type(exc).__name__}: {exc}"

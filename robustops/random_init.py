@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .counter_rng import counter_normal, counter_uniform, sample_index
-from .ops.pgd_step import _check_scalar, _opmath, _per_sample, normalize_norm
+from .ops.pgd_step import (_check_box, _check_scalar, _opmath, _per_sample, _per_sample_values,
+                           normalize_norm)
 
 __all__ = ["random_init"]
 
@@ -26,7 +27,8 @@ def random_init(x_nat: Tensor, eps: Union[float, Tensor], norm: Union[str, float
                 lo: float = 0.0, hi: float = 1.0) -> Tensor:
     """A random point of the eps-ball around x_nat, clamped to [lo, hi].
 
-    x_nat: (B, ...) floating images; eps: float or (B,) tensor >= 0; norm: 'linf' | 'l2';
+    x_nat: (B, ...) floating images; eps: float or (B,) tensor, finite and >= 0 (checked as
+    pgd_step checks it, per-sample values included); lo <= hi finite; norm: 'linf' | 'l2';
     seed: any int; index: global index of each sample (None: 0..B-1, int: offset of
     the first sample, or a (B,) int64 tensor); restart: separates the draws of restarts.
     Returns a new tensor shaped, typed and laid out like x_nat.
@@ -39,7 +41,11 @@ def random_init(x_nat: Tensor, eps: Union[float, Tensor], norm: Union[str, float
         raise TypeError("random_init: seed must be an int and restart an int >= 0")
     norm = normalize_norm(norm)
     batch, nd = x_nat.shape[0], x_nat.ndim
-    eps_f, eps_t = _check_scalar(eps, "eps", batch, x_nat.device)
+    # pgd_step's checks and messages: eps finite and >= 0 (per-sample values too: read
+    # on the CPU, an asynchronous assert on a GPU), finite lo <= hi.
+    eps_f, eps_t = _check_scalar(eps, "eps", batch, x_nat.device, "random_init", "x_nat")
+    eps_t = _per_sample_values(eps_t, "eps", x_nat, "random_init")
+    lo, hi = _check_box(lo, hi, "random_init")
     ct = _opmath(x_nat.dtype)
     e = _per_sample(eps_f if eps_t is None else eps_t, batch, nd, ct, x_nat.device)
     idx = sample_index(batch, index, x_nat.device)
@@ -54,7 +60,7 @@ def random_init(x_nat: Tensor, eps: Union[float, Tensor], norm: Union[str, float
         z = z / z.norm(dim=1, keepdim=True)
         r = counter_uniform(seed, base + 2, idx, 1, torch.float64).pow(1.0 / numel).to(ct)
         delta = (z * r).reshape(x_nat.shape) * e
-    out = (x_nat.to(ct) + delta).clamp_(float(lo), float(hi)).to(x_nat.dtype)
+    out = (x_nat.to(ct) + delta).clamp_(lo, hi).to(x_nat.dtype)
     return out.contiguous(memory_format=_memory_format(x_nat))
 
 

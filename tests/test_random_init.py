@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from robustops import random_init
+from robustops import pgd_step, random_init
 from robustops.counter_rng import counter_normal, counter_uniform
 
 
@@ -79,6 +79,32 @@ def test_bad_input(bad, exc, match):
     args.update(bad)
     with pytest.raises(exc, match=match):
         random_init(args["x"], args["eps"], args["norm"], seed=0, index=args["index"])
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(lo=1.0, hi=0.0), r"random_init: need finite lo <= hi, got lo=1.0, hi=0.0"),
+    (dict(lo=float("nan")), "random_init: need finite lo <= hi"),
+    (dict(hi=float("inf")), "random_init: need finite lo <= hi"),
+    (dict(eps=torch.tensor([float("nan"), 0.1])),
+     r"random_init: per-sample eps must be finite and >= 0, .*NaN present: True"),
+    (dict(eps=torch.tensor([0.1, -0.1])), "random_init: per-sample eps must be finite and >= 0"),
+    (dict(eps=torch.tensor(float("inf"))), "random_init: per-sample eps must be finite"),
+    (dict(eps=float("nan")), "random_init: eps must be finite and >= 0"),
+], ids=str)
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_refuses_what_pgd_step_refuses(kw, match, norm):
+    # The same checks as pgd_step (not zeros or NaN starts), named after random_init.
+    args = dict(eps=0.1, lo=0.0, hi=1.0)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        random_init(images(2), args["eps"], norm, seed=0, lo=args["lo"], hi=args["hi"])
+    with pytest.raises(TypeError, match="random_init: lo must be a real number"):
+        random_init(images(2), 0.1, norm, lo="0")
+    # pgd_step refuses the same arguments.
+    x = images(2)
+    with pytest.raises(ValueError, match=match.replace("random_init", "pgd_step").split(", got")[0]):
+        pgd_step(x, x, torch.zeros_like(x), args["eps"], 0.01, norm=norm, lo=args["lo"],
+                 hi=args["hi"])
 
 
 def test_counter_streams_are_uniform_and_independent():

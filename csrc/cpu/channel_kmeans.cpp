@@ -13,6 +13,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
@@ -349,7 +350,7 @@ void channel_kmeans_cpu(at::Tensor& assignment, at::Tensor& medoids, at::Tensor&
   AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "channel_kmeans_cpu", [&] {
     const scalar_t* x = features.const_data_ptr<scalar_t>();
     const int64_t* in = init.defined() ? init.const_data_ptr<int64_t>() : nullptr;
-    const int64_t* idx = index.const_data_ptr<int64_t>();
+    const int64_t* idx = index.defined() ? index.const_data_ptr<int64_t>() : nullptr;
     int64_t* a = assignment.mutable_data_ptr<int64_t>();
     int64_t* m = medoids.mutable_data_ptr<int64_t>();
     int64_t* its = iterations.mutable_data_ptr<int64_t>();
@@ -359,13 +360,16 @@ void channel_kmeans_cpu(at::Tensor& assignment, at::Tensor& medoids, at::Tensor&
     std::atomic<int64_t> next{0};
     const int64_t workers = std::min<int64_t>(B, at::get_num_threads());
     at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
-      Workspace<scalar_t> w;
+      // Per thread, kept across calls (sized for the largest problem seen, a few
+      // O(C K + K H W) buffers): a tiny call then allocates nothing here.
+      thread_local Workspace<scalar_t> w;
       w.resize(C, N, K);
       for (int64_t t = begin; t < end; ++t) {
         for (int64_t b = next++; b < B; b = next++) {
           const int64_t* start = in != nullptr ? in + b * K : nullptr;
           if (start == nullptr) {
-            draw_init(rng_row(base, idx[b]), C, K, w, m + b * K);  // m doubles as scratch
+            const int64_t sample = idx != nullptr ? idx[b] : b;
+            draw_init(rng_row(base, sample), C, K, w, m + b * K);  // m doubles as scratch
             start = m + b * K;
           }
           kmeans_sample(x + b * C * N, C, N, K, start, max_iter, threshold, a + b * C,
@@ -374,6 +378,12 @@ void channel_kmeans_cpu(at::Tensor& assignment, at::Tensor& medoids, at::Tensor&
       }
     });
   });
+}
+
+// The only kernel of the op: a CUDA tensor has no channel_kmeans kernel here (the public
+// function runs the Triton kernels or the PyTorch composition for it).
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("channel_kmeans", TORCH_FN(channel_kmeans_op<&channel_kmeans_cpu>));
 }
 
 }  // namespace robustops

@@ -10,6 +10,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -153,6 +154,11 @@ void group_inhibition_mask_cpu(at::Tensor& out, const at::Tensor& features,
 #endif
     });
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("group_inhibition_mask",
+         TORCH_FN((group_inhibition_mask_op<&group_inhibition_mask_cpu, true>)));
 }
 
 }  // namespace robustops

@@ -10,6 +10,8 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <torch/library.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -158,6 +160,13 @@ void group_orthogonality_loss_backward_cpu(at::Tensor& grad_features, const at::
       }
     });
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("group_orthogonality_loss",
+         TORCH_FN((group_orthogonality_loss_op<&group_orthogonality_loss_cpu, true>)));
+  m.impl("group_orthogonality_loss_backward",
+         TORCH_FN(group_orthogonality_loss_backward_op<&group_orthogonality_loss_backward_cpu>));
 }
 
 }  // namespace robustops

@@ -1,12 +1,14 @@
 // CPU kernels of ig_accumulate: at::parallel_for over element blocks, the math of
 // kernels/ig_accumulate.h.
 //
-// Forward: each task accumulates its block of acc (written straight into the acc
-// output, L1-resident at kBlock elements) over the S path steps, so every path
-// gradient is read exactly once in streaming order. Backward: one shared factor per
+// Forward: each task accumulates its block of acc (written straight into the acc output
+// when there is one, else into a stack block; L1-resident at kBlock elements) over the S
+// path steps, so every path gradient is read exactly once in streaming order. Backward: one shared factor per
 // element, S scaled copies, and grad_x from the saved acc (no pass over the path
 // gradients). Inner loops are branch-free so they vectorise.
 #include "ig_accumulate.h"
+
+#include <torch/library.h>
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -43,6 +45,17 @@ RO_CPU_CLONES void finish(scalar_t* __restrict__ out, const opmath_t* __restrict
   for (int64_t i = 0; i < len; ++i) {
     out[i] = static_cast<scalar_t>(
         ig_finish<opmath_t>(acc[i], static_cast<opmath_t>(x[i]), static_cast<opmath_t>(a[i])));
+  }
+}
+
+// finish() for a zero baseline (the default): out = x * acc.
+template <typename scalar_t, typename opmath_t>
+RO_CPU_CLONES void finish_from_zero(scalar_t* __restrict__ out, const opmath_t* __restrict__ acc,
+                                    const scalar_t* __restrict__ x, int64_t len) {
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) {
+    out[i] = static_cast<scalar_t>(
+        ig_finish<opmath_t>(acc[i], static_cast<opmath_t>(x[i]), opmath_t(0)));
   }
 }
 
@@ -85,17 +98,25 @@ void ig_accumulate_cpu(at::Tensor& out, at::Tensor& acc, const at::Tensor& path_
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* g = path_grads.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* ap = baseline.const_data_ptr<scalar_t>();
-    const opmath_t* w = weights.const_data_ptr<opmath_t>();
+    const scalar_t* ap = baseline.defined() ? baseline.const_data_ptr<scalar_t>() : nullptr;
+    const opmath_t* w = weights.defined() ? weights.const_data_ptr<opmath_t>() : nullptr;
+    const opmath_t uniform = static_cast<opmath_t>(1.0 / static_cast<double>(steps));
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    opmath_t* ac = acc.mutable_data_ptr<opmath_t>();
+    opmath_t* ac = acc.defined() ? acc.mutable_data_ptr<opmath_t>() : nullptr;
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+      opmath_t scratch[kBlock];  // the accumulator when acc is not wanted
       for (int64_t e0 = begin; e0 < end; e0 += kBlock) {
         const int64_t len = std::min(kBlock, end - e0);
-        opmath_t* blk = ac + e0;
+        opmath_t* blk = ac ? ac + e0 : scratch;
         std::fill(blk, blk + len, opmath_t(0));
-        for (int64_t s = 0; s < steps; ++s) add_step<scalar_t, opmath_t>(blk, g + s * n + e0, w[s], len);
-        finish<scalar_t, opmath_t>(o + e0, blk, xp + e0, ap + e0, len);
+        for (int64_t s = 0; s < steps; ++s) {
+          add_step<scalar_t, opmath_t>(blk, g + s * n + e0, w ? w[s] : uniform, len);
+        }
+        if (ap) {
+          finish<scalar_t, opmath_t>(o + e0, blk, xp + e0, ap + e0, len);
+        } else {
+          finish_from_zero<scalar_t, opmath_t>(o + e0, blk, xp + e0, len);
+        }
       }
     });
   });
@@ -130,6 +151,13 @@ void ig_accumulate_backward_cpu(at::Tensor& grad_path, at::Tensor& grad_x,
       }
     });
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("ig_accumulate", TORCH_FN(ig_accumulate_op<&ig_accumulate_cpu>));
+  m.impl("ig_accumulate_with_acc", TORCH_FN(ig_accumulate_with_acc_op<&ig_accumulate_cpu>));
+  m.impl("ig_accumulate_backward",
+         TORCH_FN(ig_accumulate_backward_op<&ig_accumulate_backward_cpu>));
 }
 
 }  // namespace robustops

@@ -11,10 +11,13 @@
 // each image's partials in row order and writes the stats and features; when asked, the
 // softmax S is stored as it is summed. Backward: each task recomputes its image's
 // per-part coefficients (K small formulas) and writes dL/dM for its rows, block by
-// block, from the softmax the forward saved (then no exps; the gradient may overwrite it
-// in place) or recomputed from the logits. The weighted / bbox variants are template
-// instances, so the bbox variant does no foreground work.
+// block, from the softmax the forward saved (then no exps; the in-place backward op
+// writes the gradient over it) or recomputed from the logits. The weighted / bbox variants are template
+// instances, so the bbox variant does no foreground work. The ops' CPU kernels are
+// registered at the end (schemas, checks and layouts: csrc/ops/part_moments.cpp).
 #include "part_moments.h"
+
+#include <torch/library.h>
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -73,13 +76,22 @@ inline T fast_sigmoid(T t) {
 
 constexpr int64_t kRows = 8;  // rows per task: 8 x 64 pixels x 11 channels ~ 22 KB of logits
 constexpr int kBlock = 16;    // pixels per register block: two AVX2 (one AVX-512) float vectors
+constexpr int kHalf = kBlock / 2;  // then at most one block of 8 (narrow images), then single
+                                   // pixels: every row function walks a row in the same blocks
 
 // Scratch of one task: the converted logits of a row (C x W), their exps or softmax
 // (C x W), and per-pixel rows: 1 / sum of exps, f, the centred column coordinate u.
+// One allocation (a tiny input's call is mostly fixed costs).
 template <typename T>
 struct RowScratch {
-  std::vector<T> m, e, inv, f, u;
-  RowScratch(int64_t c, int64_t w) : m(c * w), e(c * w), inv(w), f(w), u(w) {
+  std::vector<T> buf;
+  T *m, *e, *inv, *f, *u;
+  RowScratch(int64_t c, int64_t w) : buf(static_cast<size_t>((2 * c + 3) * w)) {
+    m = buf.data();
+    e = m + c * w;
+    inv = e + c * w;
+    f = inv + w;
+    u = f + w;
     for (int64_t j = 0; j < w; ++j) u[j] = pm_centred<T>(j, w);
   }
 };
@@ -131,17 +143,21 @@ __attribute__((always_inline)) inline void softmax_block(const scalar_t* __restr
   }
 }
 
-// A whole row: register blocks, then the tail one pixel at a time.
+// A whole row: register blocks, a half block, then the tail one pixel at a time.
 template <bool kWeighted, typename scalar_t, typename T>
 RO_CPU_CLONES void softmax_row(RowScratch<T>& r, const scalar_t* __restrict__ src,
                                int64_t plane, int64_t c, int64_t w) {
   int64_t j = 0;
   for (; j + kBlock <= w; j += kBlock)
-    softmax_block<kBlock, kWeighted>(src + j, plane, c, w, r.m.data() + j, r.e.data() + j,
-                                     r.inv.data() + j, r.f.data() + j);
+    softmax_block<kBlock, kWeighted>(src + j, plane, c, w, r.m + j, r.e + j, r.inv + j,
+                                     r.f + j);
+  if (j + kHalf <= w) {
+    softmax_block<kHalf, kWeighted>(src + j, plane, c, w, r.m + j, r.e + j, r.inv + j,
+                                    r.f + j);
+    j += kHalf;
+  }
   for (; j < w; ++j)
-    softmax_block<1, kWeighted>(src + j, plane, c, w, r.m.data() + j, r.e.data() + j,
-                                r.inv.data() + j, r.f.data() + j);
+    softmax_block<1, kWeighted>(src + j, plane, c, w, r.m + j, r.e + j, r.inv + j, r.f + j);
 }
 
 // Row sums of one part: (S, S u, S u^2, M f) with S = e / sum of exps; with kSave S is
@@ -265,16 +281,22 @@ RO_CPU_CLONES void grad_row(scalar_t* __restrict__ out, const scalar_t* __restri
                             int64_t c, int64_t w) {
   int64_t j = 0;
   for (; j + kBlock <= w; j += kBlock) {
-    softmax_block<kBlock, kWeighted>(src + j, plane, c, w, r.m.data() + j, r.e.data() + j,
-                                     r.inv.data() + j, r.f.data() + j);
-    grad_block<kBlock, kWeighted>(out + j, plane, c, w, r.m.data() + j, r.e.data() + j,
-                                  r.inv.data() + j, r.f.data() + j, r.u.data() + j, rc, dfsum);
+    softmax_block<kBlock, kWeighted>(src + j, plane, c, w, r.m + j, r.e + j, r.inv + j,
+                                     r.f + j);
+    grad_block<kBlock, kWeighted>(out + j, plane, c, w, r.m + j, r.e + j, r.inv + j, r.f + j,
+                                  r.u + j, rc, dfsum);
+  }
+  if (j + kHalf <= w) {
+    softmax_block<kHalf, kWeighted>(src + j, plane, c, w, r.m + j, r.e + j, r.inv + j,
+                                    r.f + j);
+    grad_block<kHalf, kWeighted>(out + j, plane, c, w, r.m + j, r.e + j, r.inv + j, r.f + j,
+                                 r.u + j, rc, dfsum);
+    j += kHalf;
   }
   for (; j < w; ++j) {
-    softmax_block<1, kWeighted>(src + j, plane, c, w, r.m.data() + j, r.e.data() + j,
-                                r.inv.data() + j, r.f.data() + j);
-    grad_block<1, kWeighted>(out + j, plane, c, w, r.m.data() + j, r.e.data() + j,
-                             r.inv.data() + j, r.f.data() + j, r.u.data() + j, rc, dfsum);
+    softmax_block<1, kWeighted>(src + j, plane, c, w, r.m + j, r.e + j, r.inv + j, r.f + j);
+    grad_block<1, kWeighted>(out + j, plane, c, w, r.m + j, r.e + j, r.inv + j, r.f + j,
+                             r.u + j, rc, dfsum);
   }
 }
 
@@ -326,6 +348,10 @@ RO_CPU_CLONES void grad_row_saved(scalar_t* out, const scalar_t* __restrict__ sr
   int64_t j = 0;
   for (; j + kBlock <= w; j += kBlock)
     grad_block_saved<kBlock, kWeighted>(out + j, src + j, s + j, plane, c, u + j, rc, dfsum);
+  if (j + kHalf <= w) {
+    grad_block_saved<kHalf, kWeighted>(out + j, src + j, s + j, plane, c, u + j, rc, dfsum);
+    j += kHalf;
+  }
   for (; j < w; ++j)
     grad_block_saved<1, kWeighted>(out + j, src + j, s + j, plane, c, u + j, rc, dfsum);
 }
@@ -345,11 +371,11 @@ void forward_tasks(const scalar_t* lg, T* sm, double* partial, int64_t nb, int64
       for (int64_t y = h0; y < h1; ++y) {
         const int64_t off = b * c * plane + y * w;
         softmax_row<kWeighted, scalar_t, T>(r, lg + off, plane, c, w);
-        if constexpr (kSave) store_row<T>(r.e.data(), r.inv.data(), w, sm + off);
+        if constexpr (kSave) store_row<T>(r.e, r.inv, w, sm + off);
         const double v = pm_centred<double>(y, h);
         for (int64_t p = 1; p < c; ++p) {
-          part_row_sums<kWeighted, kSave, T>(r.e.data() + p * w, r.inv.data(),
-                                             r.m.data() + p * w, r.f.data(), r.u.data(), w,
+          part_row_sums<kWeighted, kSave, T>(r.e + p * w, r.inv,
+                                             r.m + p * w, r.f, r.u, w,
                                              sums, kSave ? sm + off + p * plane : nullptr);
           double* a = acc + (p - 1) * kPmMoments;
           const double rs = sums[0];
@@ -360,7 +386,7 @@ void forward_tasks(const scalar_t* lg, T* sm, double* partial, int64_t nb, int64
           a[4] += v * v * rs;
           a[5] += sums[3];
         }
-        if constexpr (kWeighted) acc[ns - 1] += row_sum<T>(r.f.data(), w);
+        if constexpr (kWeighted) acc[ns - 1] += row_sum<T>(r.f, w);
       }
     }
   });
@@ -395,7 +421,7 @@ void backward_tasks(scalar_t* out, const scalar_t* lg, const T* sm, const double
         const int64_t off = b * c * plane + y * w;
         rc.set(co.data(), pm_centred<T>(y, h), c);
         if (sm != nullptr)
-          grad_row_saved<kWeighted, scalar_t, T>(out + off, lg + off, sm + off, r.u.data(), rc,
+          grad_row_saved<kWeighted, scalar_t, T>(out + off, lg + off, sm + off, r.u, rc,
                                                  dfsum, plane, c, w);
         else
           grad_row<kWeighted, scalar_t, T>(out + off, lg + off, r, rc, dfsum, plane, c, w);
@@ -470,6 +496,13 @@ void part_moments_backward_cpu(at::Tensor& grad_logits, const at::Tensor& grad,
     else
       backward_tasks<false, scalar_t, T>(out, lg, sm, gr, st, nb, c, h, w, nblk);
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("part_moments", TORCH_FN(part_moments_op<&part_moments_cpu>));
+  m.impl("part_moments_backward", TORCH_FN(part_moments_backward_op<&part_moments_backward_cpu>));
+  m.impl("part_moments_backward_inplace",
+         TORCH_FN(part_moments_backward_inplace_op<&part_moments_backward_cpu>));
 }
 
 }  // namespace robustops

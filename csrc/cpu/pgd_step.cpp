@@ -26,9 +26,10 @@ inline opmath_t per_sample(const opmath_t* t, opmath_t fallback, int64_t b) {
 
 // One contiguous run of the store loop: out[j] = element(x[j], x_nat[j], g[j]).
 // `out` may be `x` (same index only), so it is the one pointer not marked
-// restrict; x_nat and grad never alias out (robustops/ops/pgd_step.py copies
-// them if they do). Returns nonzero if a result or x_nat is not finite.
-template <typename scalar_t, typename opmath_t, typename Element>
+// restrict; x_nat and grad never alias out (csrc/ops/pgd_step.cpp copies them if
+// they do). Returns nonzero if x_nat, or x (kProbeX) or the result (otherwise), is
+// not finite: see pgd_not_finite for why each norm probes what it does.
+template <typename scalar_t, typename opmath_t, bool kProbeX, typename Element>
 RO_CPU_CLONES int store_run(scalar_t* out, const scalar_t* x,
                             const scalar_t* __restrict__ xn,
                             const scalar_t* __restrict__ g, int64_t len,
@@ -36,11 +37,11 @@ RO_CPU_CLONES int store_run(scalar_t* out, const scalar_t* x,
   int bad = 0;
 #pragma omp simd reduction(| : bad)
   for (int64_t j = 0; j < len; ++j) {
+    const opmath_t xj = static_cast<opmath_t>(x[j]);
     const opmath_t xnj = static_cast<opmath_t>(xn[j]);
-    const opmath_t v =
-        element(static_cast<opmath_t>(x[j]), xnj, static_cast<opmath_t>(g[j]));
+    const opmath_t v = element(xj, xnj, static_cast<opmath_t>(g[j]));
     out[j] = static_cast<scalar_t>(v);
-    bad |= static_cast<int>(pgd_not_finite(v, xnj));
+    bad |= static_cast<int>(pgd_not_finite(kProbeX ? xj : v, xnj));
   }
   return bad;
 }
@@ -66,7 +67,7 @@ bool linf_cpu(scalar_t* out, const scalar_t* x, const scalar_t* xn,
       const int64_t stop = std::min(end, (b + 1) * per_sample_numel);
       const opmath_t e = per_sample(eps_t, eps, b);
       const opmath_t a = per_sample(alpha_t, alpha, b);
-      bad |= store_run<scalar_t, opmath_t>(
+      bad |= store_run<scalar_t, opmath_t, true>(
           out + i, x + i, xn + i, g + i, stop - i,
           [=](opmath_t xv, opmath_t xnv, opmath_t gv) {
             return pgd_linf_element<opmath_t>(xv, xnv, gv, e, a, lo, hi);
@@ -76,6 +77,17 @@ bool linf_cpu(scalar_t* out, const scalar_t* x, const scalar_t* xn,
     if (bad) any_bad.store(1, std::memory_order_relaxed);
   });
   return any_bad.load() == 0;
+}
+
+// Nonzero if some of the len values is NaN or +-Inf (the L2 step's rare path).
+template <typename scalar_t, typename opmath_t>
+int any_not_finite(const scalar_t* v, int64_t len) {
+  int bad = 0;
+  for (int64_t j = 0; j < len; ++j) {
+    const opmath_t vj = static_cast<opmath_t>(v[j]);
+    bad |= static_cast<int>(pgd_not_finite(vj, opmath_t(0)));
+  }
+  return bad;
 }
 
 // L2 pass 1: sum of squared (finite) gradient entries of one sample.
@@ -130,7 +142,11 @@ bool l2_cpu(scalar_t* out, const scalar_t* x, const scalar_t* xn,
           l2_delta_sq<scalar_t, opmath_t>(x + off, xn + off, g + off, d, scale);
       const opmath_t shrink = static_cast<opmath_t>(pgd_l2_shrink<double>(
           d_sq, static_cast<double>(per_sample(eps_t, eps, b))));
-      bad |= store_run<scalar_t, opmath_t>(
+      // A NaN or infinite x makes ||x + step - x_nat||^2 NaN or inf (the step is
+      // finite), while the result may be finite (shrink = eps / inf = 0 gives x_nat):
+      // only then is x itself scanned (a finite x can overflow the sum too).
+      if (!std::isfinite(d_sq)) bad |= any_not_finite<scalar_t, opmath_t>(x + off, d);
+      bad |= store_run<scalar_t, opmath_t, false>(
           out + off, x + off, xn + off, g + off, d,
           [=](opmath_t xv, opmath_t xnv, opmath_t gv) {
             return pgd_l2_element<opmath_t>(xv, xnv, gv, scale, shrink, lo, hi);

@@ -7,6 +7,8 @@
 // (B, N) gradient, using the saved logsumexp.
 #include "pixel_softmax_kl.h"
 
+#include <torch/library.h>
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -114,6 +116,12 @@ void pixel_softmax_kl_backward_cpu(at::Tensor& grad_s, const at::Tensor& grad_ou
       }
     });
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("pixel_softmax_kl", TORCH_FN(pixel_softmax_kl_op<&pixel_softmax_kl_cpu>));
+  m.impl("pixel_softmax_kl_backward",
+         TORCH_FN(pixel_softmax_kl_backward_op<&pixel_softmax_kl_backward_cpu>));
 }
 
 }  // namespace robustops

@@ -16,6 +16,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
@@ -31,7 +32,18 @@ namespace {
 
 using namespace kernels;
 
-// Scratch buffers of one task, reused across its rows.
+// Radix digits: 11 bits (3 passes for float keys, 6 for double) on long rows, 8 bits
+// on short ones, where clearing and scanning 2048 buckets per pass would cost more
+// than the row itself.
+constexpr int64_t kWideDigitsFrom = 4096;
+
+constexpr int digit_bits(int64_t n) { return n >= kWideDigitsFrom ? 11 : 8; }
+
+// The longest rows whose scratch buffers a thread keeps between calls (128 x 128 maps).
+constexpr int64_t kCachedRow = int64_t(1) << 14;
+
+// Scratch buffers of one thread, reused across its rows and calls (the radix histograms
+// sized for the digits its rows use: a 64 KiB clear per call would outweigh a short row).
 template <typename key_t>
 struct Scratch {
   std::vector<key_t> keys, keys_tmp;
@@ -40,17 +52,20 @@ struct Scratch {
   std::vector<double> avg_a, avg_b;
   std::vector<uint8_t> top_b;
   std::vector<int32_t> hist, pos;
-  explicit Scratch(int64_t n)
-      : keys(n), keys_tmp(n), perm_a(n), perm_b(n), tmp(n), rank_a(n), rank_b(n), lex(n),
-        seq(n), counts(n + 1),
-        tree32(n < 65536 ? 0 : n + 1), tree16(n < 65536 ? n + 1 : 0), avg_a(n), avg_b(n), top_b(n),
-        hist(8 << 11), pos(1 << 11) {}
+  // Buffers for rows of n values (every one is written before it is read).
+  void resize(int64_t n) {
+    for (auto* v : {&keys, &keys_tmp}) v->resize(n);
+    for (auto* v : {&perm_a, &perm_b, &tmp, &rank_a, &rank_b, &lex, &seq}) v->resize(n);
+    counts.resize(n + 1);
+    tree32.resize(n < 65536 ? 0 : n + 1);
+    tree16.resize(n < 65536 ? n + 1 : 0);
+    avg_a.resize(n);
+    avg_b.resize(n);
+    top_b.resize(n);
+    hist.resize(8 << digit_bits(n));
+    pos.resize(1 << digit_bits(n));
+  }
 };
-
-// Radix digits: 11 bits (3 passes for float keys, 6 for double) on long rows, 8 bits
-// on short ones, where clearing and scanning 2048 buckets per pass would cost more
-// than the row itself.
-constexpr int64_t kWideDigitsFrom = 4096;
 
 // Stable ascending argsort of v[0:n] into perm, keys sorted into s.keys. Returns true
 // when v holds a NaN (the order is then meaningless and the caller raises).
@@ -102,7 +117,7 @@ bool radix_argsort_digits(const scalar_t* v, int64_t n, std::vector<int32_t>& pe
 
 template <typename scalar_t, typename key_t>
 bool radix_argsort(const scalar_t* v, int64_t n, std::vector<int32_t>& perm, Scratch<key_t>& s) {
-  return n >= kWideDigitsFrom ? radix_argsort_digits<11, scalar_t, key_t>(v, n, perm, s)
+  return digit_bits(n) == 11 ? radix_argsort_digits<11, scalar_t, key_t>(v, n, perm, s)
                               : radix_argsort_digits<8, scalar_t, key_t>(v, n, perm, s);
 }
 
@@ -165,10 +180,11 @@ int64_t count_inversions(const int32_t* seq, int64_t n, int64_t m, tree_t* tree)
   return inv;
 }
 
-// The three metrics of one pair into out[0:3]; returns true when a or b holds a NaN.
+// The three metrics of one pair into *topk, *tau, *rho; returns true when a or b holds a
+// NaN.
 template <typename scalar_t, typename key_t>
-bool row_metrics(const scalar_t* a, const scalar_t* b, int64_t n, int64_t k, double* out,
-                 Scratch<key_t>& s) {
+bool row_metrics(const scalar_t* a, const scalar_t* b, int64_t n, int64_t k, double* topk,
+                 double* tau, double* rho, Scratch<key_t>& s) {
   double ties_a = 0, ties_b = 0;
   // b first: its sorted keys are needed for b's top-k before a's sort reuses the buffer.
   bool nan = radix_argsort(b, n, s.perm_b, s);
@@ -187,7 +203,7 @@ bool row_metrics(const scalar_t* a, const scalar_t* b, int64_t n, int64_t k, dou
     taken += take;
     ge = gs;
   }
-  out[0] = static_cast<double>(common) / static_cast<double>(k);
+  *topk = static_cast<double>(common) / static_cast<double>(k);
 
   // Lexicographic (rank_a, rank_b) order: b's order, stably bucketed by rank_a.
   int32_t* cnt = s.counts.data();
@@ -218,7 +234,7 @@ bool row_metrics(const scalar_t* a, const scalar_t* b, int64_t n, int64_t k, dou
   const int64_t discordant =
       n < 65536 ? count_inversions(s.seq.data(), n, groups_b, s.tree16.data())
                 : count_inversions(s.seq.data(), n, groups_b, s.tree32.data());
-  out[1] = kendall_tau_b(n, ties_a, ties_b, ties_ab, static_cast<double>(discordant));
+  *tau = kendall_tau_b(n, ties_a, ties_b, ties_ab, static_cast<double>(discordant));
 
   // Spearman: the average ranks have mean (n + 1) / 2 whatever the ties.
   const double mean = 0.5 * static_cast<double>(n + 1);
@@ -229,31 +245,47 @@ bool row_metrics(const scalar_t* a, const scalar_t* b, int64_t n, int64_t k, dou
     saa += da * da;
     sbb += db * db;
   }
-  out[2] = pearson(sab, saa, sbb);
+  *rho = pearson(sab, saa, sbb);
   return nan;
 }
 
 }  // namespace
 
-bool rank_metrics_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, int64_t k) {
-  const int64_t rows = a.size(0), n = a.size(1);
+bool rank_metrics_cpu(at::Tensor& topk, at::Tensor& kendall, at::Tensor& spearman,
+                      const at::Tensor& a, const at::Tensor& b, int64_t k) {
+  const int64_t rows = a.size(0);
   if (rows == 0) return false;
+  const int64_t n = a.numel() / rows;  // (B, *) maps, each row N contiguous values
   std::atomic<bool> any_nan{false};
-  double* o = out.mutable_data_ptr<double>();
+  double* o_topk = topk.mutable_data_ptr<double>();
+  double* o_tau = kendall.mutable_data_ptr<double>();
+  double* o_rho = spearman.mutable_data_ptr<double>();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rank_metrics_cpu", [&] {
     using key_t = std::conditional_t<std::is_same_v<scalar_t, double>, uint64_t, uint32_t>;
     const scalar_t* ap = a.const_data_ptr<scalar_t>();
     const scalar_t* bp = b.const_data_ptr<scalar_t>();
     at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-      Scratch<key_t> s(n);
+      // Rows up to kCachedRow values: buffers kept per thread across calls (a tiny call
+      // then allocates nothing here; at most ~1 MiB a thread); longer rows: this task's.
+      thread_local Scratch<key_t> cached;
+      Scratch<key_t> local;
+      Scratch<key_t>& s = n <= kCachedRow ? cached : local;
+      s.resize(n);
       for (int64_t r = begin; r < end; ++r) {
-        if (row_metrics<scalar_t, key_t>(ap + r * n, bp + r * n, n, k, o + 3 * r, s)) {
+        if (row_metrics<scalar_t, key_t>(ap + r * n, bp + r * n, n, k, o_topk + r, o_tau + r,
+                                         o_rho + r, s)) {
           any_nan.store(true, std::memory_order_relaxed);
         }
       }
     });
   });
   return any_nan.load();
+}
+
+// The only kernel of the op: a CUDA tensor has no rank_metrics kernel here (the public
+// functions run the Triton kernels or the PyTorch reference for it).
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("rank_metrics", TORCH_FN(rank_metrics_op<&rank_metrics_cpu>));
 }
 
 }  // namespace robustops

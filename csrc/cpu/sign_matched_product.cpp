@@ -4,6 +4,8 @@
 // Both loops are branch-free (the sign test is a select) and vectorise.
 #include "sign_matched_product.h"
 
+#include <torch/library.h>
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -86,6 +88,12 @@ void sign_matched_product_backward_cpu(at::Tensor& grad_b, at::Tensor& grad_d,
       }
     });
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("sign_matched_product", TORCH_FN(sign_matched_product_op<&sign_matched_product_cpu>));
+  m.impl("sign_matched_product_backward",
+         TORCH_FN(sign_matched_product_backward_op<&sign_matched_product_backward_cpu>));
 }
 
 }  // namespace robustops

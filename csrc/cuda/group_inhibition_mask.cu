@@ -21,6 +21,8 @@
 #include "group_inhibition_mask.h"
 #include "cuda/grid_blocks.cuh"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -158,6 +160,11 @@ void group_inhibition_mask_cuda(at::Tensor& out, const at::Tensor& features,
         sd.const_data_ptr<T>(), s.const_data_ptr<T>(), a, B, C, N, K);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("group_inhibition_mask",
+         TORCH_FN((group_inhibition_mask_op<&group_inhibition_mask_cuda, false>)));
 }
 
 }  // namespace robustops

@@ -22,6 +22,8 @@
 #include "group_orthogonality_loss.h"
 #include "cuda/grid_blocks.cuh"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -223,6 +225,13 @@ void group_orthogonality_loss_backward_cuda(at::Tensor& grad_features,
         assignment.const_data_ptr<int64_t>(), B, C, N, K);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("group_orthogonality_loss",
+         TORCH_FN((group_orthogonality_loss_op<&group_orthogonality_loss_cuda, false>)));
+  m.impl("group_orthogonality_loss_backward",
+         TORCH_FN(group_orthogonality_loss_backward_op<&group_orthogonality_loss_backward_cuda>));
 }
 
 }  // namespace robustops

@@ -16,6 +16,8 @@
 #include "ig_accumulate.h"
 #include "cuda/grid_blocks.cuh"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -27,15 +29,17 @@ template <typename scalar_t, typename opmath_t>
 __global__ void ig_fwd_kernel(scalar_t* __restrict__ out, opmath_t* __restrict__ acc_out,
                               const scalar_t* __restrict__ g, const scalar_t* __restrict__ x,
                               const scalar_t* __restrict__ a, const opmath_t* __restrict__ w,
-                              int64_t steps, int64_t n) {
+                              opmath_t uniform, int64_t steps, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
        e += stride) {
     opmath_t acc = 0;
-    for (int64_t s = 0; s < steps; ++s) acc = ig_term<opmath_t>(acc, w[s], static_cast<opmath_t>(g[s * n + e]));
-    acc_out[e] = acc;
-    out[e] = static_cast<scalar_t>(
-        ig_finish<opmath_t>(acc, static_cast<opmath_t>(x[e]), static_cast<opmath_t>(a[e])));
+    for (int64_t s = 0; s < steps; ++s) {
+      acc = ig_term<opmath_t>(acc, w ? w[s] : uniform, static_cast<opmath_t>(g[s * n + e]));
+    }
+    if (acc_out) acc_out[e] = acc;
+    out[e] = static_cast<scalar_t>(ig_finish<opmath_t>(
+        acc, static_cast<opmath_t>(x[e]), a ? static_cast<opmath_t>(a[e]) : opmath_t(0)));
   }
 }
 
@@ -73,9 +77,12 @@ void ig_accumulate_cuda(at::Tensor& out, at::Tensor& acc, const at::Tensor& path
     using opmath_t = at::opmath_type<scalar_t>;
     ig_fwd_kernel<scalar_t, opmath_t><<<grid_blocks(n, kThreads, 65535 * 8), kThreads, 0,
                                                          stream>>>(
-        out.mutable_data_ptr<scalar_t>(), acc.mutable_data_ptr<opmath_t>(),
+        out.mutable_data_ptr<scalar_t>(),
+        acc.defined() ? acc.mutable_data_ptr<opmath_t>() : nullptr,
         path_grads.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-        baseline.const_data_ptr<scalar_t>(), weights.const_data_ptr<opmath_t>(), steps, n);
+        baseline.defined() ? baseline.const_data_ptr<scalar_t>() : nullptr,
+        weights.defined() ? weights.const_data_ptr<opmath_t>() : nullptr,
+        static_cast<opmath_t>(1.0 / static_cast<double>(steps)), steps, n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -99,6 +106,13 @@ void ig_accumulate_backward_cuda(at::Tensor& grad_path, at::Tensor& grad_x,
         baseline.const_data_ptr<scalar_t>(), weights.const_data_ptr<opmath_t>(), steps, n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("ig_accumulate", TORCH_FN(ig_accumulate_op<&ig_accumulate_cuda>));
+  m.impl("ig_accumulate_with_acc", TORCH_FN(ig_accumulate_with_acc_op<&ig_accumulate_cuda>));
+  m.impl("ig_accumulate_backward",
+         TORCH_FN(ig_accumulate_backward_op<&ig_accumulate_backward_cuda>));
 }
 
 }  // namespace robustops

@@ -26,6 +26,8 @@
 
 #include "part_moments.h"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -307,6 +309,13 @@ void part_moments_backward_cuda(at::Tensor& grad_logits, const at::Tensor& grad,
         weighted);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("part_moments", TORCH_FN(part_moments_op<&part_moments_cuda>));
+  m.impl("part_moments_backward", TORCH_FN(part_moments_backward_op<&part_moments_backward_cuda>));
+  m.impl("part_moments_backward_inplace",
+         TORCH_FN(part_moments_backward_inplace_op<&part_moments_backward_cuda>));
 }
 
 }  // namespace robustops

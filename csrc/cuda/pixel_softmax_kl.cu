@@ -17,6 +17,8 @@
 #include "pixel_softmax_kl.h"
 #include "cuda/grid_blocks.cuh"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -131,6 +133,12 @@ void pixel_softmax_kl_backward_cuda(at::Tensor& grad_s, const at::Tensor& grad_o
         lse.const_data_ptr<opmath_t>(), attr.const_data_ptr<scalar_t>(), c, n, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("pixel_softmax_kl", TORCH_FN(pixel_softmax_kl_op<&pixel_softmax_kl_cuda>));
+  m.impl("pixel_softmax_kl_backward",
+         TORCH_FN(pixel_softmax_kl_backward_op<&pixel_softmax_kl_backward_cuda>));
 }
 
 }  // namespace robustops

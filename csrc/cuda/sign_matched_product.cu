@@ -15,6 +15,8 @@
 #include "sign_matched_product.h"
 #include "cuda/grid_blocks.cuh"
 
+#include <torch/library.h>
+
 namespace robustops {
 namespace {
 
@@ -84,6 +86,12 @@ void sign_matched_product_backward_cuda(at::Tensor& grad_b, at::Tensor& grad_d,
         d.const_data_ptr<scalar_t>(), n, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("sign_matched_product", TORCH_FN(sign_matched_product_op<&sign_matched_product_cuda>));
+  m.impl("sign_matched_product_backward",
+         TORCH_FN(sign_matched_product_backward_op<&sign_matched_product_backward_cuda>));
 }
 
 }  // namespace robustops

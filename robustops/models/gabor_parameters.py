@@ -12,17 +12,19 @@ vonenet/params.py; METHODS.md section 3):
   bin edges logspace(-1, 0.2, 6) (Ringach 2002b), log-uniform inside a bin; ny is
   drawn from the row of nx's bin;
 - spatial frequency sf (cycles/deg): histogram on bins [0.5, 0.7, 1, 1.4, 2, 2.8,
-  4, 5.6, 8, 11.2] with counts [4, 4, 8, 25, 32, 26, 28, 12, 8] (De Valois
-  1982b), interpolated on a log2 scale; only whole bins whose edges lie in
-  [sf_min, sf_max] are kept (the default sf_max = 9 keeps 0.5 .. 8, the eight
-  bins of METHODS.md), so every sf is in [sf_min, sf_max];
+  4, 5.6, 8] with counts [4, 4, 8, 25, 32, 26, 28, 12] (De Valois 1982b, as
+  VOneNet tabulates it), interpolated on a log2 scale; only whole bins whose edges
+  lie in [sf_min, sf_max] are kept, so every sf is in [sf_min, sf_max]. The bins
+  end at 8 cycles/deg, as VOneNet's: any sf_max >= 8 (the default 9 included)
+  keeps all eight bins and never samples above 8;
 - nx and sf are coupled by a Gaussian copula with correlation sf_corr (Schiller
   1976): one bivariate normal draw per channel, mapped through each marginal's
   inverse CDF.
 
 ``rand_param=True`` is VOneNet's control: theta uniform in [0, 180], nx and ny
 log-uniform in [0.1, 10^0.2], sf equally likely in each log2 bin of the kept
-range (VOneNet keeps the bins with edges < sf_max here, strictly), no copula.
+range (VOneNet keeps the bins with edges < sf_max here, strictly; again up to 8),
+no copula.
 
 The draws use a private ``numpy.random.RandomState(seed)`` (the global numpy and
 torch generators are untouched) in the same order as VOneNet's, so a seed gives
@@ -57,9 +59,10 @@ N_JOINT_COUNTS = np.array([[2., 0., 1., 0., 0.],
                            [1., 2., 19., 17., 3.],
                            [0., 0., 1., 7., 4.],
                            [0., 0., 0., 0., 0.]])
-# De Valois 1982b: peak spatial frequency (cycles/deg).
-SF_BINS = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8, 11.2])
-SF_COUNTS = np.array([4, 4, 8, 25, 32, 26, 28, 12, 8])
+# De Valois 1982b: peak spatial frequency (cycles/deg), the bins and counts VOneNet
+# uses; they end at 8 cycles/deg.
+SF_BINS = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8])
+SF_COUNTS = np.array([4, 4, 8, 25, 32, 26, 28, 12])
 
 _KEYS = ("sf", "theta", "phase", "nx", "ny")
 
@@ -113,8 +116,9 @@ def sample_gabor_parameters(n: int, *, seed: int = 0, rand_param: bool = False,
     [0, 180)), ``phase`` (deg, in [0, 360)), ``nx`` and ``ny`` (envelope widths in cycles
     of the carrier). seed: int in [0, 2**32); rand_param: VOneNet's uniform/log-uniform
     control; sf_corr: copula correlation of nx and sf (VOneNet's models use 0.75);
-    sf_min, sf_max (cycles/deg): whole sf bins within the range are kept (VOneNet's
-    ``VOneNet()`` builder passes sf_max=6). Deterministic by seed; no global RNG touched.
+    sf_min, sf_max (cycles/deg): whole sf bins within the range are kept, up to 8
+    (VOneNet's ``VOneNet()`` builder defaults to sf_max=9; its training script, train.py,
+    passes 6, VOneBlock's default here). Deterministic by seed; no global RNG touched.
     """
     _check_args(n, seed, sf_corr, sf_min, sf_max)
     rs = np.random.RandomState(seed)  # private; same draw order as VOneNet's np.random.seed

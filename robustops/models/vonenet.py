@@ -19,7 +19,8 @@ from torchvision import models as tvm
 from ..nn.vone_block import VOneBlock
 
 # Per image size: the block geometry. Spatial frequencies stay below Nyquist:
-# sf_max (cycles/deg) <= 0.5 * image_size / visual_degrees.
+# sf_max (cycles/deg) <= 0.5 * image_size / visual_degrees. sf_max = 6 at 224 px is
+# VOneNet's training script's (train.py --sf_max); its VOneNet() builder defaults to 9.
 IMAGE_PRESETS: Dict[int, Dict[str, Any]] = {
     224: dict(ksize=25, stride=4, visual_degrees=8.0, sf_max=6.0),
     64: dict(ksize=13, stride=2, visual_degrees=4.0, sf_max=6.0),

@@ -36,14 +36,21 @@ medoids that moved and the groups that changed recomputed. ``triton``
 (robustops/triton/channel_kmeans.py; what ``auto`` picks for CUDA tensors when triton is
 installed) runs the same iteration as the reference in four fused launches per iteration
 (distances + argmin without a (B, C, K) tensor, group sums, snap keys, snap + shift + state
-update). ``reference``, and ``cuda`` (this op has no CUDA kernel: an explicit ``cuda``
-request runs it on cuBLAS), run the batched PyTorch composition below: GEMMs, argmin,
-scatter-adds. Both GPU paths run max_iter iterations with a per-sample convergence mask
+update). ``reference`` (what CUDA tensors run without triton) is the batched PyTorch
+composition below: GEMMs, argmin, scatter-adds. There is no ``cuda`` backend: this op has
+no CUDA kernel. Both GPU paths run max_iter iterations with a per-sample convergence mask
 and no host synchronisation (no .item(), no branch on data), so they stay asynchronous on
 a GPU. All round alike (kernels/channel_kmeans.h fixes the operation order) up to the
 order of their sums. Exact ties are broken by rounding, in the paper's code as here (the
 two members of a two-channel group are equidistant from its mean): implementations may
 then pick different, equally good, channels.
+
+Layers: the op ``robustops::channel_kmeans`` is declared in C++ (csrc/ops/channel_kmeans.cpp,
+with its argument checks and autograd kernel) and runs the CPU kernel registered in
+csrc/cpu/channel_kmeans.cpp (there is no CUDA registration: a CUDA tensor given to the op
+itself gets the dispatcher's "no kernel for CUDA" error). This file holds the public
+function (one call of the op on the CPU), the fake kernel, the batched reference and the
+Triton backend, run as ``robustops::channel_kmeans_reference`` / ``_triton``.
 
 No gradient: the assignment is discrete (the input is detached).
 """
@@ -55,6 +62,7 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
+from torch.compiler import is_compiling
 
 from .. import backend
 from ..counter_rng import sample_index
@@ -64,10 +72,8 @@ __all__ = ["channel_kmeans", "channel_kmeans_reference", "kmeans_init", "Channel
            "KMEANS_INIT_STREAM"]
 
 OP = "channel_kmeans"
-# The C++ kernel is CPU only; a CUDA request runs the batched PyTorch path (cuBLAS), and
-# auto skips it (AUTO_BACKENDS) so that CUDA tensors run the Triton kernels when it can.
-BACKENDS = ("reference", "cpp", "cuda", "triton")
-AUTO_BACKENDS = ("reference", "cpp", "triton")
+# No "cuda": the op has no CUDA kernel (auto runs triton, else the reference, on a GPU).
+BACKENDS = ("reference", "cpp", "triton")
 # Counter stream of the initial medoids ("TK"): apart from the other ops' streams.
 KMEANS_INIT_STREAM = 0x544B
 
@@ -156,48 +162,12 @@ def channel_kmeans_reference(features: Tensor, init: Tensor, max_iter: int,
     return assignment, medoids, iterations
 
 
-# ----------------------------------------------------------------------------- custom op
-
-
-@torch.library.custom_op("robustops::channel_kmeans", mutates_args=())
-def _channel_kmeans_op(features: Tensor, init: Optional[Tensor], index: Tensor, base: int,
-                       num_groups: int, max_iter: int,
-                       shift_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
-    b, c = features.shape[:2]
-    name = backend.resolve(features.device, OP,
-                           AUTO_BACKENDS if backend.current() == "auto" else BACKENDS)
-    if name != "cpp" or b == 0:
-        if init is None:
-            init = _init_from_base(index, c, num_groups, base)
-        n = features.shape[2] * features.shape[3]
-        if name == "triton" and b > 0 and n > 0:
-            from ..triton.channel_kmeans import channel_kmeans_triton
-            return channel_kmeans_triton(features.reshape(b, c, n).contiguous(),
-                                         init.contiguous(), max_iter, shift_threshold)
-        return channel_kmeans_reference(features, init, max_iter, shift_threshold)
-    assignment = torch.empty(b, c, dtype=torch.int64)
-    medoids = torch.empty(b, num_groups, dtype=torch.int64)
-    iterations = torch.empty(b, dtype=torch.int64)
-    # Without init, the kernel draws the medoids itself (no extra parallel region: on a
-    # busy machine every region can wait a scheduler tick for its second thread).
-    backend.extension().channel_kmeans(assignment, medoids, iterations, features.contiguous(),
-                                       None if init is None else init.contiguous(),
-                                       index.contiguous(), base, max_iter, shift_threshold)
-    return assignment, medoids, iterations
-
-
-@_channel_kmeans_op.register_fake
-def _(features, init, index, base, num_groups, max_iter, shift_threshold):
-    b, c = features.shape[:2]
-    return (features.new_empty((b, c), dtype=torch.int64),
-            features.new_empty((b, num_groups), dtype=torch.int64),
-            features.new_empty((b,), dtype=torch.int64))
-
-
-# ----------------------------------------------------------------------------- public API
+# ----------------------------------------------------------------------------- python checks
 
 
 def _validate(features, num_groups, max_iter, shift_threshold, seed) -> None:
+    """The checks of csrc/ops/channel_kmeans.py on the Python arguments (same messages), for
+    the backends that do not run it, the fake kernel and clearer errors."""
     if not isinstance(features, Tensor):
         raise ValueError(f"channel_kmeans: features must be a tensor, got "
                          f"{type(features).__name__}")
@@ -223,9 +193,9 @@ def _validate(features, num_groups, max_iter, shift_threshold, seed) -> None:
         raise ValueError(f"channel_kmeans: seed must be an int, got {seed!r}")
 
 
-def _check_init(init, features: Tensor, num_groups: int) -> None:
-    """A user-given init: (B, K) int64 distinct channels (one host read to check them)."""
-    b, c = features.shape[:2]
+def _check_init_shape(init, features: Tensor, num_groups: int) -> None:
+    """A user-given init is a (B, K) int64 tensor on features' device."""
+    b = features.shape[0]
     if not isinstance(init, Tensor) or init.dtype != torch.int64 \
             or tuple(init.shape) != (b, num_groups):
         got = (f"{tuple(init.shape)} {init.dtype}" if isinstance(init, Tensor)
@@ -235,6 +205,12 @@ def _check_init(init, features: Tensor, num_groups: int) -> None:
     if init.device != features.device:
         raise ValueError(f"channel_kmeans: init is on {init.device} but features are on "
                          f"{features.device}")
+
+
+def _check_init(init, features: Tensor, num_groups: int) -> None:
+    """A user-given init: (B, K) int64 distinct channels (one host read to check them)."""
+    _check_init_shape(init, features, num_groups)
+    c = features.shape[1]
     if init.numel() == 0:
         return
     srt = init.sort(1).values
@@ -245,26 +221,148 @@ def _check_init(init, features: Tensor, num_groups: int) -> None:
                          f"{num_groups} distinct channel indices in [0, {c})")
 
 
+def _check_index(index, features: Tensor) -> None:
+    b = features.shape[0]
+    if not isinstance(index, Tensor) or index.dtype not in (torch.int32, torch.int64) \
+            or tuple(index.shape) != (b,):
+        got = (f"{tuple(index.shape)} {index.dtype}" if isinstance(index, Tensor)
+               else type(index).__name__)
+        raise ValueError(f"channel_kmeans: index must be an integer tensor of shape ({b},), "
+                         f"got {got}")
+    if index.device != features.device:
+        raise ValueError(f"channel_kmeans: index is on {index.device} but features are on "
+                         f"{features.device}")
+
+
+# ----------------------------------------------------------------------------- fake kernel
+
+
+def _fake(features, init, index, base, num_groups, max_iter, shift_threshold):
+    # Shapes only (init's values are data: checked by the CPU kernel, or on the host by
+    # the Python backends).
+    _validate(features, num_groups, max_iter, shift_threshold, 0)
+    if init is not None:
+        _check_init_shape(init, features, num_groups)
+    if index is not None:
+        _check_index(index, features)
+    if not 0 <= base < 2 ** 32:
+        raise ValueError(f"channel_kmeans: base must be a 32-bit counter key in [0, 2**32), "
+                         f"got {base} (robustops.ops.counter_rng.stream_base(seed, "
+                         "KMEANS_INIT_STREAM))")
+    b, c = features.shape[:2]
+    return (features.new_empty((b, c), dtype=torch.int64),
+            features.new_empty((b, num_groups), dtype=torch.int64),
+            features.new_empty((b,), dtype=torch.int64))
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::channel_kmeans", _fake)
+    # The OpOverload for torch.compile and torch.export (they trace it); in eager, its raw
+    # builtin: the same op without the OpOverload's Python frame (~1 us a call).
+    _OP = torch.ops.robustops.channel_kmeans.default
+    _OP_EAGER = _OP._op
+else:  # no extension: the reference backend runs everything
+    _OP = _OP_EAGER = None
+
+
+# ----------------------------------------------------------------------------- python backends
+# Opaque to torch.compile as ops (the reference's max_iter iterations would otherwise be
+# traced and unrolled into one very long graph).
+
+
+@torch.library.custom_op("robustops::channel_kmeans_triton", mutates_args=())
+def _channel_kmeans_triton(features: Tensor, init: Tensor, max_iter: int,
+                           shift_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The Triton kernels from given initial medoids (features (B, C, H, W), B, H*W > 0)."""
+    from ..triton.channel_kmeans import channel_kmeans_triton
+    b, c = features.shape[:2]
+    n = features.shape[2] * features.shape[3]
+    return channel_kmeans_triton(features.reshape(b, c, n).contiguous(), init.contiguous(),
+                                 max_iter, shift_threshold)
+
+
+@torch.library.custom_op("robustops::channel_kmeans_reference", mutates_args=())
+def _channel_kmeans_reference_op(features: Tensor, init: Tensor, max_iter: int,
+                                 shift_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """channel_kmeans_reference from given initial medoids (fresh outputs: no aliasing)."""
+    return channel_kmeans_reference(features, init, max_iter, shift_threshold)
+
+
+def _fake_batched(features, init, max_iter, shift_threshold):
+    b, c = features.shape[:2]
+    return (features.new_empty((b, c), dtype=torch.int64),
+            features.new_empty(init.shape, dtype=torch.int64),
+            features.new_empty((b,), dtype=torch.int64))
+
+
+_channel_kmeans_triton.register_fake(_fake_batched)
+_channel_kmeans_reference_op.register_fake(_fake_batched)
+
+
+# ----------------------------------------------------------------------------- public API
+
+# stream_base(seed, KMEANS_INIT_STREAM) of the seeds used so far (a few per run).
+_BASES: dict = {}
+# ChannelKMeans from the op's tuple without the NamedTuple's Python-level __new__.
+_as_result = tuple.__new__
+
+
+def _base(seed: int) -> int:
+    base = _BASES.get(seed)
+    if base is None:
+        base = _BASES[seed] = stream_base(seed, KMEANS_INIT_STREAM)
+    return base
+
+
+def _python_backend(name: str, features: Tensor, init: Optional[Tensor], index,
+                    num_groups: int, max_iter: int, shift_threshold: float,
+                    seed: int) -> ChannelKMeans:
+    """channel_kmeans on the reference or triton backend (checked in Python, same messages)."""
+    _validate(features, num_groups, max_iter, shift_threshold, seed)
+    features = features.detach()
+    b, c, h, w = features.shape
+    if init is not None:
+        _check_init(init, features, num_groups)
+    else:
+        idx = sample_index(b, index, features.device)
+        init = _init_from_base(idx, c, num_groups, _base(seed))
+    if name == "triton" and b > 0 and h * w > 0:
+        out = _channel_kmeans_triton(features, init, max_iter, float(shift_threshold))
+    else:
+        out = _channel_kmeans_reference_op(features, init, max_iter, float(shift_threshold))
+    return ChannelKMeans(*out)
+
+
 def channel_kmeans(features: Tensor, num_groups: int = 6, *, max_iter: int = 50,
                    shift_threshold: float = 1e-4, seed: int = 0,
                    index: Union[None, int, Tensor] = None,
                    init: Optional[Tensor] = None) -> ChannelKMeans:
     """Group the C channels of every sample of features (B, C, H, W) into num_groups groups.
 
-    features: float32 or float64 (detached; computed in its dtype), any layout.
+    features: float32 or float64 (no gradient; computed in its dtype), any layout.
     num_groups: K in [1, C]. max_iter >= 1, shift_threshold >= 0: the paper's 50 and
     1e-4. seed (any int) and index (None: 0..B-1, an int offset, or (B,) global sample
     indices) key the initial medoids; init (B, K) int64 distinct channels replaces them.
     Returns ChannelKMeans(assignment (B, C), medoids (B, K), iterations (B,)), int64.
     """
-    _validate(features, num_groups, max_iter, shift_threshold, seed)
-    idx = sample_index(features.shape[0], index, features.device)
-    if init is not None:
-        _check_init(init, features, num_groups)
-    base = stream_base(seed, KMEANS_INIT_STREAM)
-    out = _channel_kmeans_op(features.detach(), init, idx, base, num_groups, max_iter,
-                             float(shift_threshold))
-    return ChannelKMeans(*out)
+    if type(num_groups) is not int or type(max_iter) is not int or type(seed) is not int \
+            or type(shift_threshold) is not float or index is not None:
+        # Python argument forms: checked (and converted) here; the op checks the tensors.
+        _validate(features, num_groups, max_iter, shift_threshold, seed)
+        shift_threshold = float(shift_threshold)
+        if index is not None:
+            index = sample_index(features.shape[0], index, features.device)
+    try:
+        name = backend.python_path(features, OP, BACKENDS)
+        if name is None:
+            op = _OP if is_compiling() else _OP_EAGER
+            out = op(features, init, index, _base(seed), num_groups, max_iter, shift_threshold)
+            return _as_result(ChannelKMeans, out)
+    except (TypeError, AttributeError, RuntimeError):
+        _validate(features, num_groups, max_iter, shift_threshold, seed)  # clearer messages
+        raise
+    return _python_backend(name, features, init, index, num_groups, max_iter, shift_threshold,
+                           seed)
 
 
 def check_assignment(op: str, features: Tensor, assignment: Tensor, num_groups) -> None:

@@ -15,6 +15,8 @@ the public function (one call of the op), the fake kernel, the plain-PyTorch ref
 """
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 from torch import Tensor
 
@@ -38,8 +40,21 @@ def fmix32_int(h: int) -> int:
     return h ^ (h >> 16)
 
 
+def _as_int(v, name: str) -> int:
+    """v as a Python int: ints and integer types (numpy's) pass, bools and the rest raise
+    a TypeError naming the argument."""
+    if isinstance(v, bool) or not isinstance(v, Integral):
+        raise TypeError(f"{name} must be an int, got {v!r} ({type(v).__name__})")
+    return int(v)
+
+
 def stream_base(seed: int, stream: int) -> int:
-    """The 32-bit key of (seed, stream): fmix32(fold32(seed) ^ (stream + 1) * GOLDEN)."""
+    """The 32-bit key of (seed, stream): fmix32(fold32(seed) ^ (stream + 1) * GOLDEN).
+
+    seed, stream: ints (any size; the seed is read modulo 2**64); anything else is a
+    TypeError naming the argument."""
+    if type(seed) is not int or type(stream) is not int:
+        seed, stream = _as_int(seed, "seed"), _as_int(stream, "stream")
     s = seed & ((1 << 64) - 1)
     return fmix32_int((s ^ (s >> 32)) & MASK ^ (((stream + 1) * GOLDEN) & MASK))
 
@@ -154,10 +169,13 @@ def counter_rng(index: Tensor, numel: int, seed: int, stream: int, *, normal: bo
     """(B, numel) random numbers for global sample indices `index` (B,) int64.
 
     Uniforms in the open interval (0, 1), or standard normals (normal=True, drawn
-    from streams 2*stream and 2*stream + 1). dtype: float32 or float64.
+    from streams 2*stream and 2*stream + 1). seed, stream: ints (TypeError otherwise);
+    dtype: float32 or float64.
     """
-    if type(numel) is not int:  # the schema's int takes a bool
+    if type(numel) is not int or type(seed) is not int or type(stream) is not int:
+        # The schema's int takes a bool; seed and stream are keys of a cache (1.0 == 1).
         _validate(index, numel, dtype)
+        seed, stream = _as_int(seed, "seed"), _as_int(stream, "stream")
     base1, base2 = _bases(seed, stream, normal)
     try:
         name = backend.python_path(index, OP, BACKENDS)

@@ -24,16 +24,19 @@ Labels outside [0, K) are rejected for CPU tensors (the check is free there); on
 they are not checked (that would cost a host synchronisation per call) and such a channel
 gets mask 1 (the kernels never read out of bounds).
 
-Layers: this file holds the custom op ``robustops::group_inhibition_mask``, the plain
-PyTorch reference (the oracle and fallback), the fake kernel, the non-differentiable
-autograd registration and all input validation. The kernels live in
-kernels/group_inhibition_mask.h (math), csrc/cpu/group_inhibition_mask.cpp,
-csrc/cuda/group_inhibition_mask.cu and robustops/triton/group_inhibition_mask.py.
+Layers: the op ``robustops::group_inhibition_mask`` is declared in C++
+(csrc/ops/group_inhibition_mask.cpp, with its argument checks and its autograd kernel, which
+runs the kernels below autograd) and runs kernels registered per dispatch key
+(csrc/cpu/group_inhibition_mask.cpp, csrc/cuda/group_inhibition_mask.cu; math in
+kernels/group_inhibition_mask.h). This file holds the public function (one call of the op),
+the fake kernel, the plain-PyTorch reference (the oracle and fallback) and the Triton
+backend (robustops/triton/group_inhibition_mask.py) as ``robustops::group_inhibition_mask_triton``.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.compiler import is_compiling
 
 from .. import backend
 from .channel_kmeans import check_assignment
@@ -75,61 +78,27 @@ def group_inhibition_mask_reference(features: Tensor, grad: Tensor, assignment: 
     return gm.gather(1, a[..., None].expand(b, c, n)).reshape(b, c, h, w)
 
 
-# ----------------------------------------------------------------------------- custom op
+# ----------------------------------------------------------------------------- python checks
 
 
-def _check_labels(assignment: Tensor, num_groups: int) -> None:
-    """Labels in [0, K): checked for CPU tensors only (free there; a sync on a GPU)."""
-    if assignment.device.type != "cpu" or assignment.numel() == 0:
+def _check_labels(assignment: Tensor, num_groups: int, op: str = "group_inhibition_mask") -> None:
+    """Labels in [0, K): checked for CPU tensors only (free there; a sync on a GPU), and not
+    while torch.compile traces the Python backends (a data-dependent branch; a bad label
+    then gets mask 1 / counts in no group, as on a GPU)."""
+    if assignment.device.type != "cpu" or assignment.numel() == 0 \
+            or is_compiling():
         return
     lo, hi = torch.aminmax(assignment)  # one pass (each extra pass is a parallel region)
     if int(lo) < 0 or int(hi) >= num_groups:
         bad = (assignment < 0) | (assignment >= num_groups)
         i, j = (int(v) for v in bad.nonzero()[0])
-        raise ValueError(f"group_inhibition_mask: assignment[{i}, {j}] = {int(assignment[i, j])} "
+        raise ValueError(f"{op}: assignment[{i}, {j}] = {int(assignment[i, j])} "
                          f"is not a group label in [0, {num_groups})")
 
 
-@torch.library.custom_op("robustops::group_inhibition_mask", mutates_args=())
-def _group_inhibition_mask_op(features: Tensor, grad: Tensor, assignment: Tensor,
-                              num_groups: int) -> Tensor:
-    _check_labels(assignment, num_groups)
-    name = backend.resolve(features.device, OP, BACKENDS)
-    if name == "reference":
-        return group_inhibition_mask_reference(features, grad, assignment, num_groups)
-    out = torch.empty(features.shape, dtype=features.dtype, device=features.device)
-    if out.numel() == 0:
-        return out
-    x, g, a = features.contiguous(), grad.contiguous(), assignment.contiguous()
-    if name == "triton":
-        from ..triton.group_inhibition_mask import group_inhibition_mask_triton
-        group_inhibition_mask_triton(out, x, g, a, num_groups)
-    else:
-        backend.extension().group_inhibition_mask(out, x, g, a, num_groups)
-    return out
-
-
-@_group_inhibition_mask_op.register_fake
-def _(features, grad, assignment, num_groups):
-    return torch.empty(features.shape, dtype=features.dtype, device=features.device)
-
-
-def _setup_context(ctx, inputs, output):
-    # The mask is a constant of the re-forward: no gradient flows through it.
-    ctx.mark_non_differentiable(output)
-
-
-def _backward(ctx, grad_out):
-    return None, None, None, None
-
-
-_group_inhibition_mask_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-# ----------------------------------------------------------------------------- public API
-
-
 def _validate(features, grad, assignment, num_groups) -> None:
+    """The checks of csrc/ops/group_inhibition_mask.cpp but the labels' values (same
+    messages), for the backends that do not run it, the fake kernel and clearer errors."""
     for name, t in (("features", features), ("grad", grad)):
         if not isinstance(t, Tensor):
             raise ValueError(f"group_inhibition_mask: {name} must be a tensor, got "
@@ -152,6 +121,67 @@ def _validate(features, grad, assignment, num_groups) -> None:
     check_assignment("group_inhibition_mask", features, assignment, num_groups)
 
 
+# ----------------------------------------------------------------------------- fake kernel
+
+
+def _fake(features, grad, assignment, num_groups):
+    _validate(features, grad, assignment, num_groups)
+    return torch.empty(features.shape, dtype=features.dtype, device=features.device)
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::group_inhibition_mask", _fake)
+    # The OpOverload for torch.compile and torch.export (they trace it); in eager, its raw
+    # builtin: the same op without the OpOverload's Python frame (~1 us a call).
+    _OP = torch.ops.robustops.group_inhibition_mask.default
+    _OP_EAGER = _OP._op
+else:  # no extension: the reference backend runs everything
+    _OP = _OP_EAGER = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+@torch.library.custom_op("robustops::group_inhibition_mask_triton", mutates_args=())
+def _group_inhibition_mask_triton(features: Tensor, grad: Tensor, assignment: Tensor,
+                                  num_groups: int) -> Tensor:
+    from ..triton.group_inhibition_mask import group_inhibition_mask_triton
+    _check_labels(assignment, num_groups)
+    out = torch.empty(features.shape, dtype=features.dtype, device=features.device)
+    if out.numel() > 0:
+        group_inhibition_mask_triton(out, features.contiguous(), grad.contiguous(),
+                                     assignment.contiguous(), num_groups)
+    return out
+
+
+_group_inhibition_mask_triton.register_fake(_fake)
+
+
+def _setup_context(ctx, inputs, output):
+    # The mask is a constant of the re-forward: no gradient flows through it.
+    ctx.mark_non_differentiable(output)
+
+
+def _backward(ctx, grad_out):
+    return None, None, None, None
+
+
+_group_inhibition_mask_triton.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _python_backend(name: str, features, grad, assignment, num_groups) -> Tensor:
+    """The mask on the reference or triton backend (checked in Python, same messages)."""
+    _validate(features, grad, assignment, num_groups)
+    features, grad = features.detach(), grad.detach()
+    if name == "triton":
+        return _group_inhibition_mask_triton(features, grad, assignment, num_groups)
+    _check_labels(assignment, num_groups)
+    return group_inhibition_mask_reference(features, grad, assignment, num_groups)
+
+
 def group_inhibition_mask(features: Tensor, grad: Tensor, assignment: Tensor,
                           num_groups: int) -> Tensor:
     """TENET's inhibition mask (B, C, H, W) from F, G = dL/dF and the channel grouping.
@@ -160,5 +190,14 @@ def group_inhibition_mask(features: Tensor, grad: Tensor, assignment: Tensor,
     (B, C) int64 group labels in [0, num_groups); num_groups: K in [1, C]. Returns the
     mask in features' dtype, contiguous, without gradient (multiply F by it).
     """
-    _validate(features, grad, assignment, num_groups)
-    return _group_inhibition_mask_op(features.detach(), grad.detach(), assignment, num_groups)
+    if type(num_groups) is not int:
+        _validate(features, grad, assignment, num_groups)  # e.g. a bool or float K
+    try:
+        name = backend.python_path(features, OP, BACKENDS)
+        if name is None:
+            op = _OP if is_compiling() else _OP_EAGER
+            return op(features, grad, assignment, num_groups)
+    except (TypeError, AttributeError, RuntimeError):
+        _validate(features, grad, assignment, num_groups)  # clearer messages
+        raise
+    return _python_backend(name, features, grad, assignment, num_groups)

@@ -12,22 +12,27 @@ empty batch). METHODS.md section 2, step 5.
 
 Gradient (d|t|/dt = sign(t), 0 at 0): dL/dmu_i = (go / (B P_b)) sum_{j != i}
 sign(<mu_i, mu_j>) mu_j and dL/dF[b, c] = dL/dmu_{a(c)} / n_{a(c)}; the assignment gets
-none. The backward is its own custom op (``robustops::group_orthogonality_loss_backward``)
-and recomputes the group means from F: nothing but F and the labels is saved.
+none. The backward is its own op (``robustops::group_orthogonality_loss_backward``) and
+recomputes the group means from F: nothing but F and the labels is saved.
 
 Dtypes and layouts: float32 or float64 (computed in its own precision), any layout (the
 kernels read a contiguous NCHW copy). Labels outside [0, K) are rejected for CPU tensors;
 on a GPU (unchecked, no host synchronisation) such a channel belongs to no group.
 
-Layers: this file holds the custom ops, the plain-PyTorch references (the oracle and
-fallback), fake kernels, autograd and all input validation. The kernels live in
-kernels/group_orthogonality_loss.h (math), csrc/cpu/group_orthogonality_loss.cpp,
-csrc/cuda/group_orthogonality_loss.cu and robustops/triton/group_orthogonality_loss.py.
+Layers: the ops ``robustops::group_orthogonality_loss`` and
+``robustops::group_orthogonality_loss_backward`` are declared in C++
+(csrc/ops/group_orthogonality_loss.cpp, with their argument checks and the autograd kernel)
+and run kernels registered per dispatch key (csrc/cpu/group_orthogonality_loss.cpp,
+csrc/cuda/group_orthogonality_loss.cu; math in kernels/group_orthogonality_loss.h). This
+file holds the public function (one call of the op), the fake kernels, the plain-PyTorch
+references (the oracle and fallback) and the Triton backend
+(robustops/triton/group_orthogonality_loss.py) as ``robustops::group_orthogonality_loss_triton``.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.compiler import is_compiling
 
 from .. import backend
 from .channel_kmeans import check_assignment
@@ -95,54 +100,81 @@ def group_orthogonality_loss_backward_reference(grad_out: Tensor, features: Tens
     return dmu.gather(1, a[..., None].expand(b, c, n)).reshape(features.shape)
 
 
-# ----------------------------------------------------------------------------- custom ops
+# ----------------------------------------------------------------------------- python checks
 
 
-@torch.library.custom_op("robustops::group_orthogonality_loss", mutates_args=())
-def _group_orthogonality_loss_op(features: Tensor, assignment: Tensor,
-                                 num_groups: int) -> Tensor:
-    _check_labels(assignment, num_groups)
-    name = backend.resolve(features.device, OP, BACKENDS)
-    if name == "reference":
-        return group_orthogonality_loss_reference(features, assignment, num_groups)
-    out = torch.empty((), dtype=features.dtype, device=features.device)
-    x, a = features.contiguous(), assignment.contiguous()
-    if name == "triton":
-        from ..triton.group_orthogonality_loss import group_orthogonality_loss_triton
-        group_orthogonality_loss_triton(out, x, a, num_groups)
-    else:
-        backend.extension().group_orthogonality_loss(out, x, a, num_groups)
-    return out
+def _validate(features, assignment, num_groups, op: str = "group_orthogonality_loss") -> None:
+    """The checks of csrc/ops/group_orthogonality_loss.cpp but the labels' values (same
+    messages), for the backends that do not run it, the fake kernels and clearer errors."""
+    if not isinstance(features, Tensor):
+        raise ValueError(f"{op}: features must be a tensor, got {type(features).__name__}")
+    if features.ndim != 4:
+        raise ValueError(f"{op}: features must be 4-D (B, C, H, W), got shape "
+                         f"{tuple(features.shape)}")
+    if features.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{op}: features must be float32 or float64, got "
+                         f"{features.dtype} (cast half/bfloat16 maps to float32)")
+    check_assignment(op, features, assignment, num_groups)
 
 
-@_group_orthogonality_loss_op.register_fake
-def _(features, assignment, num_groups):
+# ----------------------------------------------------------------------------- fake kernels
+
+
+def _fake(features, assignment, num_groups):
+    _validate(features, assignment, num_groups)
     return features.new_empty(())
 
 
-@torch.library.custom_op("robustops::group_orthogonality_loss_backward", mutates_args=())
-def _group_orthogonality_loss_backward_op(grad_out: Tensor, features: Tensor,
-                                          assignment: Tensor, num_groups: int) -> Tensor:
-    name = backend.resolve(features.device, OP, BACKENDS)
-    if name == "reference":
-        return group_orthogonality_loss_backward_reference(grad_out, features, assignment,
-                                                           num_groups)
+def _fake_backward(grad_out, features, assignment, num_groups):
+    _validate(features, assignment, num_groups, "group_orthogonality_loss_backward")
+    if grad_out.numel() != 1:
+        raise ValueError(f"group_orthogonality_loss_backward: grad_out must hold one value (the "
+                         f"loss is 0-d), got shape {tuple(grad_out.shape)}")
+    return torch.empty(features.shape, dtype=features.dtype, device=features.device)
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::group_orthogonality_loss", _fake)
+    torch.library.register_fake("robustops::group_orthogonality_loss_backward", _fake_backward)
+    # The OpOverload for torch.compile and torch.export (they trace it); in eager, its raw
+    # builtin: the same op without the OpOverload's Python frame (~1 us a call).
+    _OP = torch.ops.robustops.group_orthogonality_loss.default
+    _OP_EAGER = _OP._op
+else:  # no extension: the reference backend runs everything
+    _OP = _OP_EAGER = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+@torch.library.custom_op("robustops::group_orthogonality_loss_triton", mutates_args=())
+def _group_orthogonality_loss_triton(features: Tensor, assignment: Tensor,
+                                     num_groups: int) -> Tensor:
+    from ..triton.group_orthogonality_loss import group_orthogonality_loss_triton
+    _check_labels(assignment, num_groups, OP)
+    out = torch.empty((), dtype=features.dtype, device=features.device)
+    if features.numel() == 0:  # no sample or no pixel: every inner product is 0
+        return out.zero_()
+    group_orthogonality_loss_triton(out, features.contiguous(), assignment.contiguous(),
+                                    num_groups)
+    return out
+
+
+@torch.library.custom_op("robustops::group_orthogonality_loss_backward_triton", mutates_args=())
+def _group_orthogonality_loss_backward_triton(grad_out: Tensor, features: Tensor,
+                                              assignment: Tensor, num_groups: int) -> Tensor:
+    from ..triton.group_orthogonality_loss import group_orthogonality_loss_backward_triton
     grad = torch.empty(features.shape, dtype=features.dtype, device=features.device)
     if grad.numel() == 0:
         return grad
     go = grad_out.to(features.dtype).reshape(()).contiguous()
-    x, a = features.contiguous(), assignment.contiguous()
-    if name == "triton":
-        from ..triton.group_orthogonality_loss import group_orthogonality_loss_backward_triton
-        group_orthogonality_loss_backward_triton(grad, go, x, a, num_groups)
-    else:
-        backend.extension().group_orthogonality_loss_backward(grad, go, x, a, num_groups)
+    group_orthogonality_loss_backward_triton(grad, go, features.contiguous(),
+                                             assignment.contiguous(), num_groups)
     return grad
 
 
-@_group_orthogonality_loss_backward_op.register_fake
-def _(grad_out, features, assignment, num_groups):
-    return torch.empty(features.shape, dtype=features.dtype, device=features.device)
+_group_orthogonality_loss_triton.register_fake(_fake)
+_group_orthogonality_loss_backward_triton.register_fake(_fake_backward)
 
 
 def _setup_context(ctx, inputs, output):
@@ -153,27 +185,24 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out):
     features, assignment = ctx.saved_tensors
-    grad = _group_orthogonality_loss_backward_op(grad_out, features, assignment, ctx.num_groups)
+    grad = _group_orthogonality_loss_backward_triton(grad_out, features, assignment,
+                                                     ctx.num_groups)
     return grad, None, None
 
 
-_group_orthogonality_loss_op.register_autograd(_backward, setup_context=_setup_context)
+_group_orthogonality_loss_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ----------------------------------------------------------------------------- public API
 
 
-def _validate(features, assignment, num_groups) -> None:
-    if not isinstance(features, Tensor):
-        raise ValueError(f"group_orthogonality_loss: features must be a tensor, got "
-                         f"{type(features).__name__}")
-    if features.ndim != 4:
-        raise ValueError(f"group_orthogonality_loss: features must be 4-D (B, C, H, W), got "
-                         f"shape {tuple(features.shape)}")
-    if features.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"group_orthogonality_loss: features must be float32 or float64, got "
-                         f"{features.dtype} (cast half/bfloat16 maps to float32)")
-    check_assignment("group_orthogonality_loss", features, assignment, num_groups)
+def _python_backend(name: str, features, assignment, num_groups) -> Tensor:
+    """The loss on the reference or triton backend (checked in Python, same messages)."""
+    _validate(features, assignment, num_groups)
+    if name == "triton":
+        return _group_orthogonality_loss_triton(features, assignment, num_groups)
+    _check_labels(assignment, num_groups, OP)
+    return group_orthogonality_loss_reference(features, assignment, num_groups)
 
 
 def group_orthogonality_loss(features: Tensor, assignment: Tensor, num_groups: int) -> Tensor:
@@ -183,5 +212,14 @@ def group_orthogonality_loss(features: Tensor, assignment: Tensor, num_groups: i
     group labels in [0, num_groups) (no gradient); num_groups: K in [1, C]. Returns
     mean_b sum_{i<j} |<mu_i, mu_j>| / (K'(K'-1)/2) in features' dtype.
     """
-    _validate(features, assignment, num_groups)
-    return _group_orthogonality_loss_op(features, assignment, num_groups)
+    if type(num_groups) is not int:
+        _validate(features, assignment, num_groups)  # e.g. a bool or float K
+    try:
+        name = backend.python_path(features, OP, BACKENDS)
+        if name is None:
+            op = _OP if is_compiling() else _OP_EAGER
+            return op(features, assignment, num_groups)
+    except (TypeError, AttributeError, RuntimeError):
+        _validate(features, assignment, num_groups)  # clearer messages
+        raise
+    return _python_backend(name, features, assignment, num_groups)

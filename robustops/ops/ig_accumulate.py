@@ -25,11 +25,16 @@ Layouts and dtypes: x, baseline and every path_grads[s] with one dense layout
 layout; anything else is made contiguous. float32 and float64 compute in their
 own precision; float16/bfloat16 compute in float32. NaN/Inf propagate.
 
-Layers: the custom ops (``robustops::ig_accumulate``,
-``robustops::ig_accumulate_backward``), plain-PyTorch references, fake kernels,
-autograd and all validation live here; the kernels in kernels/ig_accumulate.h,
-csrc/cpu/ig_accumulate.cpp, csrc/cuda/ig_accumulate.cu and
-robustops/triton/ig_accumulate.py.
+Layers: the ops ``robustops::ig_accumulate`` (path_grads, x, baseline or None for
+zeros, weights or None for 1/S -> out), ``robustops::ig_accumulate_with_acc`` (the same
+-> (out, acc): what autograd runs and saves) and ``robustops::ig_accumulate_backward``
+are declared in C++ (csrc/ops/ig_accumulate.cpp, with their argument checks and autograd
+kernels) and run kernels registered per dispatch key (csrc/cpu/ig_accumulate.cpp,
+csrc/cuda/ig_accumulate.cu; math in kernels/ig_accumulate.h). This file holds the
+public function (one call of ``torch.ops.robustops.ig_accumulate``), the fake kernels,
+the plain-PyTorch references (the oracle of every test and the fallback without the
+extension) and the Triton backend (robustops/triton/ig_accumulate.py) as
+``robustops::ig_accumulate_triton``.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from torch._prims_common import is_non_overlapping_and_dense_or_false as _dense
 
 from .. import backend
 from .pgd_step import _opmath
@@ -101,63 +107,27 @@ def ig_accumulate_backward_reference(grad_out: Tensor, grad_acc: Tensor, acc: Te
     return gp, gx
 
 
-# ----------------------------------------------------------------------------- kernels
-
-
-def _dense(t: Tensor) -> bool:
-    """True when t's elements fill one block of memory without gaps or overlaps."""
-    expected = 1
-    for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
+# ----------------------------------------------------------------------------- layouts
 
 
 def _stacked_empty(x: Tensor, steps: int) -> Tensor:
-    """An uninitialised (S, *x.shape) tensor whose every step has x's layout (when dense)."""
+    """An uninitialised (S, *x.shape) tensor whose every step has x's layout (when dense):
+    the layout of the C++ backward's grad_path (stacked_empty in csrc/ops/ig_accumulate.cpp)."""
     if _dense(x):
         return torch.empty_strided((steps,) + tuple(x.shape), (x.numel(),) + tuple(x.stride()),
                                    dtype=x.dtype, device=x.device)
     return torch.empty((steps,) + tuple(x.shape), dtype=x.dtype, device=x.device)
 
 
-def _same_dense_layout(x: Tensor, *others: Tensor, stacked: Tensor = None) -> bool:
+def _same_dense_layout(x: Tensor, *others: Tensor, stacked: Tensor) -> bool:
     """True when the kernels can walk every operand as one dense block of n elements."""
     if not _dense(x):
         return False
     st = x.stride()
-    if stacked is not None and (tuple(stacked.stride()[1:]) != tuple(st)
-                                or stacked.stride(0) != x.numel() or not _dense(stacked)):
+    if (tuple(stacked.stride()[1:]) != tuple(st) or stacked.stride(0) != x.numel()
+            or not _dense(stacked)):
         return False
     return all(t.stride() == st for t in others)
-
-
-def _run_forward(out: Tensor, acc: Tensor, path_grads: Tensor, x: Tensor, baseline: Tensor,
-                 weights: Tensor) -> None:
-    """Write out (empty_like(x)) and acc (empty_like(x) in the compute type)."""
-    name = backend.resolve(x.device, OP, BACKENDS)
-    if name == "reference":
-        ro, ra = _reference_forward(path_grads, x, baseline, weights)
-        out.copy_(ro)
-        acc.copy_(ra)
-        return
-    if out.numel() == 0:
-        return
-    t_out, t_acc = out, acc
-    if not _same_dense_layout(x, baseline, out, acc, stacked=path_grads):
-        path_grads, x, baseline = path_grads.contiguous(), x.contiguous(), baseline.contiguous()
-        t_out = torch.empty(out.shape, dtype=out.dtype, device=out.device)
-        t_acc = torch.empty(acc.shape, dtype=acc.dtype, device=acc.device)
-    w = weights.contiguous()
-    if name == "triton":
-        from ..triton.ig_accumulate import ig_accumulate_triton
-        ig_accumulate_triton(t_out, t_acc, path_grads, x, baseline, w)
-    else:
-        backend.extension().ig_accumulate(t_out, t_acc, path_grads, x, baseline, w)
-    if t_out is not out:
-        out.copy_(t_out)
-        acc.copy_(t_acc)
 
 
 def _like(t: Tensor, ref: Tensor, dtype: torch.dtype) -> Tensor:
@@ -169,64 +139,189 @@ def _like(t: Tensor, ref: Tensor, dtype: torch.dtype) -> Tensor:
     return out
 
 
-def _run_backward(gp: Tensor, gx: Tensor, grad_out: Tensor, grad_acc: Tensor, acc: Tensor,
-                  x: Tensor, baseline: Tensor, weights: Tensor) -> None:
-    """Write the gradients into gp (_stacked_empty(x, S)) and gx (empty_like(x))."""
-    name = backend.resolve(x.device, OP, BACKENDS)
-    if name == "reference":
-        rp, rx = ig_accumulate_backward_reference(grad_out, grad_acc, acc, x, baseline, weights)
-        gp.copy_(rp)
-        gx.copy_(rx)
-        return
-    if x.numel() == 0:
-        return
-    # Autograd often hands over expanded or differently strided gradients.
-    go = _like(grad_out, x, x.dtype)
-    ga = _like(grad_acc, x, acc.dtype)
-    ac = _like(acc, x, acc.dtype)
-    tp, tx = gp, gx
-    if not _same_dense_layout(x, baseline, go, ga, ac, gx, stacked=gp):
-        x, baseline, go, ga, ac = (t.contiguous() for t in (x, baseline, go, ga, ac))
-        tp = torch.empty(gp.shape, dtype=gp.dtype, device=gp.device)
-        tx = torch.empty(gx.shape, dtype=gx.dtype, device=gx.device)
-    w = weights.contiguous()
-    if name == "triton":
-        from ..triton.ig_accumulate import ig_accumulate_backward_triton
-        ig_accumulate_backward_triton(tp, tx, go, ga, ac, x, baseline, w)
-    else:
-        backend.extension().ig_accumulate_backward(tp, tx, go, ga, ac, x, baseline, w)
-    if tp is not gp:
-        gp.copy_(tp)
-        gx.copy_(tx)
+# ----------------------------------------------------------------------------- python checks
 
 
-# ----------------------------------------------------------------------------- custom ops
+def _check_tensors(path_grads, x, baseline) -> None:
+    for name, t in (("path_grads", path_grads), ("x", x), ("baseline", baseline)):
+        if t is not None and not isinstance(t, Tensor):
+            raise ValueError(f"ig_accumulate: {name} must be a tensor, got {type(t).__name__}")
 
 
-@torch.library.custom_op("robustops::ig_accumulate", mutates_args=())
-def _ig_accumulate_op(path_grads: Tensor, x: Tensor, baseline: Tensor,
-                      weights: Tensor) -> tuple[Tensor, Tensor]:
+def _check_float(t: Tensor, name: str, op: str = "ig_accumulate") -> None:
+    if t.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"{op}: {name} must be float32, float64, float16 or bfloat16, "
+                         f"got {t.dtype}")
+
+
+def _expandable(shape, target) -> bool:
+    """True when a tensor of `shape` expands to `target` (at::is_expandable_to)."""
+    if len(shape) > len(target):
+        return False
+    return all(s == 1 or s == t for s, t in zip(reversed(shape), reversed(target)))
+
+
+def _validate(path_grads: Tensor, x: Tensor, baseline: Optional[Tensor],
+              weights: Optional[Tensor]) -> None:
+    """The checks of csrc/ops/ig_accumulate.cpp, for the backends that do not run it
+    (reference, triton) and for the fake kernel (same messages)."""
+    _check_tensors(path_grads, x, baseline)
+    named = (("path_grads", path_grads), ("x", x), ("baseline", baseline))
+    for name, t in named:
+        if t is not None:
+            _check_float(t, name)
+    for name, t in (named[0], named[2]):
+        if t is None:
+            continue
+        if t.dtype != x.dtype:
+            raise ValueError(f"ig_accumulate: {name} has dtype {t.dtype} but x has {x.dtype}; "
+                             "they must match")
+        if t.device != x.device:
+            raise ValueError(f"ig_accumulate: {name} is on {t.device} but x is on {x.device}; "
+                             f"move it with {name}.to(x.device)")
+    if x.ndim < 1:
+        raise ValueError("ig_accumulate: x must have a batch dimension (B, *), got a scalar")
+    if path_grads.ndim != x.ndim + 1 or tuple(path_grads.shape[1:]) != tuple(x.shape):
+        raise ValueError(f"ig_accumulate: path_grads must be (S, *x.shape) = (S, "
+                         f"{', '.join(map(str, x.shape))}), got {tuple(path_grads.shape)}")
+    steps = path_grads.shape[0]
+    if steps == 0:
+        raise ValueError("ig_accumulate: path_grads has no path points (S = 0)")
+    if baseline is not None and not _expandable(baseline.shape, x.shape):
+        raise ValueError(f"ig_accumulate: baseline {tuple(baseline.shape)} does not broadcast "
+                         f"to x {tuple(x.shape)}")
+    if weights is not None:
+        _check_weights(weights, steps)
+
+
+def _check_weights(weights: Tensor, steps: int) -> None:
+    if weights.ndim != 1 or weights.shape[0] != steps or not weights.is_floating_point():
+        raise ValueError(f"ig_accumulate: weights must be a float (S,) = ({steps},) tensor, "
+                         f"got {tuple(weights.shape)} {weights.dtype}")
+    if weights.requires_grad:
+        raise ValueError("ig_accumulate: weights are constants (quadrature weights) and get "
+                         "no gradient; pass weights.detach()")
+
+
+def _validate_backward(grad_out: Tensor, grad_acc: Tensor, acc: Tensor, x: Tensor,
+                       baseline: Tensor, weights: Tensor) -> None:
+    op = "ig_accumulate_backward"
+    _check_float(x, "x", op)
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must have a batch dimension (B, *), got a scalar")
+    for name, t in (("grad_out", grad_out), ("grad_acc", grad_acc), ("acc", acc),
+                    ("baseline", baseline)):
+        _check_float(t, name, op)
+        if t.shape != x.shape:
+            raise ValueError(f"{op}: {name} has shape {tuple(t.shape)} but x has "
+                             f"{tuple(x.shape)}; they must match")
+        if t.device != x.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}; "
+                             f"move it with {name}.to(x.device)")
+    if weights.ndim != 1 or weights.shape[0] == 0 or not weights.is_floating_point():
+        raise ValueError(f"{op}: weights must be a float (S,) tensor with S > 0, got "
+                         f"{tuple(weights.shape)} {weights.dtype}")
+
+
+def path_weights(weights: Union[None, float, Sequence[float], Tensor], steps: int,
+                 dtype: torch.dtype, device) -> Tensor:
+    """The (S,) weights tensor in the compute type of `dtype` (see ig_accumulate)."""
+    ct = _opmath(dtype)
+    if weights is None:
+        return torch.full((steps,), 1.0 / steps, dtype=ct, device=device)
+    if isinstance(weights, Real) and not isinstance(weights, bool):
+        if not math.isfinite(float(weights)):
+            raise ValueError(f"ig_accumulate: weights must be finite, got {weights!r}")
+        return torch.full((steps,), float(weights), dtype=ct, device=device)
+    if isinstance(weights, Tensor):
+        _check_weights(weights, steps)
+        return weights.to(device=device, dtype=ct)
+    try:
+        w = torch.tensor([float(v) for v in weights], dtype=ct, device=device)
+    except (TypeError, ValueError):
+        raise ValueError(f"ig_accumulate: weights must be None, a float, a sequence of floats or "
+                         f"a (S,) tensor, got {type(weights).__name__}") from None
+    if w.shape[0] != steps:
+        raise ValueError(f"ig_accumulate: {w.shape[0]} weights for {steps} path points")
+    return w
+
+
+# ----------------------------------------------------------------------------- fake kernels
+
+
+def _fake(path_grads, x, baseline, weights):
+    _validate(path_grads, x, baseline, weights)
+    return torch.empty_like(x)
+
+
+def _fake_with_acc(path_grads, x, baseline, weights):
+    return _fake(path_grads, x, baseline, weights), torch.empty_like(x, dtype=_opmath(x.dtype))
+
+
+def _fake_backward(grad_out, grad_acc, acc, x, baseline, weights):
+    _validate_backward(grad_out, grad_acc, acc, x, baseline, weights)
+    return _stacked_empty(x, weights.shape[0]), torch.empty_like(x)
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::ig_accumulate", _fake)
+    torch.library.register_fake("robustops::ig_accumulate_with_acc", _fake_with_acc)
+    torch.library.register_fake("robustops::ig_accumulate_backward", _fake_backward)
+    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
+    _OP = torch.ops.robustops.ig_accumulate.default
+else:  # no extension: the reference backend runs everything
+    _OP = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+@torch.library.custom_op("robustops::ig_accumulate_triton", mutates_args=())
+def _ig_accumulate_triton(path_grads: Tensor, x: Tensor, baseline: Tensor,
+                          weights: Tensor) -> tuple[Tensor, Tensor]:
+    """baseline: x's shape; weights: (S,) in the compute type (see _python_backend)."""
+    from ..triton.ig_accumulate import ig_accumulate_triton
     out, acc = torch.empty_like(x), torch.empty_like(x, dtype=_opmath(x.dtype))
-    _run_forward(out, acc, path_grads, x, baseline, weights)
+    if out.numel() == 0:
+        return out, acc
+    t_out, t_acc = out, acc
+    if not _same_dense_layout(x, baseline, out, acc, stacked=path_grads):
+        path_grads, x, baseline = path_grads.contiguous(), x.contiguous(), baseline.contiguous()
+        t_out = torch.empty(out.shape, dtype=out.dtype, device=out.device)
+        t_acc = torch.empty(acc.shape, dtype=acc.dtype, device=acc.device)
+    ig_accumulate_triton(t_out, t_acc, path_grads, x, baseline, weights.contiguous())
+    if t_out is not out:
+        out.copy_(t_out)
+        acc.copy_(t_acc)
     return out, acc
 
 
-@_ig_accumulate_op.register_fake
-def _(path_grads, x, baseline, weights):
-    return torch.empty_like(x), torch.empty_like(x, dtype=_opmath(x.dtype))
-
-
-@torch.library.custom_op("robustops::ig_accumulate_backward", mutates_args=())
-def _ig_accumulate_backward_op(grad_out: Tensor, grad_acc: Tensor, acc: Tensor, x: Tensor,
-                               baseline: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+@torch.library.custom_op("robustops::ig_accumulate_backward_triton", mutates_args=())
+def _ig_accumulate_backward_triton(grad_out: Tensor, grad_acc: Tensor, acc: Tensor, x: Tensor,
+                                   baseline: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    from ..triton.ig_accumulate import ig_accumulate_backward_triton
+    _validate_backward(grad_out, grad_acc, acc, x, baseline, weights)
     gp, gx = _stacked_empty(x, weights.shape[0]), torch.empty_like(x)
-    _run_backward(gp, gx, grad_out, grad_acc, acc, x, baseline, weights)
+    if x.numel() == 0:
+        return gp, gx
+    ct = _opmath(x.dtype)
+    # Autograd often hands over expanded or differently strided gradients.
+    go, ga, ac, a = (_like(grad_out, x, x.dtype), _like(grad_acc, x, ct), _like(acc, x, ct),
+                     _like(baseline, x, x.dtype))
+    tp, tx = gp, gx
+    if not _same_dense_layout(x, a, go, ga, ac, gx, stacked=gp):
+        x, a, go, ga, ac = (t.contiguous() for t in (x, a, go, ga, ac))
+        tp = torch.empty(gp.shape, dtype=gp.dtype, device=gp.device)
+        tx = torch.empty(gx.shape, dtype=gx.dtype, device=gx.device)
+    ig_accumulate_backward_triton(tp, tx, go, ga, ac, x, a, weights.to(ct).contiguous())
+    if tp is not gp:
+        gp.copy_(tp)
+        gx.copy_(tx)
     return gp, gx
 
 
-@_ig_accumulate_backward_op.register_fake
-def _(grad_out, grad_acc, acc, x, baseline, weights):
-    return _stacked_empty(x, weights.shape[0]), torch.empty_like(x)
+_ig_accumulate_triton.register_fake(_fake_with_acc)
+_ig_accumulate_backward_triton.register_fake(_fake_backward)
 
 
 def _setup_context(ctx, inputs, output):
@@ -237,11 +332,11 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_acc):
     acc, x, baseline, weights = ctx.saved_tensors
-    gp, gx = _ig_accumulate_backward_op(grad_out, grad_acc, acc, x, baseline, weights)
+    gp, gx = _ig_accumulate_backward_triton(grad_out, grad_acc, acc, x, baseline, weights)
     return gp, gx, -gx, None  # the weights are constants
 
 
-_ig_accumulate_op.register_autograd(_backward, setup_context=_setup_context)
+_ig_accumulate_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _setup_backward_context(ctx, inputs, output):
@@ -256,7 +351,8 @@ def _backward_of_backward(ctx, h_path, h_x):
     grad_path[s] = w_s (d grad_out + grad_acc) and grad_x = grad_out acc, so
       d/dgrad_out = d H + h_x acc,   d/dgrad_acc = H,   d/dacc = grad_out h_x,
       d/dx = grad_out H = -d/dbaseline.
-    Written in PyTorch ops so it is differentiable again (third order and up).
+    Written in PyTorch ops so it is differentiable again (third order and up). (The C++
+    autograd kernel of the backward op computes the same.)
     """
     go, acc, x, a, w = ctx.saved_tensors
     ct = _opmath(x.dtype)
@@ -270,47 +366,22 @@ def _backward_of_backward(ctx, h_path, h_x):
             d_x.to(x.dtype), (-d_x).to(a.dtype), None)
 
 
-_ig_accumulate_backward_op.register_autograd(_backward_of_backward,
-                                             setup_context=_setup_backward_context)
+_ig_accumulate_backward_triton.register_autograd(_backward_of_backward,
+                                                 setup_context=_setup_backward_context)
 
 
 # ----------------------------------------------------------------------------- public API
 
 
-def _check_tensor(t, name: str) -> None:
-    if not isinstance(t, Tensor):
-        raise ValueError(f"ig_accumulate: {name} must be a tensor, got {type(t).__name__}")
-    if t.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"ig_accumulate: {name} must be float32, float64, float16 or bfloat16, "
-                         f"got {t.dtype}")
-
-
-def path_weights(weights: Union[None, float, Sequence[float], Tensor], steps: int,
-                 dtype: torch.dtype, device) -> Tensor:
-    """The (S,) weights tensor in the compute type of `dtype` (see ig_accumulate)."""
-    ct = _opmath(dtype)
-    if weights is None:
-        return torch.full((steps,), 1.0 / steps, dtype=ct, device=device)
-    if isinstance(weights, Real) and not isinstance(weights, bool):
-        if not math.isfinite(float(weights)):
-            raise ValueError(f"ig_accumulate: weights must be finite, got {weights!r}")
-        return torch.full((steps,), float(weights), dtype=ct, device=device)
-    if isinstance(weights, Tensor):
-        if weights.ndim != 1 or weights.shape[0] != steps or not weights.is_floating_point():
-            raise ValueError(f"ig_accumulate: weights must be a float (S,) = ({steps},) tensor, "
-                             f"got {tuple(weights.shape)} {weights.dtype}")
-        if weights.requires_grad:
-            raise ValueError("ig_accumulate: weights are constants (quadrature weights) and get "
-                             "no gradient; pass weights.detach()")
-        return weights.to(device=device, dtype=ct)
-    try:
-        w = torch.tensor([float(v) for v in weights], dtype=ct, device=device)
-    except (TypeError, ValueError):
-        raise ValueError(f"ig_accumulate: weights must be None, a float, a sequence of floats or "
-                         f"a (S,) tensor, got {type(weights).__name__}") from None
-    if w.shape[0] != steps:
-        raise ValueError(f"ig_accumulate: {w.shape[0]} weights for {steps} path points")
-    return w
+def _python_backend(name: str, path_grads: Tensor, x: Tensor, baseline: Optional[Tensor],
+                    weights: Optional[Tensor]) -> Tensor:
+    """ig_accumulate on the reference or triton backend (checked in Python, same messages)."""
+    _validate(path_grads, x, baseline, weights)
+    base = torch.zeros_like(x) if baseline is None else baseline.expand(x.shape)
+    w = path_weights(weights, path_grads.shape[0], x.dtype, x.device)
+    if name == "triton":
+        return _ig_accumulate_triton(path_grads, x, base, w)[0]
+    return ig_accumulate_reference(path_grads, x, base, w)
 
 
 def ig_accumulate(path_grads: Tensor, x: Tensor, baseline: Optional[Tensor] = None, *,
@@ -324,29 +395,14 @@ def ig_accumulate(path_grads: Tensor, x: Tensor, baseline: Optional[Tensor] = No
     quadrature weights (constants). One floating dtype and device for all tensors.
     Returns (B, *) in x's dtype; differentiable in path_grads, x and baseline, twice.
     """
-    _check_tensor(path_grads, "path_grads")
-    _check_tensor(x, "x")
-    if baseline is None:
-        baseline = torch.zeros_like(x)
-    _check_tensor(baseline, "baseline")
-    for name, t in (("path_grads", path_grads), ("baseline", baseline)):
-        if t.dtype != x.dtype:
-            raise ValueError(f"ig_accumulate: {name} has dtype {t.dtype} but x has {x.dtype}; "
-                             "they must match")
-        if t.device != x.device:
-            raise ValueError(f"ig_accumulate: {name} is on {t.device} but x is on {x.device}")
-    if x.ndim < 1:
-        raise ValueError("ig_accumulate: x must have a batch dimension (B, *), got a scalar")
-    if path_grads.ndim != x.ndim + 1 or tuple(path_grads.shape[1:]) != tuple(x.shape):
-        raise ValueError(f"ig_accumulate: path_grads must be (S, *x.shape) = (S, "
-                         f"{', '.join(map(str, x.shape))}), got {tuple(path_grads.shape)}")
-    if path_grads.shape[0] == 0:
-        raise ValueError("ig_accumulate: path_grads has no path points (S = 0)")
-    if tuple(baseline.shape) != tuple(x.shape):
-        try:
-            baseline = baseline.expand(x.shape).contiguous()
-        except RuntimeError:
-            raise ValueError(f"ig_accumulate: baseline {tuple(baseline.shape)} does not broadcast "
-                             f"to x {tuple(x.shape)}") from None
-    w = path_weights(weights, path_grads.shape[0], x.dtype, x.device)
-    return _ig_accumulate_op(path_grads, x, baseline, w)[0]
+    if weights is not None and not isinstance(weights, Tensor):  # a float or a sequence
+        _validate(path_grads, x, baseline, None)
+        weights = path_weights(weights, path_grads.shape[0], x.dtype, x.device)
+    try:
+        name = backend.python_path(x, OP, BACKENDS)
+        if name is None:
+            return _OP(path_grads, x, baseline, weights)
+    except (TypeError, AttributeError, RuntimeError):
+        _check_tensors(path_grads, x, baseline)  # a clearer message than the schema's
+        raise
+    return _python_backend(name, path_grads, x, baseline, weights)

@@ -21,26 +21,33 @@ Eager PyTorch materialises the softmax (B, K+1, H, W), two marginals and a dozen
 reductions and their gradients; the fused op reads M once forward, keeping (B, 6K+1)
 float64 moments and, when a gradient will be needed (grad mode on and M requiring
 grad), the softmax S (in the compute dtype) for the backward, which then reads S (and M
-in weighted mode, for f) and writes dL/dM over it in place (float32/float64; half types
-get a new buffer): no exp over the channels again and one (B, K+1, H, W) allocation per
-forward + backward, as without saving. Without a saved S (``save_softmax=False`` on the
-op, or a second backward of the same graph) the backward recomputes S from M.
+in weighted mode, for f) and writes dL/dM: no exp over the channels again. Without a
+saved S (``save_softmax=False`` on the op) the backward recomputes S from M.
+
+Autograd, one path: the op's C++ autograd kernel saves M, the moments and S with
+``save_for_backward`` (so ``torch.autograd.graph.saved_tensors_hooks``, offloading and
+activation checkpointing see and manage them, and a retained graph differentiates again)
+and its backward is the ``robustops::part_moments_backward`` op. S is freed with the
+graph; ``robustops::part_moments_backward_inplace`` writes the gradient over a softmax
+buffer the caller owns (float32/float64), for callers that manage memory by hand.
 
 Layouts and dtypes: any layout (the kernels read contiguous NCHW; others are copied
 once); float32 and float64 compute in their own precision, float16 and bfloat16 in
 float32; moments accumulate in float64 on CPU. First-order differentiable in M (the
 backward op has no derivative of its own).
 
-Layers: custom ops ``robustops::part_moments`` (returns features, the moments and the
+Layers: the ops ``robustops::part_moments`` (returns features, the moments and the
 softmax, empty unless saved), ``robustops::part_moments_backward`` and
-``robustops::part_moments_backward_inplace`` (the gradient over the saved softmax), the
-plain-PyTorch references, fake kernels, autograd and validation here; kernels in
-kernels/part_moments.h, csrc/cpu/part_moments.cpp, csrc/cuda/part_moments.cu and
-robustops/triton/part_moments.py.
+``robustops::part_moments_backward_inplace`` are declared in C++ (csrc/ops/part_moments.cpp,
+with their argument checks and the autograd kernel) and run kernels registered per
+dispatch key (csrc/cpu/part_moments.cpp, csrc/cuda/part_moments.cu; math in
+kernels/part_moments.h). This file holds what Python does best beside them: the public
+function (one call of ``torch.ops.robustops.part_moments``), the fake kernels, the
+plain-PyTorch references (the oracle of every test and the fallback without the
+extension), and the Triton backend (robustops/triton/part_moments.py) as
+``robustops::part_moments_triton`` and its backward ops.
 """
 from __future__ import annotations
-
-import sys
 
 import torch
 from torch import Tensor
@@ -193,173 +200,13 @@ def part_moments_backward_reference(grad: Tensor, logits: Tensor, stats: Tensor,
     return out.to(logits.dtype)
 
 
-# ----------------------------------------------------------------------------- custom ops
-
-
-def _kernel(logits: Tensor):
-    """The backend to run and logits as the kernels need them (contiguous NCHW)."""
-    return backend.resolve(logits.device, OP, BACKENDS), logits.contiguous()
-
-
-def _softmax_shape(logits: Tensor, save_softmax: bool):
-    return tuple(logits.shape) if save_softmax else (0,)
-
-
-def _empty_outputs(logits: Tensor, save_softmax: bool):
-    b, c = logits.shape[:2]
-    feats = torch.empty((b, c - 1, NUM_FEATURES), dtype=logits.dtype, device=logits.device)
-    stats = torch.empty((b, NUM_MOMENTS * (c - 1) + 1), dtype=torch.float64,
-                        device=logits.device)
-    softmax = torch.empty(_softmax_shape(logits, save_softmax), dtype=_opmath(logits.dtype),
-                          device=logits.device)
-    return feats, stats, softmax
-
-
-@torch.library.custom_op("robustops::part_moments", mutates_args=())
-def _part_moments_op(logits: Tensor, weighted: bool,
-                     save_softmax: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """(features, stats, softmax): softmax is S (B, K+1, H, W) in the compute dtype when
-    save_softmax, else empty (0,); the backward uses it instead of recomputing S."""
-    name, m = _kernel(logits)
-    if name == "reference":
-        ct = _opmath(logits.dtype)
-        sm = (torch.softmax(logits.to(ct), 1) if save_softmax
-              else logits.new_empty((0,), dtype=ct))
-        return (part_moments_reference(logits, weighted),
-                part_moments_stats_reference(logits, weighted), sm)
-    feats, stats, sm = _empty_outputs(m, save_softmax)
-    if m.shape[0] == 0:
-        return feats, stats, sm
-    if name == "triton":
-        from ..triton.part_moments import part_moments_triton
-        part_moments_triton(feats, stats, sm, m, weighted)
-    else:
-        backend.extension().part_moments(feats, stats, sm, m, weighted)
-    return feats, stats, sm
-
-
-@_part_moments_op.register_fake
-def _(logits, weighted, save_softmax=False):
-    b, c = logits.shape[:2]
-    return (logits.new_empty((b, c - 1, NUM_FEATURES)),
-            logits.new_empty((b, NUM_MOMENTS * (c - 1) + 1), dtype=torch.float64),
-            logits.new_empty(_softmax_shape(logits, save_softmax),
-                             dtype=_opmath(logits.dtype)))
-
-
-@torch.library.custom_op("robustops::part_moments_backward", mutates_args=())
-def _part_moments_backward_op(grad: Tensor, logits: Tensor, stats: Tensor, softmax: Tensor,
-                              weighted: bool) -> Tensor:
-    """dL/dlogits; softmax: the forward's saved S, or empty (then recomputed from logits)."""
-    saved = softmax.numel() > 0
-    if saved and (softmax.shape != logits.shape or softmax.dtype != _opmath(logits.dtype)):
-        raise ValueError(f"part_moments_backward: softmax must be empty or "
-                         f"{tuple(logits.shape)} {_opmath(logits.dtype)} (the forward's), "
-                         f"got {tuple(softmax.shape)} {softmax.dtype}")
-    name = backend.resolve(logits.device, OP, BACKENDS)
-    if name == "reference":
-        return part_moments_backward_reference(grad, logits, stats, weighted, softmax)
-    # bbox mode with a saved softmax never reads the logits: no copy of a strided input.
-    m = logits if saved and not weighted else logits.contiguous()
-    out = torch.empty(m.shape, dtype=m.dtype, device=m.device)
-    if m.shape[0] == 0:
-        return out
-    g = grad.to(torch.float64).contiguous()
-    st = stats.to(torch.float64).contiguous()
-    sm = softmax.contiguous()
-    if name == "triton":
-        from ..triton.part_moments import part_moments_backward_triton
-        part_moments_backward_triton(out, g, m, st, sm, weighted)
-    else:
-        backend.extension().part_moments_backward(out, g, m, st, sm, weighted)
-    return out
-
-
-@_part_moments_backward_op.register_fake
-def _(grad, logits, stats, softmax, weighted):
-    return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-
-
-@torch.library.custom_op("robustops::part_moments_backward_inplace", mutates_args=("softmax",))
-def _part_moments_backward_inplace_op(grad: Tensor, logits: Tensor, stats: Tensor,
-                                      softmax: Tensor, weighted: bool) -> None:
-    """part_moments_backward written over the saved softmax (B, K+1, H, W), contiguous and
-    of logits' dtype (float32 or float64): no allocation of the gradient (a second
-    (B, K+1, H, W) buffer per step is what lets glibc hand the memory back to the OS and
-    re-fault it on every call)."""
-    if (softmax.shape != logits.shape or softmax.dtype != logits.dtype
-            or not softmax.is_contiguous()):
-        raise ValueError(f"part_moments_backward_inplace: softmax must be a contiguous "
-                         f"{tuple(logits.shape)} {logits.dtype} tensor, got "
-                         f"{tuple(softmax.shape)} {softmax.dtype}")
-    name = backend.resolve(logits.device, OP, BACKENDS)
-    if name == "reference":
-        softmax.copy_(part_moments_backward_reference(grad, logits, stats, weighted, softmax))
-        return
-    if logits.shape[0] == 0:
-        return
-    m = logits if not weighted else logits.contiguous()
-    g = grad.to(torch.float64).contiguous()
-    st = stats.to(torch.float64).contiguous()
-    if name == "triton":
-        from ..triton.part_moments import part_moments_backward_triton
-        part_moments_backward_triton(softmax, g, m, st, softmax, weighted)
-    else:
-        backend.extension().part_moments_backward(softmax, g, m, st, softmax, weighted)
-
-
-@_part_moments_backward_inplace_op.register_fake
-def _(grad, logits, stats, softmax, weighted):
-    return None
-
-
-def _setup_context(ctx, inputs, output):
-    logits, weighted = inputs[:2]
-    ctx.weighted = weighted
-    ctx.save_for_backward(logits, output[1])
-    # The saved softmax is held as an attribute, not saved: the first backward turns it
-    # into the gradient in place (and returns it) and drops it; a second backward of the
-    # same graph (retain_graph=True) finds None and recomputes S from the logits. It is a
-    # non-differentiable output (no grad_fn), so holding it makes no reference cycle.
-    ctx.softmax = output[2]
-    ctx.mark_non_differentiable(output[1], output[2])
-    # No zero-filled (B, K+1, H, W) "gradient" of the softmax output per backward.
-    ctx.set_materialize_grads(False)
-
-
-def _storage_unshared(t: Tensor) -> bool:
-    """True when no other tensor (a .detach(), a view, .data) shares t's storage."""
-    storage = t.untyped_storage()  # this handle holds one reference; t holds the other
-    return torch._C._storage_Use_Count(storage._cdata) == 2
-
-
-def _backward(ctx, grad, _grad_stats, _grad_softmax):
-    logits, stats = ctx.saved_tensors
-    if grad is None:  # grads are not materialised; only the features are differentiable
-        grad = stats.new_zeros((stats.shape[0], logits.shape[1] - 1, NUM_FEATURES))
-    softmax, ctx.softmax = ctx.softmax, None
-    if softmax is None or softmax.numel() == 0:
-        softmax = logits.new_empty((0,), dtype=_opmath(logits.dtype))
-    elif (softmax.dtype == logits.dtype and type(softmax) is Tensor
-          and not torch.compiler.is_compiling()
-          and softmax._use_count() == 1 and sys.getrefcount(softmax) == 2
-          and _storage_unshared(softmax)):
-        # float32 / float64 and nothing else holds S (the public part_moments drops it;
-        # one reference here, one getrefcount's argument): it becomes dL/dlogits in place.
-        # Otherwise (a caller of the op keeps it, or AOTAutograd traces this backward with
-        # tensor subclasses: a traced graph may not mutate a forward output) out of place.
-        _part_moments_backward_inplace_op(grad, logits, stats, softmax, ctx.weighted)
-        return softmax, None, None
-    return _part_moments_backward_op(grad, logits, stats, softmax, ctx.weighted), None, None
-
-
-_part_moments_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-# ----------------------------------------------------------------------------- public API
+# ----------------------------------------------------------------------------- validation
 
 
 def _validate(logits, weighted) -> None:
+    """The checks of csrc/ops/part_moments.cpp, for the backends that do not run it
+    (reference, triton), for the fake kernels and for non-tensor arguments (same
+    messages)."""
     if not isinstance(logits, Tensor):
         raise ValueError(f"part_moments: logits must be a (B, K+1, H, W) tensor, got "
                          f"{type(logits).__name__}")
@@ -379,6 +226,155 @@ def _validate(logits, weighted) -> None:
         raise ValueError(f"part_moments: weighted must be a bool, got {weighted!r}")
 
 
+def _validate_backward(op: str, grad: Tensor, logits: Tensor, stats: Tensor, softmax: Tensor,
+                       in_place: bool) -> None:
+    """The backward ops' checks of csrc/ops/part_moments.cpp (same messages)."""
+    _validate(logits, False)
+    b, k = logits.shape[0], logits.shape[1] - 1
+    for name, t in (("grad", grad), ("stats", stats), ("softmax", softmax)):
+        if t.device != logits.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but logits is on "
+                             f"{logits.device}; move it with {name}.to(logits.device)")
+    if not grad.is_floating_point() or tuple(grad.shape) != (b, k, NUM_FEATURES):
+        raise ValueError(f"{op}: grad must be a floating (B, K, 5) = {(b, k, NUM_FEATURES)} "
+                         f"tensor (the gradient of the features), got {tuple(grad.shape)} "
+                         f"{grad.dtype}")
+    if not stats.is_floating_point() or tuple(stats.shape) != (b, NUM_MOMENTS * k + 1):
+        raise ValueError(f"{op}: stats must be the forward's (B, 6K+1) = "
+                         f"{(b, NUM_MOMENTS * k + 1)} moments, got {tuple(stats.shape)} "
+                         f"{stats.dtype}")
+    if in_place:
+        if (softmax.shape != logits.shape or softmax.dtype != logits.dtype
+                or not softmax.is_contiguous()):
+            raise ValueError(f"{op}: softmax must be a contiguous {tuple(logits.shape)} "
+                             f"{logits.dtype} tensor, got {tuple(softmax.shape)} "
+                             f"{softmax.dtype}")
+    elif softmax.numel() > 0 and (softmax.shape != logits.shape
+                                  or softmax.dtype != _opmath(logits.dtype)):
+        raise ValueError(f"{op}: softmax must be empty or {tuple(logits.shape)} "
+                         f"{_opmath(logits.dtype)} (the forward's), got "
+                         f"{tuple(softmax.shape)} {softmax.dtype}")
+
+
+# ----------------------------------------------------------------------------- fake kernels
+
+
+def _softmax_shape(logits: Tensor, save_softmax: bool):
+    return tuple(logits.shape) if save_softmax else (0,)
+
+
+def _empty_outputs(logits: Tensor, save_softmax: bool):
+    b, c = logits.shape[:2]
+    feats = torch.empty((b, c - 1, NUM_FEATURES), dtype=logits.dtype, device=logits.device)
+    stats = torch.empty((b, NUM_MOMENTS * (c - 1) + 1), dtype=torch.float64,
+                        device=logits.device)
+    softmax = torch.empty(_softmax_shape(logits, save_softmax), dtype=_opmath(logits.dtype),
+                          device=logits.device)
+    return feats, stats, softmax
+
+
+def _fake(logits, weighted, save_softmax=False):
+    _validate(logits, weighted)
+    return _empty_outputs(logits, save_softmax)
+
+
+def _fake_backward(grad, logits, stats, softmax, weighted):
+    _validate_backward("part_moments_backward", grad, logits, stats, softmax, False)
+    return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+
+
+def _fake_backward_inplace(grad, logits, stats, softmax, weighted):
+    _validate_backward("part_moments_backward_inplace", grad, logits, stats, softmax, True)
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::part_moments", _fake)
+    torch.library.register_fake("robustops::part_moments_backward", _fake_backward)
+    torch.library.register_fake("robustops::part_moments_backward_inplace",
+                                _fake_backward_inplace)
+    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
+    _OP = torch.ops.robustops.part_moments.default
+else:  # no extension: the reference backend runs everything
+    _OP = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+@torch.library.custom_op("robustops::part_moments_triton", mutates_args=())
+def _part_moments_triton(logits: Tensor, weighted: bool,
+                         save_softmax: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """robustops::part_moments on the Triton kernels (robustops/triton/part_moments.py)."""
+    from ..triton.part_moments import part_moments_triton
+    _validate(logits, weighted)
+    m = logits.contiguous()
+    feats, stats, sm = _empty_outputs(m, save_softmax)
+    if m.shape[0]:
+        part_moments_triton(feats, stats, sm, m, weighted)
+    return feats, stats, sm
+
+
+def _triton_backward_into(op: str, out: Tensor, grad: Tensor, logits: Tensor, stats: Tensor,
+                          softmax: Tensor, weighted: bool, in_place: bool) -> Tensor:
+    from ..triton.part_moments import part_moments_backward_triton
+    _validate_backward(op, grad, logits, stats, softmax, in_place)
+    if logits.shape[0] == 0:
+        return out
+    # bbox mode with a saved softmax never reads the logits: no copy of a strided input.
+    m = logits if softmax.numel() > 0 and not weighted else logits.contiguous()
+    if in_place and weighted and m.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
+        m = m.clone()
+    part_moments_backward_triton(out, grad.to(torch.float64).contiguous(), m,
+                                 stats.to(torch.float64).contiguous(), softmax.contiguous(),
+                                 weighted)
+    return out
+
+
+@torch.library.custom_op("robustops::part_moments_backward_triton", mutates_args=())
+def _part_moments_backward_triton(grad: Tensor, logits: Tensor, stats: Tensor, softmax: Tensor,
+                                  weighted: bool) -> Tensor:
+    """robustops::part_moments_backward on the Triton kernels."""
+    out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    return _triton_backward_into("part_moments_backward", out, grad, logits, stats, softmax,
+                                 weighted, False)
+
+
+@torch.library.custom_op("robustops::part_moments_backward_inplace_triton",
+                         mutates_args=("softmax",))
+def _part_moments_backward_inplace_triton(grad: Tensor, logits: Tensor, stats: Tensor,
+                                          softmax: Tensor, weighted: bool) -> None:
+    """robustops::part_moments_backward_inplace on the Triton kernels."""
+    _triton_backward_into("part_moments_backward_inplace", softmax, grad, logits, stats,
+                          softmax, weighted, True)
+
+
+_part_moments_triton.register_fake(_fake)
+_part_moments_backward_triton.register_fake(_fake_backward)
+_part_moments_backward_inplace_triton.register_fake(_fake_backward_inplace)
+
+
+def _setup_context(ctx, inputs, output):
+    # As the C++ autograd kernel: the logits, the moments and the softmax (empty unless
+    # saved) through save_for_backward; only the features are differentiable.
+    ctx.weighted = inputs[1]
+    ctx.save_for_backward(inputs[0], output[1], output[2])
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, grad, _grad_stats, _grad_softmax):
+    if grad is None:
+        return None, None, None
+    logits, stats, softmax = ctx.saved_tensors
+    return _part_moments_backward_triton(grad, logits, stats, softmax, ctx.weighted), None, None
+
+
+_part_moments_triton.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
 def part_moments(logits: Tensor, weighted: bool = False) -> Tensor:
     """Per-part bbox features of part logits, fused (see the module docstring).
 
@@ -389,66 +385,18 @@ def part_moments(logits: Tensor, weighted: bool = False) -> Tensor:
     [0, 1], centres in [-1, 1), sigmas in [0, 1]. Differentiable in logits (first order).
     NaN/Inf in logits propagate to the features of their image.
     """
+    if weighted is not False and weighted is not True:  # the schema would take 0 / 1
+        _validate(logits, weighted)
+    try:
+        name = backend.python_path(logits, OP, BACKENDS)
+        # Save S for the backward only when there will be one (not under no_grad / eval).
+        save = logits.requires_grad and torch.is_grad_enabled()
+        if name is None:
+            return _OP(logits, weighted, save)[0]
+    except (TypeError, AttributeError, RuntimeError):
+        _validate(logits, weighted)  # a clearer message than the schema's
+        raise
+    if name == "triton":
+        return _part_moments_triton(logits, weighted, save)[0]
     _validate(logits, weighted)
-    # Save S for the backward only when there will be one (not under no_grad / eval).
-    save = torch.is_grad_enabled() and logits.requires_grad
-    if _eager_cpp_ok(logits):
-        if save:
-            return _EagerPartMoments.apply(logits, weighted)
-        m = logits.contiguous()
-        feats, stats, sm = _empty_outputs(m, False)
-        if m.shape[0]:
-            backend.extension().part_moments(feats, stats, sm, m, weighted)
-        return feats
-    return _part_moments_op(logits, weighted, save)[0]
-
-
-_is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-
-
-def _eager_cpp_ok(logits: Tensor) -> bool:
-    """Plain eager float32/float64 CPU call that nothing observes (no torch.compile, dispatch
-    mode, functorch transform or tensor subclass): the kernels can run without the
-    dispatcher, whose Python cost 0.09-0.21 ms of a 1.5 ms forward+backward at
-    (32, 11, 64, 64) on one thread (measured)."""
-    return (type(logits) is Tensor and logits.device.type == "cpu"
-            and logits.dtype in (torch.float32, torch.float64)
-            and not torch.compiler.is_compiling() and not torch._C._len_torch_dispatch_stack()
-            and not _is_functorch_wrapped(logits)
-            and backend.resolve(logits.device, OP, BACKENDS) == "cpp")
-
-
-class _EagerPartMoments(torch.autograd.Function):
-    """The custom op's forward and backward kernels under a plain autograd.Function (eager
-    CPU only; same kernels, same numbers). The softmax it saves is never exposed, so the
-    backward always writes the gradient over it."""
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, weighted: bool) -> Tensor:
-        m = logits.contiguous()
-        feats, stats, sm = _empty_outputs(m, True)
-        if m.shape[0]:
-            backend.extension().part_moments(feats, stats, sm, m, weighted)
-        ctx.weighted = weighted
-        ctx.save_for_backward(m, stats)
-        ctx.softmax = sm  # consumed by the first backward (see _setup_context)
-        ctx.set_materialize_grads(False)
-        return feats
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        if grad is None:
-            return None, None
-        m, stats = ctx.saved_tensors
-        sm, ctx.softmax = ctx.softmax, None
-        if m.shape[0] == 0:
-            return torch.zeros_like(m), None
-        g = grad.to(torch.float64).contiguous()
-        if sm is None:  # a second backward of the graph (retain_graph): recompute S
-            out = torch.empty_like(m)
-            backend.extension().part_moments_backward(out, g, m, stats, m.new_empty((0,)),
-                                                      ctx.weighted)
-            return out, None
-        backend.extension().part_moments_backward(sm, g, m, stats, sm, ctx.weighted)
-        return sm, None
+    return part_moments_reference(logits, weighted)

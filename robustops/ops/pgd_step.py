@@ -10,8 +10,9 @@ Non-finite gradients (documented, tested): a NaN gradient entry never moves its
 pixel (L-inf: sign(NaN) = 0; L2: NaN and +-Inf entries count as 0 in the norm
 and in the direction, since g / ||g|| is undefined for them). L-inf moves a
 +-Inf entry by +-alpha like any other sign. NaN/Inf in ``x`` or ``x_nat`` raise
-ValueError on the CPU backends (the cpp kernel checks for free while it
-writes); the GPU backends do not synchronise to check.
+ValueError on the CPU backends (the cpp kernel checks x, x_nat and the result for
+free while it writes; an infinite x is caught although the projection would map it
+to a finite x_nat +- eps); the GPU backends do not synchronise to check.
 
 Layers: the ops ``robustops::pgd_step``, ``robustops::pgd_step_`` (in place) and
 ``robustops::pgd_step_backward`` are declared in C++ (csrc/ops/pgd_step.cpp, with
@@ -151,12 +152,12 @@ def _check_tensors(x, x_nat, grad) -> None:
             raise TypeError(f"pgd_step: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
-def _split_scalar(v, name: str) -> tuple[float, Optional[Tensor]]:
+def _split_scalar(v, name: str, op: str = "pgd_step") -> tuple[float, Optional[Tensor]]:
     """eps/alpha as (float, None) or (0.0, per-sample tensor); the op checks the values."""
     if isinstance(v, Tensor):
         return 0.0, v
     if type(v) is not float and (isinstance(v, bool) or not isinstance(v, Real)):
-        raise TypeError(f"pgd_step: {name} must be a float or a (B,) tensor, got {type(v).__name__}")
+        raise TypeError(f"{op}: {name} must be a float or a (B,) tensor, got {type(v).__name__}")
     return float(v), None
 
 
@@ -169,27 +170,41 @@ def _arguments(eps, alpha, norm):
     return eps, alpha, eps_t, alpha_t, normalize_norm(norm)
 
 
-def _check_per_sample(v: Optional[Tensor], name: str, batch: int, device) -> None:
+def _check_per_sample(v: Optional[Tensor], name: str, batch: int, device, op: str = "pgd_step",
+                      x_name: str = "x") -> None:
     if v is None:
         return
     if not v.is_floating_point():
-        raise TypeError(f"pgd_step: {name} must be a float or a floating (B,) tensor, "
+        raise TypeError(f"{op}: {name} must be a float or a floating (B,) tensor, "
                         f"got a {v.dtype} tensor")
     if v.ndim > 1 or (v.ndim == 1 and v.shape[0] != batch):
-        raise ValueError(f"pgd_step: per-sample {name} must have shape ({batch},) to match "
+        raise ValueError(f"{op}: per-sample {name} must have shape ({batch},) to match "
                          f"the batch, got {tuple(v.shape)}")
     if v.device != device:
-        raise ValueError(f"pgd_step: {name} is on {v.device} but x is on {device}; "
-                         f"move it with {name}.to(x.device)")
+        raise ValueError(f"{op}: {name} is on {v.device} but {x_name} is on {device}; "
+                         f"move it with {name}.to({x_name}.device)")
 
 
-def _check_scalar(v, name: str, batch: int, device) -> tuple[float, Optional[Tensor]]:
-    """Split eps/alpha into (float, None) or (0.0, per-sample tensor), with clear errors."""
-    f, t = _split_scalar(v, name)
+def _check_scalar(v, name: str, batch: int, device, op: str = "pgd_step",
+                  x_name: str = "x") -> tuple[float, Optional[Tensor]]:
+    """Split eps/alpha into (float, None) or (0.0, per-sample tensor), with clear errors
+    (the per-sample tensor's values are checked by _per_sample_values)."""
+    f, t = _split_scalar(v, name, op)
     if t is None and (not math.isfinite(f) or f < 0):
-        raise ValueError(f"pgd_step: {name} must be finite and >= 0, got {f}")
-    _check_per_sample(t, name, batch, device)
+        raise ValueError(f"{op}: {name} must be finite and >= 0, got {f}")
+    _check_per_sample(t, name, batch, device, op, x_name)
     return f, t
+
+
+def _check_box(lo, hi, op: str = "pgd_step") -> tuple[float, float]:
+    """lo, hi as floats: finite reals with lo <= hi (pgd_step's check and message)."""
+    for name, v in (("lo", lo), ("hi", hi)):
+        if isinstance(v, bool) or not isinstance(v, Real):
+            raise TypeError(f"{op}: {name} must be a real number, got {type(v).__name__}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ValueError(f"{op}: need finite lo <= hi, got lo={lo}, hi={hi}")
+    return lo, hi
 
 
 def _validate(x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
@@ -227,7 +242,8 @@ def _validate(x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
     _check_per_sample(alpha_t, "alpha", x.shape[0], x.device)
 
 
-def _per_sample_values(t: Optional[Tensor], name: str, x: Tensor) -> Optional[Tensor]:
+def _per_sample_values(t: Optional[Tensor], name: str, x: Tensor,
+                       op: str = "pgd_step") -> Optional[Tensor]:
     """(B,) contiguous in the compute type, its values checked (CPU: read; GPU: async assert)."""
     if t is None:
         return None
@@ -238,10 +254,11 @@ def _per_sample_values(t: Optional[Tensor], name: str, x: Tensor) -> Optional[Te
     ok = torch.isfinite(t).all() & (t >= 0).all()
     if t.device.type == "cpu":
         if not bool(ok):
-            raise ValueError(f"pgd_step: per-sample {name} must be finite and >= 0, got "
+            raise ValueError(f"{op}: per-sample {name} must be finite and >= 0, got "
                              f"min {t.min().item()} (NaN present: {bool(torch.isnan(t).any())})")
     else:
-        torch._assert_async(ok, "pgd_step: per-sample eps/alpha must be finite and >= 0")
+        what = "eps/alpha" if op == "pgd_step" else name  # pgd_step: the C++ op's message
+        torch._assert_async(ok, f"{op}: per-sample {what} must be finite and >= 0")
     return t
 
 
@@ -297,10 +314,15 @@ def _triton_into(out: Tensor, x: Tensor, x_nat: Tensor, grad: Tensor, eps: float
     xs = x.contiguous() if x.data_ptr() != target.data_ptr() else x
     xns = x_nat.contiguous().clone() if x_nat.untyped_storage().data_ptr() == target.untyped_storage().data_ptr() else x_nat.contiguous()
     gs = grad.to(x.dtype).contiguous()
+    # x itself is checked before the step: the projection maps an infinite x to a finite
+    # x_nat +- eps, and in place x is overwritten.
+    cpu = x.device.type == "cpu"
+    if cpu and not bool(torch.isfinite(x).all()):
+        raise _non_finite_error()
     pgd_step_triton(target, xs, xns, gs, eps, alpha, eps_t, alpha_t, lo, hi, norm == "l2")
     if target is not out:
         out.copy_(target)
-    if x.device.type == "cpu" and not bool(torch.isfinite(out).all() & torch.isfinite(x_nat).all()):
+    if cpu and not bool(torch.isfinite(out).all() & torch.isfinite(x_nat).all()):
         raise _non_finite_error()
 
 
@@ -359,7 +381,8 @@ def _python_backend(name: str, inplace: bool, x, x_nat, grad, eps, alpha, eps_t,
         alpha_t = _per_sample_values(alpha_t, "alpha", x)
     res = pgd_step_reference(x, x_nat, grad, eps if eps_t is None else eps_t,
                              alpha if alpha_t is None else alpha_t, norm, lo, hi)
-    if x.device.type == "cpu" and not bool(torch.isfinite(res).all() & torch.isfinite(x_nat).all()):
+    if x.device.type == "cpu" and not bool(torch.isfinite(res).all() & torch.isfinite(x).all()
+                                           & torch.isfinite(x_nat).all()):
         raise _non_finite_error()
     if not inplace:
         return res

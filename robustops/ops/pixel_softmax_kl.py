@@ -22,11 +22,15 @@ Layouts and dtypes: any layout (the op reads contiguous (B, C, N); others are
 copied once); float32 and float64 compute in their own precision, float16 and
 bfloat16 in float32. An empty batch gives an empty result; NaN/Inf propagate.
 
-Layers: custom ops ``robustops::pixel_softmax_kl`` and
-``robustops::pixel_softmax_kl_backward``, the plain-PyTorch references, fake
-kernels, autograd and validation here; kernels in kernels/pixel_softmax_kl.h,
-csrc/cpu/pixel_softmax_kl.cpp, csrc/cuda/pixel_softmax_kl.cu and
-robustops/triton/pixel_softmax_kl.py.
+Layers: the ops ``robustops::pixel_softmax_kl`` (attr (B, C, *pixels) -> (KL, lse))
+and ``robustops::pixel_softmax_kl_backward`` are declared in C++
+(csrc/ops/pixel_softmax_kl.cpp, with their argument checks and autograd kernels) and
+run kernels registered per dispatch key (csrc/cpu/pixel_softmax_kl.cpp,
+csrc/cuda/pixel_softmax_kl.cu; math in kernels/pixel_softmax_kl.h). This file holds the
+public function (one call of ``torch.ops.robustops.pixel_softmax_kl``), the fake
+kernels, the plain-PyTorch references (the oracle of every test and the fallback
+without the extension) and the Triton backend (robustops/triton/pixel_softmax_kl.py)
+as ``robustops::pixel_softmax_kl_triton``.
 """
 from __future__ import annotations
 
@@ -75,53 +79,96 @@ def pixel_softmax_kl_backward_reference(grad_out: Tensor, lse: Tensor, attr: Ten
     return g.to(attr.dtype).contiguous()
 
 
-# ----------------------------------------------------------------------------- custom ops
+# ----------------------------------------------------------------------------- python checks
 
 
-def _kernel(attr: Tensor):
-    """The backend to run and attr as the kernels need it (contiguous (B, C, N))."""
-    return backend.resolve(attr.device, OP, BACKENDS), attr.contiguous()
+def _check_tensor(attr) -> None:
+    if not isinstance(attr, Tensor):
+        raise ValueError(f"pixel_softmax_kl: attr must be a tensor, got {type(attr).__name__}")
 
 
-@torch.library.custom_op("robustops::pixel_softmax_kl", mutates_args=())
-def _pixel_softmax_kl_op(attr: Tensor) -> tuple[Tensor, Tensor]:
-    name, a = _kernel(attr)
-    if name == "reference":
-        return _reference_forward(attr)
-    out = a.new_empty((a.shape[0],))
-    lse = a.new_empty((a.shape[0],), dtype=_opmath(a.dtype))
-    if name == "triton":
-        from ..triton.pixel_softmax_kl import pixel_softmax_kl_triton
-        pixel_softmax_kl_triton(out, lse, a)
-    else:
-        backend.extension().pixel_softmax_kl(out, lse, a)
-    return out, lse
+def _validate(attr: Tensor) -> None:
+    """The checks of csrc/ops/pixel_softmax_kl.cpp, for the backends that do not run it
+    (reference, triton) and for the fake kernel (same messages)."""
+    _check_tensor(attr)
+    if attr.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"pixel_softmax_kl: attr must be float32, float64, float16 or bfloat16, "
+                         f"got {attr.dtype}")
+    if attr.ndim < 3:
+        raise ValueError(f"pixel_softmax_kl: attr must be (B, C, *pixels) with at least 3 dims "
+                         f"(e.g. (B, C, H, W)); got shape {tuple(attr.shape)}")
+    if attr.shape[1] == 0 or math.prod(attr.shape[2:]) == 0:
+        raise ValueError(f"pixel_softmax_kl: attr needs at least one channel and one pixel, got "
+                         f"shape {tuple(attr.shape)}")
 
 
-@_pixel_softmax_kl_op.register_fake
-def _(attr):
+def _validate_backward(grad_out: Tensor, lse: Tensor, attr: Tensor) -> None:
+    _validate(attr)
+    for name, t in (("grad_out", grad_out), ("lse", lse)):
+        if t.ndim != 1 or t.shape[0] != attr.shape[0]:
+            raise ValueError(f"pixel_softmax_kl_backward: {name} must have shape "
+                             f"({attr.shape[0]},), got {tuple(t.shape)}")
+        if t.device != attr.device:
+            raise ValueError(f"pixel_softmax_kl_backward: {name} is on {t.device} but attr is "
+                             f"on {attr.device}; move it with {name}.to(attr.device)")
+
+
+def _planes(attr: Tensor) -> Tensor:
+    """(B, C, N) contiguous from (B, C, *pixels)."""
+    return attr.reshape(attr.shape[0], attr.shape[1], math.prod(attr.shape[2:])).contiguous()
+
+
+# ----------------------------------------------------------------------------- fake kernels
+
+
+def _fake(attr):
+    _validate(attr)
     return attr.new_empty((attr.shape[0],)), attr.new_empty((attr.shape[0],),
                                                             dtype=_opmath(attr.dtype))
 
 
-@torch.library.custom_op("robustops::pixel_softmax_kl_backward", mutates_args=())
-def _pixel_softmax_kl_backward_op(grad_out: Tensor, lse: Tensor, attr: Tensor) -> Tensor:
-    name, a = _kernel(attr)
-    if name == "reference":
-        return pixel_softmax_kl_backward_reference(grad_out, lse, attr)
-    go = grad_out.to(a.dtype).contiguous()
-    grad = torch.empty((a.shape[0], a.shape[2]), dtype=a.dtype, device=a.device)
-    if name == "triton":
-        from ..triton.pixel_softmax_kl import pixel_softmax_kl_backward_triton
-        pixel_softmax_kl_backward_triton(grad, go, lse.contiguous(), a)
-    else:
-        backend.extension().pixel_softmax_kl_backward(grad, go, lse.contiguous(), a)
+def _fake_backward(grad_out, lse, attr):
+    _validate_backward(grad_out, lse, attr)
+    return torch.empty((attr.shape[0],) + tuple(attr.shape[2:]), dtype=attr.dtype,
+                       device=attr.device)
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::pixel_softmax_kl", _fake)
+    torch.library.register_fake("robustops::pixel_softmax_kl_backward", _fake_backward)
+    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
+    _OP = torch.ops.robustops.pixel_softmax_kl.default
+else:  # no extension: the reference backend runs everything
+    _OP = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+@torch.library.custom_op("robustops::pixel_softmax_kl_triton", mutates_args=())
+def _pixel_softmax_kl_triton(attr: Tensor) -> tuple[Tensor, Tensor]:
+    from ..triton.pixel_softmax_kl import pixel_softmax_kl_triton
+    _validate(attr)
+    out = attr.new_empty((attr.shape[0],))
+    lse = attr.new_empty((attr.shape[0],), dtype=_opmath(attr.dtype))
+    pixel_softmax_kl_triton(out, lse, _planes(attr))
+    return out, lse
+
+
+@torch.library.custom_op("robustops::pixel_softmax_kl_backward_triton", mutates_args=())
+def _pixel_softmax_kl_backward_triton(grad_out: Tensor, lse: Tensor, attr: Tensor) -> Tensor:
+    from ..triton.pixel_softmax_kl import pixel_softmax_kl_backward_triton
+    _validate_backward(grad_out, lse, attr)
+    a = _planes(attr)
+    grad = torch.empty((a.shape[0],) + tuple(attr.shape[2:]), dtype=a.dtype, device=a.device)
+    pixel_softmax_kl_backward_triton(grad.view(a.shape[0], a.shape[2]),
+                                     grad_out.to(a.dtype).contiguous(),
+                                     lse.to(_opmath(a.dtype)).contiguous(), a)
     return grad
 
 
-@_pixel_softmax_kl_backward_op.register_fake
-def _(grad_out, lse, attr):
-    return torch.empty((attr.shape[0], attr.shape[2]), dtype=attr.dtype, device=attr.device)
+_pixel_softmax_kl_triton.register_fake(_fake)
+_pixel_softmax_kl_backward_triton.register_fake(_fake_backward)
 
 
 def _setup_context(ctx, inputs, output):
@@ -133,11 +180,11 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, _grad_lse):
     lse, attr = ctx.saved_tensors
-    # One (B, N) gradient shared by the channels: expanded, not copied (as eager's sum).
-    return _pixel_softmax_kl_backward_op(grad_out, lse, attr).unsqueeze(1).expand(attr.shape)
+    # One (B, *pixels) gradient shared by the channels: expanded, not copied (as eager's sum).
+    return _pixel_softmax_kl_backward_triton(grad_out, lse, attr).unsqueeze(1).expand(attr.shape)
 
 
-_pixel_softmax_kl_op.register_autograd(_backward, setup_context=_setup_context)
+_pixel_softmax_kl_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _setup_backward_context(ctx, inputs, output):
@@ -146,27 +193,37 @@ def _setup_backward_context(ctx, inputs, output):
 
 
 def _backward_of_backward(ctx, h):
-    """Gradients of G = grad_out (q - 1/N) (B, N), q = softmax(sum_c attr), for upstream h.
+    """Gradients of G = grad_out (q - 1/N) (B, *pixels), q = softmax(sum_c attr), for upstream h.
 
     d/dgrad_out = sum_i h_i (q_i - 1/N) and d/dA[b, c, i] = grad_out_b q_i (h_i - sum_j q_j h_j)
     (the full softmax Jacobian: lse's dependence on attr is included here), in PyTorch
-    ops so higher orders work too.
+    ops so higher orders work too. (The C++ autograd kernel of the backward op computes
+    the same.)
     """
     grad_out, attr = ctx.saved_tensors
     ct = _opmath(attr.dtype)
-    q = torch.softmax(attr.to(ct).sum(1), -1)
-    hc = h.to(ct)
+    q = torch.softmax(attr.to(ct).sum(1).flatten(1), -1)
+    hc = h.to(ct).flatten(1)
     d_go = (hc * (q - 1.0 / q.shape[-1])).sum(-1)
     centred = hc - (q * hc).sum(-1, keepdim=True)
-    d_attr = (grad_out.to(ct)[:, None] * q * centred)[:, None, :].expand(attr.shape)
-    return d_go.to(grad_out.dtype), None, d_attr.to(attr.dtype)
+    d_attr = (grad_out.to(ct)[:, None] * q * centred).reshape(h.shape).unsqueeze(1)
+    return d_go.to(grad_out.dtype), None, d_attr.expand(attr.shape).to(attr.dtype)
 
 
-_pixel_softmax_kl_backward_op.register_autograd(_backward_of_backward,
-                                                setup_context=_setup_backward_context)
+_pixel_softmax_kl_backward_triton.register_autograd(_backward_of_backward,
+                                                    setup_context=_setup_backward_context)
 
 
 # ----------------------------------------------------------------------------- public API
+
+
+def _python_backend(name: str, attr: Tensor) -> Tensor:
+    """pixel_softmax_kl on the reference or triton backend (checked in Python)."""
+    if name == "triton":
+        return _pixel_softmax_kl_triton(attr)[0]
+    _validate(attr)
+    return pixel_softmax_kl_reference(attr.reshape(attr.shape[0], attr.shape[1],
+                                                   math.prod(attr.shape[2:])))
 
 
 def pixel_softmax_kl(attr: Tensor) -> Tensor:
@@ -175,16 +232,11 @@ def pixel_softmax_kl(attr: Tensor) -> Tensor:
     attr: (B, C, *pixels) floating (e.g. an IG map (B, C, H, W)); at least one channel
     and one pixel. Returns (B,) in attr's dtype, >= 0; differentiable in attr, twice.
     """
-    if not isinstance(attr, Tensor):
-        raise ValueError(f"pixel_softmax_kl: attr must be a tensor, got {type(attr).__name__}")
-    if attr.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"pixel_softmax_kl: attr must be float32, float64, float16 or bfloat16, "
-                         f"got {attr.dtype}")
-    if attr.ndim < 3:
-        raise ValueError(f"pixel_softmax_kl: attr must be (B, C, *pixels) with at least 3 dims "
-                         f"(e.g. (B, C, H, W)); got shape {tuple(attr.shape)}")
-    if attr.shape[1] == 0 or math.prod(attr.shape[2:]) == 0:
-        raise ValueError(f"pixel_softmax_kl: attr needs at least one channel and one pixel, got "
-                         f"shape {tuple(attr.shape)}")
-    return _pixel_softmax_kl_op(attr.reshape(attr.shape[0], attr.shape[1],
-                                             math.prod(attr.shape[2:])))[0]
+    try:
+        name = backend.python_path(attr, OP, BACKENDS)
+        if name is None:
+            return _OP(attr)[0]
+    except (TypeError, AttributeError, RuntimeError):
+        _check_tensor(attr)  # a clearer message than the schema's
+        raise
+    return _python_backend(name, attr)

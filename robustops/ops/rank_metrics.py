@@ -19,8 +19,17 @@ of the stacked rows, then kernels for the average ranks and top-k membership
 concordant-minus-discordant count (fine up to ~16K values, 128x128 maps) and the
 float64 formulas; ``reference`` is batched plain PyTorch (segmented sorts and a
 merge-sort inversion count with searchsorted, O(N log^2 N)), on any device (CUDA
-tensors without Triton run it). The metrics are not on a training path, so there
-are no gradients: these are evaluation metrics.
+tensors without Triton run it). There is no ``cuda`` backend: the op has no CUDA
+kernel. The metrics are not on a training path, so there are no gradients: these are
+evaluation metrics.
+
+Layers: the op ``robustops::rank_metrics(a, b, k) -> (topk, kendall, spearman)`` is
+declared in C++ (csrc/ops/rank_metrics.cpp, with its argument checks, the flattening and
+dtype choice, and its autograd kernel, which runs the kernel below autograd) and runs the
+CPU kernel registered in csrc/cpu/rank_metrics.cpp (no CUDA registration: a CUDA tensor
+given to the op itself gets the dispatcher's "no kernel for CUDA" error). This file holds
+the public functions (one call of the op on the CPU), the fake kernel, the reference and
+the Triton backend as ``robustops::rank_metrics_triton``.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ from typing import Dict
 
 import torch
 from torch import Tensor
+from torch.compiler import is_compiling
 
 from .. import backend
 
@@ -123,10 +133,12 @@ def rank_metrics_reference(a: Tensor, b: Tensor, k: int) -> Tensor:
     return torch.stack([topk, tau, rho], 1)
 
 
-# ----------------------------------------------------------------------------- public API
+# ----------------------------------------------------------------------------- python checks
 
 
-def _prepare(a: Tensor, b: Tensor, k, need_k: bool, fn: str):
+def _check(a, b, k, need_k: bool, fn: str) -> int:
+    """The checks of csrc/ops/rank_metrics.cpp (same messages, `fn` naming the function);
+    returns N, the values per map."""
     for name, t in (("a", a), ("b", b)):
         if not isinstance(t, Tensor):
             raise ValueError(f"{fn}: {name} must be a tensor, got {type(t).__name__}")
@@ -140,13 +152,19 @@ def _prepare(a: Tensor, b: Tensor, k, need_k: bool, fn: str):
     if a.device != b.device:
         raise ValueError(f"{fn}: a is on {a.device} but b is on {b.device}")
     n = math.prod(a.shape[1:])
-    a2, b2 = a.detach().reshape(a.shape[0], n), b.detach().reshape(b.shape[0], n)
     if n == 0:
         raise ValueError(f"{fn}: the maps are empty (shape {tuple(a.shape)})")
     if need_k:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
             raise ValueError(f"{fn}: k must be an int in [1, {n}] (the map size), got {k!r}")
-    # One floating dtype: float64 if either is float64 (or an integer type), else float32.
+    return n
+
+
+def _prepare(a: Tensor, b: Tensor, k, need_k: bool, fn: str):
+    """(a, b) checked, detached, as (B, N) rows of one floating dtype: float64 if either is
+    float64 (or an integer type), else float32 (what the op does in C++)."""
+    n = _check(a, b, k, need_k, fn)
+    a2, b2 = a.detach().reshape(a.shape[0], n), b.detach().reshape(b.shape[0], n)
     dt = torch.float64 if torch.float64 in (a2.dtype, b2.dtype) or not a2.is_floating_point() \
         or not b2.is_floating_point() else torch.float32
     return a2.to(dt), b2.to(dt)
@@ -156,24 +174,62 @@ def _nan_error(fn: str) -> ValueError:
     return ValueError(f"{fn}: the maps contain NaN; rank metrics need ordered values")
 
 
-def _compute(a2: Tensor, b2: Tensor, k: int, fn: str) -> Tensor:
+# ----------------------------------------------------------------------------- fake kernel
+
+
+def _fake(a, b, k):
+    _check(a, b, k, True, "rank_metrics")
+    rows = a.shape[0]
+    return tuple(a.new_empty((rows,), dtype=torch.float64) for _ in range(3))
+
+
+if backend.native_ops_loaded():
+    torch.library.register_fake("robustops::rank_metrics", _fake)
+    # The OpOverload for torch.compile and torch.export (they trace it); in eager, its raw
+    # builtin: the same op without the OpOverload's Python frame (~1 us a call).
+    _OP = torch.ops.robustops.rank_metrics.default
+    _OP_EAGER = _OP._op
+else:  # no extension: the reference backend runs everything
+    _OP = _OP_EAGER = None
+
+
+# ----------------------------------------------------------------------------- triton backend
+
+
+@torch.library.custom_op("robustops::rank_metrics_triton", mutates_args=())
+def _rank_metrics_triton(a: Tensor, b: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The Triton kernels on prepared (B, N) rows (B > 0, no NaN)."""
+    from ..triton.rank_metrics import rank_metrics_triton
+    out = torch.empty(a.shape[0], 3, dtype=torch.float64, device=a.device)
+    rank_metrics_triton(out, a.contiguous(), b.contiguous(), k)
+    return out[:, 0].clone(), out[:, 1].clone(), out[:, 2].clone()
+
+
+@_rank_metrics_triton.register_fake
+def _(a, b, k):
+    return tuple(a.new_empty((a.shape[0],), dtype=torch.float64) for _ in range(3))
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _compute(a: Tensor, b: Tensor, k: int, fn: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(topk, kendall, spearman), each (B,) float64, of maps that passed _check."""
+    name = backend.python_path(a, OP, BACKENDS)
+    if name is None:
+        try:
+            return _OP(a, b, k)
+        except ValueError as exc:  # the op names itself; name the function called
+            raise ValueError(str(exc).replace("rank_metrics:", f"{fn}:", 1)) from None
+    a2, b2 = _prepare(a, b, k, True, fn)
     if a2.shape[0] == 0:
-        return torch.empty(0, 3, dtype=torch.float64, device=a2.device)
-    name = backend.resolve(a2.device, OP, BACKENDS)
-    if name != "cpp" and bool(torch.isnan(a2).any() | torch.isnan(b2).any()):
+        return tuple(torch.empty(0, dtype=torch.float64, device=a2.device) for _ in range(3))
+    # (Not while torch.compile traces this path: a data-dependent branch.)
+    if not is_compiling() and bool(torch.isnan(a2).any() | torch.isnan(b2).any()):
         raise _nan_error(fn)
-    if name == "reference":
-        return rank_metrics_reference(a2, b2, k)
     if name == "triton":
-        from ..triton.rank_metrics import rank_metrics_triton
-        out = torch.empty(a2.shape[0], 3, dtype=torch.float64, device=a2.device)
-        rank_metrics_triton(out, a2.contiguous(), b2.contiguous(), k)
-        return out
-    out = torch.empty(a2.shape[0], 3, dtype=torch.float64)
-    # The kernel sees every value while building its sort keys and reports NaN itself.
-    if backend.extension().rank_metrics(out, a2.contiguous(), b2.contiguous(), k):
-        raise _nan_error(fn)
-    return out
+        return _rank_metrics_triton(a2, b2, k)
+    return rank_metrics_reference(a2, b2, k).unbind(1)
 
 
 def rank_metrics(a: Tensor, b: Tensor, k: int) -> Dict[str, Tensor]:
@@ -183,24 +239,33 @@ def rank_metrics(a: Tensor, b: Tensor, k: int) -> Dict[str, Tensor]:
     k: int in [1, N]. Returns {"topk": (B,), "kendall": (B,), "spearman": (B,)}, float64
     on a's device.
     """
-    a2, b2 = _prepare(a, b, k, True, "rank_metrics")
-    out = _compute(a2, b2, k, "rank_metrics")
-    return {"topk": out[:, 0], "kendall": out[:, 1], "spearman": out[:, 2]}
+    if type(k) is not int:
+        _check(a, b, k, True, "rank_metrics")  # e.g. a float or bool k
+    try:
+        name = backend.python_path(a, OP, BACKENDS)
+        if name is None:
+            topk, tau, rho = (_OP if is_compiling() else _OP_EAGER)(a, b, k)
+            return {"topk": topk, "kendall": tau, "spearman": rho}
+    except (TypeError, AttributeError, RuntimeError):
+        _check(a, b, k, True, "rank_metrics")  # clearer messages
+        raise
+    topk, tau, rho = _compute(a, b, k, "rank_metrics")
+    return {"topk": topk, "kendall": tau, "spearman": rho}
 
 
 def topk_intersection(a: Tensor, b: Tensor, k: int) -> Tensor:
     """(B,) float64: |TopK(a) n TopK(b)| / k per pair (a, b: (B, *), k in [1, N])."""
-    a2, b2 = _prepare(a, b, k, True, "topk_intersection")
-    return _compute(a2, b2, k, "topk_intersection")[:, 0]
+    _check(a, b, k, True, "topk_intersection")
+    return _compute(a, b, k, "topk_intersection")[0]
 
 
 def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
     """(B,) float64: Kendall tau-b per pair (ties handled; NaN for a constant map)."""
-    a2, b2 = _prepare(a, b, None, False, "kendall_tau")
-    return _compute(a2, b2, 1, "kendall_tau")[:, 1]
+    _check(a, b, None, False, "kendall_tau")
+    return _compute(a, b, 1, "kendall_tau")[1]
 
 
 def spearman_rho(a: Tensor, b: Tensor) -> Tensor:
     """(B,) float64: Spearman rho per pair (average ranks for ties; NaN for a constant map)."""
-    a2, b2 = _prepare(a, b, None, False, "spearman_rho")
-    return _compute(a2, b2, 1, "spearman_rho")[:, 2]
+    _check(a, b, None, False, "spearman_rho")
+    return _compute(a, b, 1, "spearman_rho")[2]

@@ -34,7 +34,15 @@ whose noise term stays in the graph); relu'(0) = 0; the complex cell's gradient 
 Layouts and dtypes: contiguous NCHW or channels_last (q0 and q1 alike) run as they
 are and the output follows q0's memory format; anything else is made contiguous.
 float32 and float64 compute in their own precision; float16/bfloat16 compute in
-float32 and return their dtype. NaN/Inf inputs are not checked (they propagate).
+float32 and return their dtype.
+
+Non-finite and extreme inputs, the same on every backend: NaN/Inf inputs are not
+checked; a NaN in q0 or q1 gives NaN at its element (relu(NaN) = NaN, with or
+without noise). The complex energy sqrt(q0^2 + q1^2) is computed hypot-style
+(both scaled by an exact power of two when the larger is beyond 2^+-62, 2^+-510
+for float64), so inputs near 1e30 (float32) give the finite energy, not inf or
+NaN; the output is inf (or, through the noise, NaN) only where the cell's value
+itself exceeds the compute type's range or an input is infinite.
 
 Layers: the ops ``robustops::v1_response`` and ``robustops::v1_response_backward``
 are declared in C++ (csrc/ops/v1_response.cpp, with their argument checks, the layout
@@ -71,6 +79,10 @@ BACKENDS = ("reference", "cpp", "cuda", "triton")
 V1_NOISE_STREAM = 0x5631
 INV_SQRT2 = 0.70710678118654752440
 NOISE_EPS = 1e-4
+# v1_energy's (threshold big, threshold small, scale down, scale up), by compute type
+# (False: float32, True: float64): exact powers of two (kernels/v1_response.h).
+_ENERGY_SCALES = {False: (2.0 ** 62, 2.0 ** -62, 2.0 ** -66, 2.0 ** 66),
+                  True: (2.0 ** 510, 2.0 ** -510, 2.0 ** -514, 2.0 ** 514)}
 _M64 = (1 << 64) - 1
 _M63 = 1 << 63
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -116,20 +128,37 @@ def v1_noise_normals(shape, seed: int, index: Union[None, int, Tensor] = None,
     return n.reshape(shape[0], 2 * pairs)[:, :numel].reshape(shape).to(dtype)
 
 
-def _cells(a: Tensor, b: Tensor, k: float) -> Tensor:
-    """x before noise, in the compute type: simple channels then complex ones.
+def _energy_scales(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """The power-of-two scale of v1_energy (kernels/v1_response.h) and its inverse: with
+    m = max(|a|, |b|), 2^-66 / 2^66 when m > 2^62, 2^66 / 2^-66 when m < 2^-62 (float32
+    compute; 2^-514 / 2^514 beyond 2^+-510 for float64), else 1 / 1."""
+    big, small, down, up = _ENERGY_SCALES[a.dtype == torch.float64]
+    m = torch.maximum(a.abs(), b.abs())
+    one = torch.ones((), dtype=a.dtype, device=a.device)
+    s = torch.where(m > big, down * one, torch.where(m < small, up * one, one))
+    inv = torch.where(m > big, up * one, torch.where(m < small, down * one, one))
+    return s, inv
 
-    The complex cell's energy goes through a guarded sqrt, so autograd gives it the
-    kernels' gradient 0 (not NaN) where q0 = q1 = 0; the values are unchanged.
-    """
+
+def _energy(a: Tensor, b: Tensor) -> Tensor:
+    """sqrt(a^2 + b^2) without overflow or underflow in the squares (kernels' v1_energy):
+    both scaled by an exact power of two first. NaN propagates; +-inf gives +inf.
+
+    The sqrt is guarded so that autograd gives the kernels' gradient 0 (not NaN) where
+    a = b = 0; the values are unchanged (a NaN stays NaN)."""
+    s, inv = _energy_scales(a, b)
+    sa, sb = a * s, b * s
+    e2 = sa * sa + sb * sb
+    zero = e2 == 0
+    return torch.where(zero, torch.zeros_like(e2),
+                       torch.sqrt(torch.where(zero, torch.ones_like(e2), e2))) * inv
+
+
+def _cells(a: Tensor, b: Tensor, k: float) -> Tensor:
+    """x before noise, in the compute type: simple channels then complex ones."""
     s = a.shape[1] - b.shape[1]
     simple = k * torch.relu(a[:, :s])
-    ac = a[:, s:]
-    e2 = ac * ac + b * b
-    pos = e2 > 0
-    energy = torch.where(pos, torch.sqrt(torch.where(pos, e2, torch.ones_like(e2))),
-                         torch.zeros_like(e2))
-    cplx = k * energy * INV_SQRT2
+    cplx = k * _energy(a[:, s:], b) * INV_SQRT2
     return torch.cat([simple, cplx], dim=1)
 
 
@@ -176,7 +205,7 @@ def v1_response_backward_reference(grad_out: Tensor, q0: Tensor, q1: Tensor, k_e
         g = g * (active * (1.0 + n * droot))
     g_simple = g[:, :s_ch] * k * (a[:, :s_ch] > 0).to(ct)
     ac = a[:, s_ch:]
-    e = torch.sqrt(ac * ac + b * b)
+    e = _energy(ac, b)
     inv = torch.where(e > 0, 1.0 / torch.where(e > 0, e, torch.ones_like(e)), torch.zeros_like(e))
     f = g[:, s_ch:] * k * INV_SQRT2 * inv
     g0 = torch.cat([g_simple, f * ac], dim=1)

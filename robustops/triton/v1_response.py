@@ -33,6 +33,15 @@ BLOCK = 512  # pairs per program (1024 elements)
 NUM_WARPS = 4
 INV_SQRT2 = tl.constexpr(0.70710678118654752440)
 NOISE_EPS = tl.constexpr(1e-4)
+# v1_energy's thresholds and power-of-two scales (kernels/v1_response.h), per compute type.
+E32_BIG = tl.constexpr(2.0 ** 62)
+E32_SMALL = tl.constexpr(2.0 ** -62)
+E32_DOWN = tl.constexpr(2.0 ** -66)
+E32_UP = tl.constexpr(2.0 ** 66)
+E64_BIG = tl.constexpr(2.0 ** 510)
+E64_SMALL = tl.constexpr(2.0 ** -510)
+E64_DOWN = tl.constexpr(2.0 ** -514)
+E64_UP = tl.constexpr(2.0 ** 514)
 
 
 @triton.jit
@@ -135,9 +144,36 @@ def _units(u, units, c0, cc, hw, S, CHANNELS_LAST: tl.constexpr):
 
 
 @triton.jit
-def _cells(a, bq, cplx, k):
+def _relu(v):
+    """relu that propagates NaN (v1_max0): NaN < 0 is false."""
+    return tl.where(v < 0, 0.0, v)
+
+
+@triton.jit
+def _energy(a, b, FP64: tl.constexpr):
+    """sqrt(a^2 + b^2) without overflow or underflow in the squares (v1_energy): both
+    scaled by an exact power of two when max(|a|, |b|) is beyond 2^+-62 (2^+-510 in
+    float64), the root scaled back. NaN propagates; +-inf gives +inf."""
+    m = tl.maximum(tl.abs(a), tl.abs(b))
+    if FP64:
+        big = m > E64_BIG
+        small = m < E64_SMALL
+        s = tl.where(big, E64_DOWN, tl.where(small, E64_UP, 1.0))
+        inv = tl.where(big, E64_UP, tl.where(small, E64_DOWN, 1.0))
+    else:
+        big = m > E32_BIG
+        small = m < E32_SMALL
+        s = tl.where(big, E32_DOWN, tl.where(small, E32_UP, 1.0))
+        inv = tl.where(big, E32_UP, tl.where(small, E32_DOWN, 1.0))
+    sa = a * s
+    sb = b * s
+    return tl.sqrt(sa * sa + sb * sb) * inv
+
+
+@triton.jit
+def _cells(a, bq, cplx, k, FP64: tl.constexpr):
     """x: k relu(a) for simple cells, k sqrt(a^2 + b^2) / sqrt(2) for complex ones."""
-    return tl.where(cplx, k * tl.sqrt(a * a + bq * bq) * INV_SQRT2, k * tl.maximum(a, 0.0))
+    return tl.where(cplx, k * _energy(a, bq, FP64) * INV_SQRT2, k * _relu(a))
 
 
 @triton.jit
@@ -159,14 +195,14 @@ def _v1_fwd_kernel(out_ptr, q0_ptr, q1_ptr, index_ptr, par_ptr, units, c0, cc, h
     k = tl.load(par_ptr).to(ct)
     a = tl.load(q0_ptr + offs, mask=mask, other=0).to(ct)
     bq = tl.load(q1_ptr + off1, mask=mask & cplx, other=0).to(ct)
-    x = _cells(a, bq, cplx, k)
+    x = _cells(a, bq, cplx, k, FP64)
     if NOISE:
         s = tl.load(par_ptr + 1).to(ct)
         lv = tl.load(par_ptr + 2).to(ct)
         n = _normals(index_ptr, b, p, umask, base1, base2, FP64)
         r0 = s * x + lv
-        r = r0 + n * tl.sqrt(tl.maximum(r0, 0.0) + NOISE_EPS)
-        x = tl.maximum((r - lv) / s, 0.0)
+        r = r0 + n * tl.sqrt(_relu(r0) + NOISE_EPS)
+        x = _relu((r - lv) / s)
     tl.store(out_ptr + offs, x.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -186,14 +222,14 @@ def _v1_bwd_kernel(gq0_ptr, gq1_ptr, go_ptr, q0_ptr, q1_ptr, index_ptr, par_ptr,
         s = tl.load(par_ptr + 1).to(ct)
         lv = tl.load(par_ptr + 2).to(ct)
         n = _normals(index_ptr, b, p, umask, base1, base2, FP64)
-        x = _cells(a, bq, cplx, k)
+        x = _cells(a, bq, cplx, k, FP64)
         r0 = s * x + lv
-        root = tl.sqrt(tl.maximum(r0, 0.0) + NOISE_EPS)
+        root = tl.sqrt(_relu(r0) + NOISE_EPS)
         r = r0 + n * root
         active = ((r - lv) / s > 0).to(ct)
         droot = (r0 > 0).to(ct) * 0.5 / root
         g = g * (active * (1.0 + n * droot))
-    e = tl.sqrt(a * a + bq * bq)
+    e = _energy(a, bq, FP64)
     inv = tl.where(e > 0, 1.0 / tl.where(e > 0, e, 1.0), 0.0)
     f = g * k * INV_SQRT2 * inv
     ga = tl.where(cplx, f * a, g * k * (a > 0).to(ct))

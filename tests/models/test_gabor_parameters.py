@@ -36,7 +36,8 @@ def _vonenet_sample_dist(hist, bins, ns, scale="linear"):
 def vonenet_generate_gabor_param(features, seed=0, rand_flag=False, sf_corr=0, sf_max=9,
                                  sf_min=0):
     """VOneNet's generate_gabor_param (dicarlolab/vonenet, vonenet/params.py), transcribed
-    (prints dropped). It seeds numpy's global generator: callers restore its state."""
+    (prints dropped; its sf bins end at 8 cycles/deg in both modes). It seeds numpy's
+    global generator: callers restore its state."""
     np.random.seed(seed)
     phase_bins = np.array([0, 360])
     phase_dist = np.array([1])
@@ -47,8 +48,8 @@ def vonenet_generate_gabor_param(features, seed=0, rand_flag=False, sf_corr=0, s
         nx_dist = np.array([1])
         ny_bins = np.array([0.1, 10 ** 0.2])
         ny_dist = np.array([1])
-        sf_bins = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8, 11.2])
-        sf_dist = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1])
+        sf_bins = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8])
+        sf_dist = np.array([1, 1, 1, 1, 1, 1, 1, 1])
         sfmax_ind = np.where(sf_bins < sf_max)[0][-1]
         sfmin_ind = np.where(sf_bins >= sf_min)[0][0]
         sf_bins = sf_bins[sfmin_ind:sfmax_ind + 1]
@@ -71,8 +72,8 @@ def vonenet_generate_gabor_param(features, seed=0, rand_flag=False, sf_corr=0, s
         nx_dist = nx_dist / nx_dist.sum()
         with np.errstate(invalid="ignore"):
             ny_dist_marg = n_joint_dist / n_joint_dist.sum(axis=1, keepdims=True)
-        sf_bins = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8, 11.2])
-        sf_dist = np.array([4, 4, 8, 25, 32, 26, 28, 12, 8])
+        sf_bins = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8])
+        sf_dist = np.array([4, 4, 8, 25, 32, 26, 28, 12])
         sfmax_ind = np.where(sf_bins <= sf_max)[0][-1]
         sfmin_ind = np.where(sf_bins >= sf_min)[0][0]
         sf_bins = sf_bins[sfmin_ind:sfmax_ind + 1]
@@ -106,8 +107,9 @@ def vonenet_generate_gabor_param(features, seed=0, rand_flag=False, sf_corr=0, s
 
 @pytest.mark.parametrize("kw", [
     dict(), dict(seed=7, sf_corr=0.0), dict(seed=3, sf_min=1.0, sf_max=5.6),
-    dict(seed=11, sf_max=12.0), dict(seed=2, rand_param=True),
+    dict(seed=11, sf_max=12.0), dict(seed=12, sf_max=11.2), dict(seed=2, rand_param=True),
     dict(seed=5, rand_param=True, sf_min=0.9, sf_max=8.0),
+    dict(seed=6, rand_param=True, sf_max=20.0), dict(seed=8, sf_min=2.0, sf_max=100.0),
 ], ids=str)
 def test_matches_vonenet_generate_gabor_param(kw):
     kw = {"seed": 0, "rand_param": False, "sf_corr": 0.75, "sf_min": 0.0, "sf_max": 9.0, **kw}
@@ -125,6 +127,19 @@ def test_matches_vonenet_generate_gabor_param(kw):
 
 
 # ----------------------------------------------------------------------------- determinism
+
+
+def test_spatial_frequencies_stop_at_8_as_vonenet():
+    # VOneNet's bins end at 8 cycles/deg: a larger sf_max (11.2 and beyond) never samples
+    # above 8, and gives the same draws as sf_max = 9 (the same eight bins).
+    assert SF_BINS[-1] == 8 and len(SF_COUNTS) == len(SF_BINS) - 1 == 8
+    for rand in (False, True):
+        big = sample_gabor_parameters(4000, seed=3, sf_max=12.0, rand_param=rand)["sf"]
+        assert float(big.max()) <= 8.0
+        assert torch.equal(big, sample_gabor_parameters(4000, seed=3, sf_max=9.0,
+                                                        rand_param=rand)["sf"])
+    with pytest.raises(ValueError, match="no whole spatial-frequency bin"):
+        sample_gabor_parameters(10, sf_min=8.5, sf_max=12.0)
 
 
 def test_reproducible_by_seed_and_leaves_global_rngs_alone():
@@ -164,7 +179,7 @@ def test_orientation_histogram():
 
 
 @pytest.mark.parametrize("sf_min,sf_max,lo,hi", [(0.0, 9.0, 0, 8), (1.0, 5.6, 2, 7),
-                                                 (0.6, 3.0, 1, 5), (0.0, 100.0, 0, 9)])
+                                                 (0.6, 3.0, 1, 5), (0.0, 100.0, 0, 8)])
 def test_spatial_frequency_histogram_and_truncation(sf_min, sf_max, lo, hi):
     sf = sample_gabor_parameters(N, seed=22, sf_min=sf_min, sf_max=sf_max)["sf"].numpy()
     assert sf.min() >= SF_BINS[lo] >= sf_min and sf.max() <= SF_BINS[hi] <= sf_max

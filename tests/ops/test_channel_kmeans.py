@@ -6,7 +6,9 @@ import torch
 
 from robustops import backend, channel_kmeans
 from robustops.bench.tenet_reference import kmeans_batch, kmeans_objective
-from robustops.ops.channel_kmeans import channel_kmeans_reference, kmeans_init
+from robustops.ops.channel_kmeans import (KMEANS_INIT_STREAM, channel_kmeans_reference,
+                                          kmeans_init)
+from robustops.ops.counter_rng import stream_base
 
 BACKENDS = ["reference", "cpp"]
 
@@ -260,13 +262,60 @@ def test_empty_batch():
     assert r.iterations.shape == (0,)
 
 
+@pytest.mark.parametrize("given_index", [False, True])
 @pytest.mark.parametrize("given_init", [False, True])
-def test_opcheck(given_init):
+def test_opcheck(given_init, given_index):
     f = clustered(2, 10, 2, 3, seed=13, dtype=torch.float32)
     init = kmeans_init(2, 10, 3, seed=0) if given_init else None
-    index = torch.arange(2)
+    index = torch.arange(2) if given_index else None  # None: samples 0..B-1
     torch.library.opcheck(torch.ops.robustops.channel_kmeans.default,
                           (f, init, index, 12345, 3, 50, 1e-4))
+    torch.library.opcheck(torch.ops.robustops.channel_kmeans.default,
+                          (f.clone().requires_grad_(True), init, index, 12345, 3, 50, 1e-4))
+
+
+def test_op_is_the_public_function():
+    # torch.ops.robustops.channel_kmeans is the C++ op the public function calls once:
+    # same result, no graph behind a feature map that requires grad.
+    f = clustered(3, 12, 2, 2, seed=18, dtype=torch.float32)
+    with _use("cpp"):
+        want = channel_kmeans(f, 4, seed=6, index=5)
+        seeded = channel_kmeans(f, 4, seed=6)
+    x = f.clone().requires_grad_(True)
+    base = stream_base(6, KMEANS_INIT_STREAM)
+    got = torch.ops.robustops.channel_kmeans(x, None, torch.arange(5, 8), base, 4, 50, 1e-4)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert not any(t.requires_grad for t in got)
+    # index None is samples 0..B-1
+    got = torch.ops.robustops.channel_kmeans(f, None, None, base, 4, 50, 1e-4)
+    assert torch.equal(got[0], seeded.assignment)
+
+
+def test_no_cuda_kernel_and_no_cuda_backend():
+    # There is no hand-written CUDA kernel: no CUDA registration and no backend called
+    # "cuda" (on a GPU, auto runs the Triton kernels or the batched reference).
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("robustops::channel_kmeans", "CPU")
+    assert not torch._C._dispatch_has_kernel_for_dispatch_key("robustops::channel_kmeans", "CUDA")
+    with backend.use("cuda"), pytest.raises(RuntimeError, match="no 'cuda' backend"):
+        channel_kmeans(torch.rand(1, 4, 2, 2), 2)
+
+
+def test_op_checks_its_arguments():
+    # Direct calls of the op get the public function's messages from its C++ checks.
+    f = torch.rand(2, 6, 3, 3)
+    op = torch.ops.robustops.channel_kmeans
+    with pytest.raises(ValueError, match=r"num_groups must be in \[1, C\] = \[1, 6\]"):
+        op(f, None, None, 0, 7, 50, 1e-4)
+    with pytest.raises(ValueError, match=r"init\[1\] = \[3, 3, 4\] must hold 3 distinct"):
+        op(f, torch.tensor([[0, 1, 2], [3, 3, 4]]), None, 0, 3, 50, 1e-4)
+    with pytest.raises(ValueError, match=r"index must be an integer tensor of shape \(2,\)"):
+        op(f, None, torch.arange(3), 0, 3, 50, 1e-4)
+    with pytest.raises(ValueError, match="base must be a 32-bit counter key"):
+        op(f, None, None, -1, 3, 50, 1e-4)
+    with pytest.raises(ValueError, match="max_iter must be an int >= 1"):
+        op(f, None, None, 0, 3, 0, 1e-4)
+    with pytest.raises(ValueError, match=r"4-D \(B, C, H, W\)"):
+        op(f[0], None, None, 0, 3, 50, 1e-4)
 
 
 def test_compiles_fullgraph():
@@ -340,7 +389,8 @@ def test_gpu_triton_matches_reference(dtype):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gpu_batched_matches_cpu(dtype):
-    # The CUDA path is the batched composition (cuBLAS GEMMs); same trajectory as the CPU.
+    # Auto on CUDA tensors (the Triton kernels, or the batched composition on cuBLAS without
+    # triton: the op has no CUDA kernel); same trajectory as the CPU.
     f = clustered(16, 128, 8, 8, seed=15, dtype=dtype)
     init = kmeans_init(16, 128, 6, seed=1)
     cpu = channel_kmeans_reference(f, init, 50, 1e-4)

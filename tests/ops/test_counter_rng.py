@@ -52,6 +52,32 @@ def test_opcheck_and_errors():
     assert counter_rng(idx, 0, 0, 0).shape == (3, 0)
 
 
+@pytest.mark.parametrize("be", ["reference", "cpp", "triton"])
+def test_seed_and_stream_must_be_ints(be):
+    from robustops import backend
+    if be not in backend.available():
+        pytest.skip(f"{be} not available")
+    np = pytest.importorskip("numpy")
+    idx = torch.arange(3)
+    with backend.use(be):
+        counter_rng(idx, 4, 1, 0)  # cached key (1, 0, False): 1.0 == 1 must not hit it
+        for seed in (1.5, 1.0, "1", None, True):
+            with pytest.raises(TypeError, match=r"^seed must be an int, got"):
+                counter_rng(idx, 4, seed, 0)
+        for stream in (0.5, 0.0, "0", False):
+            with pytest.raises(TypeError, match=r"^stream must be an int, got"):
+                counter_rng(idx, 4, 1, stream)
+        with pytest.raises(TypeError, match="seed must be an int, got 1.5 \\(float\\)"):
+            counter_uniform(1.5, 0, idx, 4)
+        # Integer types (numpy's) are ints.
+        assert torch.equal(counter_rng(idx, 4, np.int64(7), np.int32(2), normal=True),
+                           counter_rng(idx, 4, 7, 2, normal=True))
+    with pytest.raises(TypeError, match="seed must be an int"):
+        stream_base(2.5, 0)
+    with pytest.raises(TypeError, match="stream must be an int"):
+        stream_base(2, "x")
+
+
 def test_compiles_fullgraph():
     torch._dynamo.reset()
     f = torch.compile(lambda i: counter_normal(1, 2, i, 16) * 2, fullgraph=True)

@@ -144,9 +144,28 @@ def test_empty_batch_and_cpu_label_check():
         group_inhibition_mask(f, g, a, 3)
 
 
-def test_opcheck():
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
     f, g, a = inputs(2, 6, 2, 3, 3, seed=10)
-    torch.library.opcheck(torch.ops.robustops.group_inhibition_mask.default, (f, g, a, 3))
+    torch.library.opcheck(torch.ops.robustops.group_inhibition_mask.default,
+                          (f.clone().requires_grad_(requires_grad), g, a, 3))
+
+
+def test_op_checks_its_arguments():
+    # Direct calls of the op get the public function's messages from its C++ checks,
+    # the CPU label check included.
+    f, g, a = inputs(2, 5, 2, 2, 3, seed=9)
+    op = torch.ops.robustops.group_inhibition_mask
+    a[1, 3] = 3
+    with pytest.raises(ValueError,
+                       match=r"assignment\[1, 3\] = 3 is not a group label in \[0, 3\)"):
+        op(f, g, a, 3)
+    with pytest.raises(ValueError, match=r"grad has shape \(2, 4, 2, 2\)"):
+        op(f, g[:, :4], a, 3)
+    with pytest.raises(ValueError, match=r"assignment must be a \(2, 5\) int64"):
+        op(f, g, a.int(), 3)
+    with pytest.raises(ValueError, match=r"num_groups must be in \[1, C\] = \[1, 5\]"):
+        op(f, g, a, 6)
 
 
 def test_compiles_fullgraph():
@@ -218,7 +237,9 @@ def test_gpu_inhibition_step_has_no_host_sync(be):
     g = torch.randn_like(f)
 
     def step():
-        groups = channel_kmeans(f, 6, seed=0)
+        # channel_kmeans has no CUDA kernel (no cuda backend): under "cuda" it runs auto.
+        with backend.use("auto" if be == "cuda" else be):
+            groups = channel_kmeans(f, 6, seed=0)
         mask = group_inhibition_mask(f, g, groups.assignment, 6)
         x = f.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(group_orthogonality_loss(x, groups.assignment, 6), x)

@@ -126,6 +126,27 @@ def test_opcheck(requires_grad):
                           (torch.tensor(0.5, dtype=f.dtype), f, a, 3))
 
 
+def test_op_contract():
+    # Direct calls: the C++ checks (labels on the CPU), the C++ autograd kernel (one
+    # saved F, the backward op), and no double backward.
+    f, a = inputs(2, 5, 2, 2, 3, seed=12)
+    op = torch.ops.robustops.group_orthogonality_loss
+    bad = a.clone()
+    bad[0, 2] = 5
+    with pytest.raises(ValueError, match=r"assignment\[0, 2\] = 5 is not a group label"):
+        op(f, bad, 3)
+    with pytest.raises(ValueError, match="grad_out must hold one value"):
+        torch.ops.robustops.group_orthogonality_loss_backward(torch.ones(2, dtype=f.dtype), f,
+                                                              a, 3)
+    x = f.clone().requires_grad_(True)
+    loss = op(x, a, 3)
+    (grad,) = torch.autograd.grad(loss, x, create_graph=False)
+    assert_close(grad, group_orthogonality_loss_backward_reference(torch.tensor(1.0,
+                 dtype=f.dtype), f, a, 3))
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(op(x, a, 3), x, create_graph=True)
+
+
 def test_compiles_fullgraph():
     torch._dynamo.reset()
     f, a = inputs(2, 6, 2, 3, 3, seed=9, dtype=torch.float32)

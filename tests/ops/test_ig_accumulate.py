@@ -76,6 +76,20 @@ def test_backend_backward_matches_reference(kernel_backend, dtype):
         assert_close(o, r, kernel_backend)
 
 
+def test_default_and_broadcast_baseline_gradients(kernel_backend):
+    # None (zeros) and a (1, *) baseline: the op broadcasts it and sums its gradient back.
+    g, x, a = _inputs(3, (2, 3, 4), torch.float64, seed=11)
+    for base in (None, a[:1]):
+        leaves = [t.clone().requires_grad_() for t in (g, x)]
+        extra = [] if base is None else [base.clone().requires_grad_()]
+        ours = torch.autograd.grad(ig_accumulate(*leaves, *extra).sum(), leaves + extra)
+        with backend.use("reference"):
+            ref = torch.autograd.grad(ig_accumulate(*leaves, *extra).sum(), leaves + extra)
+        for o, r in zip(ours, ref):
+            assert o.shape == r.shape
+            assert_close(o, r, kernel_backend)
+
+
 def test_layouts_channels_last_and_strided(kernel_backend):
     g, x, a = _inputs(3, (2, 3, 6, 5), torch.float32, seed=4)
     ref = ig_accumulate_reference(g, x, a, path_weights(None, 3, x.dtype, "cpu"))
@@ -140,6 +154,13 @@ def test_opcheck(requires_grad):
     g, x, a = (t.requires_grad_(requires_grad) for t in _inputs(3, (2, 3, 4), seed=7))
     w = path_weights(None, 3, x.dtype, "cpu")
     torch.library.opcheck(torch.ops.robustops.ig_accumulate.default, (g, x, a, w))
+    # The defaults (zero baseline, weights 1/S) and a broadcast baseline.
+    torch.library.opcheck(torch.ops.robustops.ig_accumulate.default, (g, x, None, None))
+    a1 = a[:1].detach().clone().requires_grad_(requires_grad)
+    torch.library.opcheck(torch.ops.robustops.ig_accumulate.default, (g, x, a1, None))
+    # What autograd runs: the same with acc as a second output.
+    torch.library.opcheck(torch.ops.robustops.ig_accumulate_with_acc.default, (g, x, a, w))
+    torch.library.opcheck(torch.ops.robustops.ig_accumulate_with_acc.default, (g, x, None, None))
     go, ga, acc = (torch.randn(x.shape, dtype=x.dtype).requires_grad_(requires_grad)
                    for _ in range(3))
     torch.library.opcheck(torch.ops.robustops.ig_accumulate_backward.default,
@@ -183,6 +204,24 @@ def test_bad_input_raises_clear_error(case):
     w = args.pop("weights", None)
     with pytest.raises(ValueError, match=match):
         ig_accumulate(args["path_grads"], args["x"], args["baseline"], weights=w)
+
+
+@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
+def test_bad_input_message_is_the_same_in_cpp_and_python(case):
+    # The C++ checks (cpp backend) and the Python ones (reference/triton, fake kernels).
+    if "cpp" not in backend.available():
+        pytest.skip("cpp not available")
+    _, override, _ = case
+    g, x, a = _inputs(3, (2, 4), torch.float32)
+    args = dict(path_grads=g, x=x, baseline=a)
+    args.update(override)
+    w = args.pop("weights", None)
+    messages = []
+    for be in ("cpp", "reference"):
+        with backend.use(be), pytest.raises(ValueError) as err:
+            ig_accumulate(args["path_grads"], args["x"], args["baseline"], weights=w)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
 
 
 @pytest.mark.cuda

@@ -12,6 +12,12 @@ from robustops.testing import assert_close
 OPS = torch.ops.robustops
 
 
+def op(name):
+    """The selected backend's op: robustops::<name> (the C++ op: cpp, cuda) or, under the
+    triton backend, robustops::<name>_triton."""
+    return getattr(OPS, f"{name}_triton" if backend.current() == "triton" else name)
+
+
 def logits_of(shape, seed=0, dtype=torch.float64, scale=3.0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
@@ -66,7 +72,7 @@ SHAPES = [(2, 4, 5, 7), (1, 2, 17, 3), (3, 11, 9, 20)]
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_backend_matches_reference(kernel_backend, shape, dtype, weighted):
     m = logits_of(shape, seed=2, dtype=dtype)
-    feats, stats, none = OPS.part_moments(m, weighted)
+    feats, stats, none = op("part_moments")(m, weighted)
     assert feats.shape == (shape[0], shape[1] - 1, 5) and feats.dtype == dtype
     assert stats.dtype == torch.float64 and none.numel() == 0
     assert_close(feats, part_moments_reference(m, weighted), kernel_backend)
@@ -74,18 +80,18 @@ def test_backend_matches_reference(kernel_backend, shape, dtype, weighted):
     torch.testing.assert_close(stats, ref_stats, rtol=1e-5 if dtype == torch.float32 else 1e-10,
                                atol=1e-5 if dtype == torch.float32 else 1e-10)
     # Saving the softmax changes neither the features nor the stats.
-    feats_s, stats_s, soft = OPS.part_moments(m, weighted, True)
+    feats_s, stats_s, soft = op("part_moments")(m, weighted, True)
     assert torch.equal(feats_s, feats) and torch.equal(stats_s, stats)
     assert soft.shape == m.shape and soft.dtype == dtype
     torch.testing.assert_close(soft, torch.softmax(m, 1))
     g = torch.randn(feats.shape, dtype=torch.float64)
-    grad = OPS.part_moments_backward(g, m, stats, none, weighted)
+    grad = op("part_moments_backward")(g, m, stats, none, weighted)
     assert grad.shape == m.shape and grad.dtype == dtype
     expected = part_moments_backward_reference(g, m, ref_stats, weighted)
     assert_close(grad, expected, kernel_backend)
     # The backward from the saved softmax: the recomputed S is the saved one, bit for bit,
     # in the C++ kernels (same arithmetic), so their gradients are equal.
-    grad_s = OPS.part_moments_backward(g, m, stats, soft, weighted)
+    grad_s = op("part_moments_backward")(g, m, stats, soft, weighted)
     assert_close(grad_s, expected, f"{kernel_backend} saved softmax")
     if kernel_backend == "cpp":
         assert torch.equal(grad_s, grad)
@@ -95,11 +101,9 @@ def test_backend_matches_reference(kernel_backend, shape, dtype, weighted):
 def test_softmax_saved_only_when_a_backward_will_run(monkeypatch, weighted):
     import sys
     pm = sys.modules["robustops.ops.part_moments"]  # the package exports a same-named function
-    monkeypatch.setattr(pm, "_eager_cpp_ok", lambda logits: False)  # the custom-op path
     seen = []
-    real = pm._part_moments_op
-    monkeypatch.setattr(pm, "_part_moments_op",
-                        lambda m, w, save: seen.append(save) or real(m, w, save))
+    real = pm._OP  # the one call of robustops::part_moments the public function makes
+    monkeypatch.setattr(pm, "_OP", lambda m, w, save: seen.append(save) or real(m, w, save))
     m = logits_of((2, 3, 4, 5), seed=10, dtype=torch.float32)
     part_moments(m, weighted)
     with torch.no_grad():
@@ -116,17 +120,18 @@ def test_softmax_saved_only_when_a_backward_will_run(monkeypatch, weighted):
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_backward_over_the_saved_softmax(kernel_backend, weighted):
-    # The in-place backward (the gradient written over the saved S) equals the reference;
-    # a second backward of the same graph (retain_graph) recomputes S and agrees.
+    # The in-place backward op (the gradient written over a softmax buffer the caller owns)
+    # equals the reference; a second backward of the same graph (retain_graph) reads the
+    # same saved S again and agrees.
     m = logits_of((2, 5, 7, 9), seed=12, dtype=torch.float32)
-    _, stats, soft = OPS.part_moments(m, weighted, True)
+    _, stats, soft = op("part_moments")(m, weighted, True)
     g = torch.randn(2, 4, 5, dtype=torch.float64)
     expected = part_moments_backward_reference(g, m, part_moments_stats_reference(m, weighted),
                                                weighted)
     buf = soft.clone()
-    OPS.part_moments_backward_inplace(g, m, stats, buf, weighted)
+    op("part_moments_backward_inplace")(g, m, stats, buf, weighted)
     assert_close(buf, expected, kernel_backend)
-    assert_close(buf, OPS.part_moments_backward(g, m, stats, soft, weighted), kernel_backend)
+    assert_close(buf, op("part_moments_backward")(g, m, stats, soft, weighted), kernel_backend)
     leaf = m.clone().requires_grad_()
     out = part_moments(leaf, weighted)
     first = torch.autograd.grad(out, leaf, g.float(), retain_graph=True)[0]
@@ -135,24 +140,21 @@ def test_backward_over_the_saved_softmax(kernel_backend, weighted):
     assert_close(second, first, f"{kernel_backend} second")
 
 
-def test_public_backward_writes_over_the_saved_softmax(monkeypatch):
-    # part_moments drops the op's softmax output, so its backward may overwrite S in place;
-    # a caller that keeps the output gets the out-of-place backward (the output unchanged).
-    import sys
-    pm = sys.modules["robustops.ops.part_moments"]
-    monkeypatch.setattr(pm, "_eager_cpp_ok", lambda logits: False)  # the custom-op path
-    seen = []
-    real = pm._part_moments_backward_inplace_op
-    monkeypatch.setattr(pm, "_part_moments_backward_inplace_op",
-                        lambda *a: seen.append(a[3].data_ptr()) or real(*a))
+def test_backward_reads_the_saved_softmax_and_leaves_it_alone():
+    # One autograd path: the backward reads the softmax the forward saved (never
+    # overwriting it), whether the caller keeps the op's softmax output or drops it (as the
+    # public function does); both give the public function's gradient.
     leaf = logits_of((2, 4, 5, 6), seed=13, dtype=torch.float32).requires_grad_()
     (grad,) = torch.autograd.grad(part_moments(leaf, False).sum(), leaf)
-    assert seen == [grad.data_ptr()]
     feats, _, soft = OPS.part_moments(leaf, False, True)
     kept = soft.clone()
     (grad2,) = torch.autograd.grad(feats.sum(), leaf)
-    assert len(seen) == 1 and torch.equal(soft, kept)
-    assert_close(grad2, grad)
+    assert torch.equal(soft, kept) and grad2.data_ptr() != soft.data_ptr()
+    assert torch.equal(grad2, grad)
+    expected = part_moments_backward_reference(
+        torch.ones(2, 3, 5, dtype=torch.float64), leaf.detach(),
+        part_moments_stats_reference(leaf.detach()), False)
+    assert_close(grad, expected)
 
 
 def test_backward_rejects_a_mismatched_softmax():
@@ -163,6 +165,25 @@ def test_backward_rejects_a_mismatched_softmax():
         OPS.part_moments_backward(g, m, stats, soft[:, :2], False)
     with pytest.raises(ValueError, match="softmax must be a contiguous"):
         OPS.part_moments_backward_inplace(g, m, stats, soft.double(), False)
+
+
+@pytest.mark.parametrize("name", ["part_moments_backward", "part_moments_backward_inplace"])
+def test_backward_rejects_mismatched_grad_and_stats(name):
+    # The kernels index grad and stats by (B, K): a wrong shape is a ValueError, never a
+    # read past the end; the fake kernel says the same (torch.compile, meta tensors).
+    m = logits_of((2, 3, 4, 5), seed=11, dtype=torch.float32)
+    _, stats, soft = OPS.part_moments(m, False, True)
+    g = torch.randn(2, 2, 5, dtype=torch.float64)
+    fn = getattr(OPS, name)
+    fn(g, m, stats, soft.clone(), False)  # the call itself is fine
+    for meta in (False, True):
+        to = (lambda t: t.to("meta")) if meta else (lambda t: t)
+        with pytest.raises(ValueError, match=r"grad must be a floating \(B, K, 5\) = \(2, 2, 5\)"):
+            fn(to(g[:, :1]), to(m), to(stats), to(soft.clone()), False)
+        with pytest.raises(ValueError, match=r"stats must be the forward's \(B, 6K\+1\) = \(2, 13\)"):
+            fn(to(g), to(m), to(stats[:, :-1]), to(soft.clone()), False)
+    with pytest.raises(ValueError, match="stats is on meta but logits is on cpu"):
+        fn(g, m, stats.to("meta"), soft.clone(), False)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -245,18 +266,22 @@ def test_nan_propagates_to_its_image():
 # ----------------------------------------------------------------------------- op contract
 
 
+@pytest.mark.parametrize("suffix", ["", "_triton"], ids=["cpp", "triton"])
 @pytest.mark.parametrize("save", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_opcheck(weighted, save):
+def test_opcheck(weighted, save, suffix):
+    """The C++ ops (robustops::part_moments...) and the Triton backend's twins."""
+    if suffix and "triton" not in backend.available():
+        pytest.skip("triton not available")
     m = logits_of((2, 3, 4, 5), seed=7).requires_grad_()
-    torch.library.opcheck(OPS.part_moments.default, (m, weighted, save))
+    torch.library.opcheck(getattr(OPS, "part_moments" + suffix).default, (m, weighted, save))
     stats = part_moments_stats_reference(m.detach(), weighted)
     soft = torch.softmax(m.detach(), 1) if save else m.new_empty((0,))
     g = torch.randn(2, 2, 5, dtype=torch.float64)
-    torch.library.opcheck(OPS.part_moments_backward.default,
+    torch.library.opcheck(getattr(OPS, "part_moments_backward" + suffix).default,
                           (g, m.detach(), stats, soft, weighted))
     if save:
-        torch.library.opcheck(OPS.part_moments_backward_inplace.default,
+        torch.library.opcheck(getattr(OPS, "part_moments_backward_inplace" + suffix).default,
                               (g, m.detach(), stats, soft.clone(), weighted))
 
 
@@ -304,11 +329,11 @@ def test_cuda_matches_reference(be, dtype, weighted):
     for shape in shapes:
         m = logits_of(shape, seed=9, dtype=dtype).cuda()
         with backend.use(be):
-            feats, stats, _ = OPS.part_moments(m, weighted)
-            _, _, soft = OPS.part_moments(m, weighted, True)
+            feats, stats, _ = op("part_moments")(m, weighted)
+            _, _, soft = op("part_moments")(m, weighted, True)
             g = torch.randn(feats.shape, dtype=torch.float64, device="cuda")
-            grad = OPS.part_moments_backward(g, m, stats, soft[:0].reshape(0), weighted)
-            grad_saved = OPS.part_moments_backward(g, m, stats, soft, weighted)
+            grad = op("part_moments_backward")(g, m, stats, soft[:0].reshape(0), weighted)
+            grad_saved = op("part_moments_backward")(g, m, stats, soft, weighted)
         ref_stats = part_moments_stats_reference(m, weighted)
         ref = part_moments_reference(m, weighted)
         ref_grad = part_moments_backward_reference(g, m, ref_stats, weighted)
@@ -326,7 +351,7 @@ def test_cuda_matches_reference(be, dtype, weighted):
             torch.testing.assert_close(grad_saved, ref_grad, **tol)
 
 
-def test_inplace_backward_leaves_a_detached_alias_of_the_softmax_alone():
+def test_backward_leaves_a_detached_alias_of_the_softmax_alone():
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 6, 6, requires_grad=True)
     out = torch.ops.robustops.part_moments(logits, False, True)
@@ -336,34 +361,107 @@ def test_inplace_backward_leaves_a_detached_alias_of_the_softmax_alone():
     del out
     feats.sum().backward()
     assert torch.equal(kept, before)
-    # Control: without the alias the same call does write the gradient over its softmax.
+    first = logits.grad.clone()
+    # Control: without the alias the saved softmax is still only read (the gradient is a
+    # buffer of its own) and the gradient is the same.
     out = torch.ops.robustops.part_moments(logits, False, True)
     ptr = out[2].data_ptr()
     feats = out[0]
     del out
     logits.grad = None
     feats.sum().backward()
-    assert logits.grad.data_ptr() == ptr
+    assert logits.grad.data_ptr() != ptr and torch.equal(logits.grad, first)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_eager_fast_path_equals_the_custom_op(weighted):
-    """The public eager CPU path (autograd.Function, no dispatcher) and the custom op agree
-    bit for bit, forward and backward, including a retained second backward."""
+def test_public_function_is_the_op(weighted):
+    """The public function is one call of robustops::part_moments (its C++ autograd node):
+    the same numbers bit for bit, forward and backward, a retained second backward too."""
     if "cpp" not in backend.compiled():
         pytest.skip("needs the C++ extension")
     torch.manual_seed(0)
     x = torch.randn(3, 4, 7, 5, dtype=torch.float64)
     a = x.clone().requires_grad_()
     fa = part_moments(a, weighted)
-    assert type(fa.grad_fn).__name__ == "_EagerPartMomentsBackward"
+    assert "PartMomentsFunction" in fa.grad_fn.name()  # the C++ autograd node
     fa.sum().backward(retain_graph=True)
     ga = a.grad.clone()
     a.grad = None
-    fa.sum().backward()  # second backward: recomputes the consumed softmax
+    fa.sum().backward()  # second backward: the saved softmax is read again, unchanged
     b = x.clone().requires_grad_()
     fb = torch.ops.robustops.part_moments(b, weighted, True)[0]
     fb.sum().backward()
     assert torch.equal(fa, fb) and torch.equal(ga, b.grad) and torch.equal(a.grad, b.grad)
     assert torch.autograd.gradcheck(lambda t: part_moments(t, weighted), (x[:1, :, :3, :3]
                                     .clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_saved_tensors_hooks_see_the_saved_tensors(kernel_backend, weighted):
+    """The forward saves the logits, the moments and the softmax with save_for_backward:
+    saved_tensors_hooks pack each once and unpack each in the backward (here to a copy,
+    as offloading does), and the gradient is unchanged."""
+    base = logits_of((2, 4, 5, 6), seed=14, dtype=torch.float32)
+    g = torch.randn(2, 3, 5)
+    leaf = base.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(part_moments(leaf, weighted), leaf, g)
+    packed, unpacked = [], []
+
+    def pack(t):
+        packed.append(t)
+        return t.detach().clone()  # the backward must read what unpack returns
+
+    def unpack(t):
+        unpacked.append(t)
+        return t
+
+    leaf = base.clone().requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        out = part_moments(leaf, weighted)
+    assert len(packed) == 3 and not unpacked
+    logits, stats, soft = packed
+    assert logits.data_ptr() == leaf.data_ptr()
+    torch.testing.assert_close(stats, part_moments_stats_reference(base, weighted),
+                               rtol=1e-5, atol=1e-5)
+    assert soft.shape == base.shape and soft.dtype == torch.float32
+    torch.testing.assert_close(soft, torch.softmax(base, 1))
+    (grad,) = torch.autograd.grad(out, leaf, g)
+    assert len(unpacked) == 3
+    assert torch.equal(grad, expected)
+
+
+def test_backward_reads_what_the_hooks_unpack():
+    # No hidden state beside the saved tensors: a softmax of zeros handed back by the
+    # unpack hook gives a zero bbox gradient (dL/dM = S * (...) with the saved S).
+    leaf = logits_of((2, 4, 5, 6), seed=15, dtype=torch.float32).requires_grad_()
+    calls = []
+
+    def unpack(t):
+        calls.append(t.shape)
+        return torch.zeros_like(t) if len(calls) == 3 else t
+
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, unpack):
+        out = part_moments(leaf, False)
+    (grad,) = torch.autograd.grad(out.sum(), leaf)
+    assert calls[2] == leaf.shape and torch.equal(grad, torch.zeros_like(grad))
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_activation_checkpointing(kernel_backend, weighted, use_reentrant):
+    """torch.utils.checkpoint drops the saved tensors and recomputes the forward in the
+    backward: the same gradient, bit for bit (the kernels are deterministic)."""
+    from torch.utils.checkpoint import checkpoint
+
+    base = logits_of((2, 4, 6, 5), seed=16, dtype=torch.float32)
+
+    def head(t):
+        return part_moments(torch.tanh(t) * 4, weighted)
+
+    leaf = base.clone().requires_grad_()
+    out = head(leaf)
+    g = torch.randn(out.shape)
+    out.backward(g)  # .backward(), not autograd.grad: the reentrant variant needs it
+    leaf2 = base.clone().requires_grad_()
+    checkpoint(head, leaf2, use_reentrant=use_reentrant).backward(g)
+    assert torch.equal(leaf2.grad, leaf.grad)

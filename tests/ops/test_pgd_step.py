@@ -196,6 +196,35 @@ def test_nan_images_raise_on_cpu(be, where, norm):
         pgd_step(x, x_nat, grad, 0.1, 0.01, norm=norm)
 
 
+@pytest.mark.parametrize("be", ["reference", "cpp", "triton"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_infinite_x_raises_on_cpu(be, value, norm, inplace):
+    # The projection maps an infinite x to a finite x_nat +- eps: it must still raise
+    # (README), as NaN does, and not return x_nat + eps for that pixel.
+    if be not in backend.available():
+        pytest.skip(f"{be} not available")
+    x = torch.full((1, 3), 0.5)
+    x[0, 0] = value
+    fn = pgd_step_ if inplace else pgd_step
+    with backend.use(be), pytest.raises(ValueError, match="x or x_nat contains NaN or Inf"):
+        fn(x, torch.full((1, 3), 0.5), torch.ones(1, 3), 0.1, 0.05, norm=norm)
+    # Larger images, an Inf in the last sample (another chunk of the CPU loop).
+    x, x_nat, grad = inputs((3, 3, 8, 8), torch.float32)
+    x[2, 1, 7, 7] = value
+    with backend.use(be), pytest.raises(ValueError, match="NaN or Inf"):
+        fn(x, x_nat, grad, 0.1, 0.01, norm=norm)
+    # A huge but finite x is no error (L2: its ||x - x_nat||^2 overflows; the step
+    # projects onto x_nat), the same on every backend.
+    x = torch.full((1, 3), 0.5)
+    x[0, 0] = 1e20
+    with backend.use(be):
+        out = fn(x, torch.full((1, 3), 0.5), torch.ones(1, 3), 0.1, 0.05, norm=norm)
+    expected = [[0.6, 0.55, 0.55]] if norm == "linf" else [[0.5, 0.5, 0.5]]
+    assert torch.equal(out, torch.tensor(expected))
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

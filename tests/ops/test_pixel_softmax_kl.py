@@ -115,6 +115,9 @@ def test_gradcheck_and_gradgradcheck_fp64(be):
 def test_opcheck(requires_grad):
     a = _attr((3, 2, 10), seed=6).requires_grad_(requires_grad)
     torch.library.opcheck(torch.ops.robustops.pixel_softmax_kl.default, (a,))
+    # (B, C, *pixels): the op flattens the pixels itself.
+    torch.library.opcheck(torch.ops.robustops.pixel_softmax_kl.default,
+                          (a.detach().reshape(3, 2, 2, 5).requires_grad_(requires_grad),))
     lse = torch.logsumexp(a.detach().sum(1), -1)
     torch.library.opcheck(torch.ops.robustops.pixel_softmax_kl_backward.default,
                           (torch.randn(3, dtype=torch.float64).requires_grad_(requires_grad),
@@ -142,6 +145,14 @@ def test_bad_input_raises_clear_error(case):
     _, attr, match = case
     with pytest.raises(ValueError, match=match):
         pixel_softmax_kl(attr)
+    if "cpp" in backend.available():
+        # The C++ checks (cpp) and the Python ones (reference/triton, fake kernels) agree.
+        messages = []
+        for be in ("cpp", "reference"):
+            with backend.use(be), pytest.raises(ValueError) as err:
+                pixel_softmax_kl(attr)
+            messages.append(str(err.value))
+        assert messages[0] == messages[1]
 
 
 @pytest.mark.cuda

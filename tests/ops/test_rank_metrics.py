@@ -137,6 +137,67 @@ def test_bad_input_raises_clear_error(metrics_backend, case):
         rank_metrics(args["a"], args["b"], args["k"])
 
 
+# ----------------------------------------------------------------------------- op contract
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
+    a, b = _maps(3, 64, ties=True, seed=7)
+    op = torch.ops.robustops.rank_metrics.default
+    torch.library.opcheck(op, (a.view(3, 8, 8).clone().requires_grad_(requires_grad),
+                               b.view(3, 8, 8), 5))
+    torch.library.opcheck(op, (a.double(), b.long(), 9))  # mixed dtypes: computed in float64
+    torch.library.opcheck(op, (a[:0], b[:0], 5))          # empty batch
+
+
+def test_op_is_the_public_function():
+    # torch.ops.robustops.rank_metrics returns (topk, kendall, spearman): the public
+    # function's dict, one op call; maps that require grad leave no graph behind.
+    a, b = _maps(4, 50, ties=True, seed=8)
+    a.requires_grad_(True)
+    topk, tau, rho = torch.ops.robustops.rank_metrics(a, b, 7)
+    with backend.use("cpp"):
+        want = rank_metrics(a, b, 7)
+    for got, key in ((topk, "topk"), (tau, "kendall"), (rho, "spearman")):
+        assert torch.equal(got, want[key]) and got.dtype == torch.float64
+        assert not got.requires_grad
+    with pytest.raises(ValueError, match="rank_metrics: the maps contain NaN"):
+        torch.ops.robustops.rank_metrics(a.detach().clone().fill_(float("nan")), b, 7)
+    with pytest.raises(ValueError, match=r"rank_metrics: k must be an int in \[1, 50\]"):
+        torch.ops.robustops.rank_metrics(a, b, 51)
+
+
+def test_column_functions_name_themselves():
+    a = torch.tensor([[0.1] * 9 + [float("nan")]] * 2)
+    b = torch.rand(2, 10)
+    for fn in (kendall_tau, spearman_rho):
+        with pytest.raises(ValueError, match=f"{fn.__name__}: the maps contain NaN"):
+            fn(a, b)
+    with pytest.raises(ValueError, match=r"topk_intersection: k must be an int in \[1, 10\]"):
+        topk_intersection(b, b, 11)
+
+
+def test_no_cuda_kernel_and_no_cuda_backend():
+    # There is no hand-written CUDA kernel: no CUDA registration and no backend called
+    # "cuda" (on a GPU, auto runs the Triton kernels or the reference).
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("robustops::rank_metrics", "CPU")
+    assert not torch._C._dispatch_has_kernel_for_dispatch_key("robustops::rank_metrics", "CUDA")
+    with backend.use("cuda"), pytest.raises(RuntimeError, match="no 'cuda' backend"):
+        rank_metrics(torch.rand(2, 10), torch.rand(2, 10), 3)
+
+
+def test_compiles_fullgraph():
+    torch._dynamo.reset()
+    a, b = _maps(3, 64, ties=True, seed=9)
+
+    def metrics(x, y):
+        m = rank_metrics(x, y, 5)
+        return m["kendall"] + m["spearman"] + m["topk"]
+
+    compiled = torch.compile(metrics, fullgraph=True)
+    torch.testing.assert_close(compiled(a, b), metrics(a, b))
+
+
 @pytest.mark.parametrize("blocks", ["pinned", "small"])
 @pytest.mark.parametrize("shape", [(3, 8, 8), (3, 5, 7)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

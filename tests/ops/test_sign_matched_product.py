@@ -100,6 +100,11 @@ def test_opcheck(requires_grad):
     torch.library.opcheck(torch.ops.robustops.sign_matched_product.default, (b, d))
     torch.library.opcheck(torch.ops.robustops.sign_matched_product_backward.default,
                           (torch.randn(4, dtype=torch.float64), b.detach(), d.detach()))
+    # The backward op is differentiable (C++ autograd kernel), on (B, *) as the forward.
+    go = torch.randn(4, dtype=torch.float64).requires_grad_(requires_grad)
+    b4, d4 = (t.detach().reshape(4, 3, 5, 6).requires_grad_(requires_grad) for t in (b, d))
+    torch.library.opcheck(torch.ops.robustops.sign_matched_product.default, (b4, d4))
+    torch.library.opcheck(torch.ops.robustops.sign_matched_product_backward.default, (go, b4, d4))
 
 
 def test_compiles_fullgraph():
@@ -123,6 +128,14 @@ def test_bad_input_raises_clear_error(case):
     args.update(override)
     with pytest.raises(ValueError, match=match):
         sign_matched_product(args["b"], args["d"])
+    if "cpp" in backend.available():
+        # The C++ checks (cpp) and the Python ones (reference/triton, fake kernels) agree.
+        messages = []
+        for be in ("cpp", "reference"):
+            with backend.use(be), pytest.raises(ValueError) as err:
+                sign_matched_product(args["b"], args["d"])
+            messages.append(str(err.value))
+        assert messages[0] == messages[1]
 
 
 @pytest.mark.cuda

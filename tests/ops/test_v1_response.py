@@ -232,6 +232,91 @@ def test_empty_batch(be):
         assert a.grad.shape == a.shape and b.grad.shape == b.shape
 
 
+# ----------------------------------------------------------------------------- non-finite, extreme
+
+
+def _backend_or_skip(be):
+    if be not in backend.available():
+        pytest.skip(f"backend {be} not available here")
+
+
+@pytest.mark.parametrize("be", ["reference", "cpp", "triton"])
+@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_nan_propagates(be, noise, layout, dtype):
+    # relu(NaN) = NaN (the docstring, torch.relu): a NaN in q0 or q1 gives NaN at its
+    # element, with or without noise, and nothing else changes.
+    _backend_or_skip(be)
+    q0, q1 = inputs(3, 2, dtype, layout)
+    nan = float("nan")
+    q0[0, 0, 0, 0] = nan       # a simple cell
+    q0[1, 4, 2, 1] = nan       # a complex cell, through q0
+    q1[0, 0, 3, 2] = nan       # complex channel S + 0 = 3, through q1
+    expect = torch.zeros(q0.shape, dtype=torch.bool)
+    expect[0, 0, 0, 0] = expect[1, 4, 2, 1] = expect[0, 3, 3, 2] = True
+    with backend.use(be):
+        out = v1_response(q0, q1, seed=3, noise=noise)
+        assert torch.equal(torch.isnan(out), expect)
+        ref = reference(q0, q1, noise)
+        assert_output_close(out.nan_to_num(0.0), ref.nan_to_num(0.0))
+        # The reproducer.
+        a = torch.randn(1, 2, 2, 2)
+        a[0, 0, 0, 0] = nan
+        assert torch.isnan(v1_response(a, torch.randn(1, 1, 2, 2), noise=False)[0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("be", ["reference", "cpp", "triton"])
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e30), (torch.float32, 1e-30),
+                                         (torch.float32, 1.5e19), (torch.float64, 1e300),
+                                         (torch.float64, 1e-300)], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_complex_energy_neither_overflows_nor_underflows(be, dtype, scale, layout):
+    # sqrt(q0^2 + q1^2) is computed hypot-style on every backend: inputs near 1e30 give
+    # the finite energy (once +inf in cpp, NaN in the reference with noise), tiny ones
+    # the nonzero energy; the gradient is finite too.
+    _backend_or_skip(be)
+    q0, q1 = inputs(3, 2, torch.float64, layout)
+    q0, q1 = (q0 * scale).to(dtype), (q1 * scale).to(dtype)
+    a, b = q0.double()[:, 3:], q1.double()
+    exact = K * torch.hypot(a, b) / math.sqrt(2)
+    rtol = 2e-6 if dtype == torch.float32 else 1e-14
+    with backend.use(be):
+        out = v1_response(q0, q1, seed=3, noise=False)
+        torch.testing.assert_close(out[:, 3:].double(), exact, rtol=rtol, atol=0)
+        for noise in (False, True):
+            x0, x1 = q0.clone().requires_grad_(), q1.clone().requires_grad_()
+            y = v1_response(x0, x1, seed=3, noise=noise)
+            assert torch.isfinite(y).all()
+            assert_output_close(y.detach(), reference(q0, q1, noise))
+            y.sum().backward()
+            assert torch.isfinite(x0.grad).all() and torch.isfinite(x1.grad).all()
+        # Noise off: d/dq0 of k |q| / sqrt 2 is k q0 / (sqrt 2 |q|).
+        x0 = q0.clone().requires_grad_()
+        v1_response(x0, q1, noise=False).sum().backward()
+        g = (K / math.sqrt(2)) * a / torch.hypot(a, b)
+        torch.testing.assert_close(x0.grad[:, 3:].double(), g, rtol=rtol * 10, atol=0)
+
+
+@pytest.mark.parametrize("be", ["reference", "cpp", "triton"])
+def test_overflowing_energy_is_inf_on_every_backend(be):
+    # Documented: +inf only where the cell's value exceeds the range (or an input is
+    # infinite); through the noise, +inf or NaN as the normal's sign has it, the same
+    # on every backend.
+    _backend_or_skip(be)
+    q0, q1 = inputs(3, 2, torch.float32)
+    q0[0, 3, 0, 0], q1[0, 0, 0, 0] = 3e38, 3e38          # energy beyond float32
+    q0[1, 4, 1, 1], q1[1, 1, 2, 2] = float("inf"), float("-inf")
+    with backend.use(be):
+        out = v1_response(q0, q1, noise=False)
+        assert torch.equal(torch.isposinf(out), ~torch.isfinite(out))
+        assert torch.isposinf(out[0, 3, 0, 0]) and torch.isposinf(out[1, 4, 1, 1])
+        assert torch.isposinf(out[1, 4, 2, 2]) and int((~torch.isfinite(out)).sum()) == 3
+        noisy, ref = v1_response(q0, q1, seed=3), reference(q0, q1, True)
+        assert torch.equal(torch.isnan(noisy), torch.isnan(ref))
+        assert torch.equal(torch.isposinf(noisy), torch.isposinf(ref))
+
+
 # ----------------------------------------------------------------------------- autograd
 
 
