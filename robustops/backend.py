@@ -82,6 +82,26 @@ def native_ops_loaded() -> bool:
     return loaded
 
 
+def native_op(name: str, fakes: dict):
+    """(OpOverload, raw builtin) of ``torch.ops.robustops.<name>`` after registering the
+    Python fake kernels in `fakes` ({op name: fake kernel}); (None, None) without the op
+    library (then the reference backend runs everything).
+
+    Called at import by robustops/ops/<op>.py, the module each op's C++ schema names
+    (set_python_module) as the home of its fake kernels. Public functions call the raw
+    builtin in eager code (no OpOverload.__call__ frame, ~0.3 us) and the OpOverload
+    while torch.compile or torch.export trace (they cannot see into the builtin):
+    ``(_OP if is_compiling() else _OP_EAGER)(...)``.
+    """
+    if not native_ops_loaded():
+        return None, None
+    for op, fake in fakes.items():
+        # _stacklevel=2: the fake kernels belong to the calling op module (its pystub).
+        torch.library.register_fake(f"robustops::{op}", fake, _stacklevel=2)
+    overload = getattr(torch.ops.robustops, name).default
+    return overload, overload._op
+
+
 # True when the op library runs every device present here (set by native_ops_loaded).
 _native_everywhere = False
 

@@ -255,14 +255,7 @@ def _fake(features, init, index, base, num_groups, max_iter, shift_threshold):
             features.new_empty((b,), dtype=torch.int64))
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::channel_kmeans", _fake)
-    # The OpOverload for torch.compile and torch.export (they trace it); in eager, its raw
-    # builtin: the same op without the OpOverload's Python frame (~1 us a call).
-    _OP = torch.ops.robustops.channel_kmeans.default
-    _OP_EAGER = _OP._op
-else:  # no extension: the reference backend runs everything
-    _OP = _OP_EAGER = None
+_OP, _OP_EAGER = backend.native_op("channel_kmeans", {"channel_kmeans": _fake})
 
 
 # ----------------------------------------------------------------------------- python backends

@@ -18,6 +18,7 @@ from __future__ import annotations
 from numbers import Integral
 
 import torch
+from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
@@ -120,12 +121,7 @@ def _fake(index, numel, base1, base2, normal, dtype):
     return index.new_empty((index.shape[0], numel), dtype=dtype)
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::counter_rng", _fake)
-    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
-    _OP = torch.ops.robustops.counter_rng.default
-else:  # no extension: the reference backend runs everything
-    _OP = None
+_OP, _OP_EAGER = backend.native_op("counter_rng", {"counter_rng": _fake})
 
 
 # ----------------------------------------------------------------------------- triton backend
@@ -180,7 +176,7 @@ def counter_rng(index: Tensor, numel: int, seed: int, stream: int, *, normal: bo
     try:
         name = backend.python_path(index, OP, BACKENDS)
         if name is None:
-            return _OP(index, numel, base1, base2, normal, dtype)
+            return (_OP if is_compiling() else _OP_EAGER)(index, numel, base1, base2, normal, dtype)
     except (TypeError, AttributeError, RuntimeError):
         _validate(index, numel, dtype)  # a clearer message than the schema's
         raise

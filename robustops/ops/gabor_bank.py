@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
@@ -162,13 +163,10 @@ def _fake_backward(grad_out, frequency, sigma_x, sigma_y, theta, phase):
                  for _ in range(5))
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::gabor_bank", _fake)
-    torch.library.register_fake("robustops::gabor_bank_backward", _fake_backward)
-    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
-    _OP = torch.ops.robustops.gabor_bank.default
-else:  # no extension: the reference backend runs everything
-    _OP = None
+_OP, _OP_EAGER = backend.native_op("gabor_bank", {
+    "gabor_bank": _fake,
+    "gabor_bank_backward": _fake_backward,
+})
 
 
 # ----------------------------------------------------------------------------- triton backend
@@ -233,7 +231,7 @@ def gabor_bank(frequency: Tensor, sigma_x: Tensor, sigma_y: Tensor, theta: Tenso
     try:
         name = backend.python_path(frequency, OP, BACKENDS)
         if name is None:
-            return _OP(frequency, sigma_x, sigma_y, theta, phase, ksize)
+            return (_OP if is_compiling() else _OP_EAGER)(frequency, sigma_x, sigma_y, theta, phase, ksize)
     except (TypeError, AttributeError, RuntimeError):
         _validate((frequency, sigma_x, sigma_y, theta, phase), ksize)  # a clearer message
         raise

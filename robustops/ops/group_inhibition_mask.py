@@ -129,14 +129,7 @@ def _fake(features, grad, assignment, num_groups):
     return torch.empty(features.shape, dtype=features.dtype, device=features.device)
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::group_inhibition_mask", _fake)
-    # The OpOverload for torch.compile and torch.export (they trace it); in eager, its raw
-    # builtin: the same op without the OpOverload's Python frame (~1 us a call).
-    _OP = torch.ops.robustops.group_inhibition_mask.default
-    _OP_EAGER = _OP._op
-else:  # no extension: the reference backend runs everything
-    _OP = _OP_EAGER = None
+_OP, _OP_EAGER = backend.native_op("group_inhibition_mask", {"group_inhibition_mask": _fake})
 
 
 # ----------------------------------------------------------------------------- triton backend

@@ -43,6 +43,7 @@ from numbers import Real
 from typing import Optional, Sequence, Union
 
 import torch
+from torch.compiler import is_compiling
 from torch import Tensor
 from torch._prims_common import is_non_overlapping_and_dense_or_false as _dense
 
@@ -263,14 +264,11 @@ def _fake_backward(grad_out, grad_acc, acc, x, baseline, weights):
     return _stacked_empty(x, weights.shape[0]), torch.empty_like(x)
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::ig_accumulate", _fake)
-    torch.library.register_fake("robustops::ig_accumulate_with_acc", _fake_with_acc)
-    torch.library.register_fake("robustops::ig_accumulate_backward", _fake_backward)
-    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
-    _OP = torch.ops.robustops.ig_accumulate.default
-else:  # no extension: the reference backend runs everything
-    _OP = None
+_OP, _OP_EAGER = backend.native_op("ig_accumulate", {
+    "ig_accumulate": _fake,
+    "ig_accumulate_with_acc": _fake_with_acc,
+    "ig_accumulate_backward": _fake_backward,
+})
 
 
 # ----------------------------------------------------------------------------- triton backend
@@ -401,7 +399,7 @@ def ig_accumulate(path_grads: Tensor, x: Tensor, baseline: Optional[Tensor] = No
     try:
         name = backend.python_path(x, OP, BACKENDS)
         if name is None:
-            return _OP(path_grads, x, baseline, weights)
+            return (_OP if is_compiling() else _OP_EAGER)(path_grads, x, baseline, weights)
     except (TypeError, AttributeError, RuntimeError):
         _check_tensors(path_grads, x, baseline)  # a clearer message than the schema's
         raise

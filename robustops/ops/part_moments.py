@@ -50,6 +50,7 @@ extension), and the Triton backend (robustops/triton/part_moments.py) as
 from __future__ import annotations
 
 import torch
+from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
@@ -287,15 +288,11 @@ def _fake_backward_inplace(grad, logits, stats, softmax, weighted):
     _validate_backward("part_moments_backward_inplace", grad, logits, stats, softmax, True)
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::part_moments", _fake)
-    torch.library.register_fake("robustops::part_moments_backward", _fake_backward)
-    torch.library.register_fake("robustops::part_moments_backward_inplace",
-                                _fake_backward_inplace)
-    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
-    _OP = torch.ops.robustops.part_moments.default
-else:  # no extension: the reference backend runs everything
-    _OP = None
+_OP, _OP_EAGER = backend.native_op("part_moments", {
+    "part_moments": _fake,
+    "part_moments_backward": _fake_backward,
+    "part_moments_backward_inplace": _fake_backward_inplace,
+})
 
 
 # ----------------------------------------------------------------------------- triton backend
@@ -392,7 +389,7 @@ def part_moments(logits: Tensor, weighted: bool = False) -> Tensor:
         # Save S for the backward only when there will be one (not under no_grad / eval).
         save = logits.requires_grad and torch.is_grad_enabled()
         if name is None:
-            return _OP(logits, weighted, save)[0]
+            return (_OP if is_compiling() else _OP_EAGER)(logits, weighted, save)[0]
     except (TypeError, AttributeError, RuntimeError):
         _validate(logits, weighted)  # a clearer message than the schema's
         raise

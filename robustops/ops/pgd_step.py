@@ -31,6 +31,7 @@ from numbers import Real
 from typing import Optional, Union
 
 import torch
+from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
@@ -286,15 +287,9 @@ def _fake_backward(grad_out, x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi,
             torch.empty(grad.shape, dtype=grad.dtype, device=grad.device))
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::pgd_step", _fake)
-    torch.library.register_fake("robustops::pgd_step_", _fake_inplace)
-    torch.library.register_fake("robustops::pgd_step_backward", _fake_backward)
-    # OpOverloads (not their raw ._op builtins): torch.compile traces these.
-    _OP = torch.ops.robustops.pgd_step.default
-    _OP_INPLACE = torch.ops.robustops.pgd_step_.default
-else:  # no extension: the reference backend runs everything
-    _OP = _OP_INPLACE = None
+_OP, _OP_EAGER = backend.native_op("pgd_step", {
+    "pgd_step": _fake, "pgd_step_": _fake_inplace, "pgd_step_backward": _fake_backward})
+_OP_INPLACE, _OP_INPLACE_EAGER = backend.native_op("pgd_step_", {})
 
 
 # ----------------------------------------------------------------------------- triton backend
@@ -407,7 +402,8 @@ def pgd_step(x: Tensor, x_nat: Tensor, grad: Tensor, eps: Scalar, alpha: Scalar,
     try:
         name = backend.python_path(x, OP, BACKENDS)
         if name is None:
-            return _OP(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+            return (_OP if is_compiling() else _OP_EAGER)(x, x_nat, grad, eps, alpha, eps_t, alpha_t,
+                                                          lo, hi, norm)
     except (TypeError, AttributeError, RuntimeError):
         _check_tensors(x, x_nat, grad)  # a clearer message than the schema's
         raise
@@ -421,7 +417,8 @@ def pgd_step_(x: Tensor, x_nat: Tensor, grad: Tensor, eps: Scalar, alpha: Scalar
     try:
         name = backend.python_path(x, OP, BACKENDS)
         if name is None:
-            _OP_INPLACE(x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
+            (_OP_INPLACE if is_compiling() else _OP_INPLACE_EAGER)(
+                x, x_nat, grad, eps, alpha, eps_t, alpha_t, lo, hi, norm)
             return x
     except (TypeError, AttributeError, RuntimeError):
         _check_tensors(x, x_nat, grad)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
@@ -133,13 +134,10 @@ def _fake_backward(grad_out, lse, attr):
                        device=attr.device)
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::pixel_softmax_kl", _fake)
-    torch.library.register_fake("robustops::pixel_softmax_kl_backward", _fake_backward)
-    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
-    _OP = torch.ops.robustops.pixel_softmax_kl.default
-else:  # no extension: the reference backend runs everything
-    _OP = None
+_OP, _OP_EAGER = backend.native_op("pixel_softmax_kl", {
+    "pixel_softmax_kl": _fake,
+    "pixel_softmax_kl_backward": _fake_backward,
+})
 
 
 # ----------------------------------------------------------------------------- triton backend
@@ -235,7 +233,7 @@ def pixel_softmax_kl(attr: Tensor) -> Tensor:
     try:
         name = backend.python_path(attr, OP, BACKENDS)
         if name is None:
-            return _OP(attr)[0]
+            return (_OP if is_compiling() else _OP_EAGER)(attr)[0]
     except (TypeError, AttributeError, RuntimeError):
         _check_tensor(attr)  # a clearer message than the schema's
         raise

@@ -183,14 +183,7 @@ def _fake(a, b, k):
     return tuple(a.new_empty((rows,), dtype=torch.float64) for _ in range(3))
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::rank_metrics", _fake)
-    # The OpOverload for torch.compile and torch.export (they trace it); in eager, its raw
-    # builtin: the same op without the OpOverload's Python frame (~1 us a call).
-    _OP = torch.ops.robustops.rank_metrics.default
-    _OP_EAGER = _OP._op
-else:  # no extension: the reference backend runs everything
-    _OP = _OP_EAGER = None
+_OP, _OP_EAGER = backend.native_op("rank_metrics", {"rank_metrics": _fake})
 
 
 # ----------------------------------------------------------------------------- triton backend
@@ -218,7 +211,7 @@ def _compute(a: Tensor, b: Tensor, k: int, fn: str) -> tuple[Tensor, Tensor, Ten
     name = backend.python_path(a, OP, BACKENDS)
     if name is None:
         try:
-            return _OP(a, b, k)
+            return (_OP if is_compiling() else _OP_EAGER)(a, b, k)
         except ValueError as exc:  # the op names itself; name the function called
             raise ValueError(str(exc).replace("rank_metrics:", f"{fn}:", 1)) from None
     a2, b2 = _prepare(a, b, k, True, fn)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
@@ -133,13 +134,10 @@ def _fake_backward(grad_out, b, d):
             torch.empty(b.shape, dtype=b.dtype, device=b.device))
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::sign_matched_product", _fake)
-    torch.library.register_fake("robustops::sign_matched_product_backward", _fake_backward)
-    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
-    _OP = torch.ops.robustops.sign_matched_product.default
-else:  # no extension: the reference backend runs everything
-    _OP = None
+_OP, _OP_EAGER = backend.native_op("sign_matched_product", {
+    "sign_matched_product": _fake,
+    "sign_matched_product_backward": _fake_backward,
+})
 
 
 # ----------------------------------------------------------------------------- triton backend
@@ -229,7 +227,7 @@ def sign_matched_product(b: Tensor, d: Tensor) -> Tensor:
     try:
         name = backend.python_path(b, OP, BACKENDS)
         if name is None:
-            return _OP(b, d)
+            return (_OP if is_compiling() else _OP_EAGER)(b, d)
     except (TypeError, AttributeError, RuntimeError):
         _check_tensors(b, d)  # a clearer message than the schema's
         raise

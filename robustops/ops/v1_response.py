@@ -62,6 +62,7 @@ from numbers import Real
 from typing import Optional, Union
 
 import torch
+from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
@@ -291,13 +292,7 @@ def _fake_backward(grad_out, q0, q1, index, k_exc, noise_scale, noise_level, noi
     return torch.empty_like(q0), torch.empty_like(q1)
 
 
-if backend.native_ops_loaded():
-    torch.library.register_fake("robustops::v1_response", _fake)
-    torch.library.register_fake("robustops::v1_response_backward", _fake_backward)
-    # The OpOverload (not its raw ._op builtin): torch.compile traces it.
-    _OP = torch.ops.robustops.v1_response.default
-else:  # no extension: the reference backend runs everything
-    _OP = None
+_OP, _OP_EAGER = backend.native_op("v1_response", {"v1_response": _fake, "v1_response_backward": _fake_backward})
 
 
 # ----------------------------------------------------------------------------- triton backend
@@ -424,7 +419,7 @@ def v1_response(q0: Tensor, q1: Tensor, *, k_exc: float = 25.0, noise_scale: flo
         idx = None if index is None else _index(q0, index, noise)
         name = backend.python_path(q0, OP, BACKENDS)
         if name is None:
-            return _OP(q0, q1, idx, k_exc, noise_scale, noise_level, noise, seed)
+            return (_OP if is_compiling() else _OP_EAGER)(q0, q1, idx, k_exc, noise_scale, noise_level, noise, seed)
     except (TypeError, AttributeError, RuntimeError):
         _validate(q0, q1, k_exc, noise_scale, noise_level, noise, seed)  # a clearer message
         raise

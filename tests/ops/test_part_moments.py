@@ -102,8 +102,8 @@ def test_softmax_saved_only_when_a_backward_will_run(monkeypatch, weighted):
     import sys
     pm = sys.modules["robustops.ops.part_moments"]  # the package exports a same-named function
     seen = []
-    real = pm._OP  # the one call of robustops::part_moments the public function makes
-    monkeypatch.setattr(pm, "_OP", lambda m, w, save: seen.append(save) or real(m, w, save))
+    real = pm._OP_EAGER  # the one call of robustops::part_moments the public function makes
+    monkeypatch.setattr(pm, "_OP_EAGER", lambda m, w, save: seen.append(save) or real(m, w, save))
     m = logits_of((2, 3, 4, 5), seed=10, dtype=torch.float32)
     part_moments(m, weighted)
     with torch.no_grad():
