@@ -8,10 +8,13 @@ two-head model only, the segmenter's features, to class logits (B, num_classes):
 - ``DownsampledHead``: S = softmax(M) without the background, adaptive-avg-pooled to
   s x s (s = 4), conv(K -> 5K, kernel s) -> BN -> ReLU -> Linear(5K -> 50) -> BN -> ReLU
   -> Linear(50 -> classes).
-- ``BBoxHead``: per part mass, centroid and spread (robustops.part_moments, (B, K, 5))
-  -> BN1d(5K) -> Linear(5K -> 50) -> ReLU -> BN1d(50) -> Linear(50 -> classes).
-- ``WeightedBBoxHead`` (the paper's default): as BBoxHead with the mass replaced by the
-  foreground-weighted class score (part_moments(weighted=True)).
+- ``BBoxHead``: per channel mass, centroid and spread (robustops.part_moments) of the
+  background and the K parts, (B, K+1, 5), as the original's bbox model (its default; its
+  "nobg" experiments drop the background: ``background=False``, (B, K, 5)) -> BN1d(5C)
+  -> Linear(5C -> 50) -> ReLU -> BN1d(50) -> Linear(50 -> classes), C = K+1 or K.
+- ``WeightedBBoxHead`` (the paper's default): the K parts only (the original's weighted
+  model always drops the background), with the mass replaced by the foreground-weighted
+  class score (part_moments(weighted=True)).
 - ``TwoHead``: ignores the part logits; global-average-pooled segmenter features ->
   Linear (a classification head next to the segmentation head).
 - ``PixelCountHead``: a fixed part -> class matrix P (classes, K+1); class logit maps
@@ -80,24 +83,49 @@ class DownsampledHead(PartHead):
 
 
 class BBoxHead(PartHead):
-    """Per-part [mass, c_x, c_y, sigma_x, sigma_y] (fused part_moments) through an MLP.
+    """Per-channel [mass, c_x, c_y, sigma_x, sigma_y] (fused part_moments) through an MLP.
+
+    background=True (the default, as the original bbox model unless its experiment name
+    has "nobg", and as its scripts run it): the background channel's features come first,
+    then the K parts': (B, K+1, 5) features, BN1d(5(K+1)). background=False: the K parts
+    only, (B, K, 5), BN1d(5K). The background's features are those of S_0 = softmax(M)_0,
+    computed by the same fused op (a constant channel at the dtype's lowest value goes in
+    front as the op's "background": its softmax is exactly 0, so every other channel's S
+    is unchanged and the op returns the features of channels 0..K).
+
+    Features of a part that is absent (S_k = 0 everywhere): [0, -1, -1, 2e-3 / W,
+    2e-3 / H] (see robustops.ops.part_moments, "Absent parts"): in range and finite,
+    where the original's are NaN (bbox model, no guard) or far out of range (weighted
+    model: centre ~ W - 1 before normalising, i.e. 30 at W = 32).
 
     part_logits (B, K+1, H, W) -> (B, num_classes). ``features(part_logits)`` returns the
-    (B, K, 5) part features themselves.
+    part features themselves.
     """
 
     weighted = False
 
-    def __init__(self, num_parts: int, num_classes: int):
+    def __init__(self, num_parts: int, num_classes: int, background: bool = True):
         super().__init__(num_parts, num_classes)
-        d = 5 * num_parts
+        if not isinstance(background, bool):
+            raise ValueError(f"background must be a bool, got {background!r}")
+        self.background = background
+        d = 5 * (num_parts + int(background))
         self.net = nn.Sequential(
             nn.Flatten(), nn.BatchNorm1d(d), nn.Linear(d, HIDDEN), nn.ReLU(inplace=True),
             nn.BatchNorm1d(HIDDEN), nn.Linear(HIDDEN, num_classes))
 
+    def extra_repr(self) -> str:
+        return f"background={self.background}"
+
     def features(self, part_logits: Tensor) -> Tensor:
-        """(B, K+1, H, W) -> (B, K, 5) part features (robustops.ops.part_moments)."""
+        """(B, K+1, H, W) -> (B, K+1, 5) with the background first (background=True) or
+        (B, K, 5) (robustops.ops.part_moments)."""
         self._check(part_logits)
+        if self.background:
+            # A channel whose softmax is exactly 0 stands in as the op's background.
+            pad = part_logits.new_full((part_logits.shape[0], 1, *part_logits.shape[2:]),
+                                       torch.finfo(part_logits.dtype).min)
+            return part_moments(torch.cat([pad, part_logits], 1), weighted=False)
         return part_moments(part_logits, weighted=self.weighted)
 
     def forward(self, part_logits: Tensor, features: Optional[Tensor] = None) -> Tensor:
@@ -105,9 +133,13 @@ class BBoxHead(PartHead):
 
 
 class WeightedBBoxHead(BBoxHead):
-    """BBoxHead with the foreground-weighted class score as each part's first feature."""
+    """BBoxHead on the K parts (never the background, as the original's weighted model)
+    with the foreground-weighted class score as each part's first feature: (B, K, 5)."""
 
     weighted = True
+
+    def __init__(self, num_parts: int, num_classes: int):
+        super().__init__(num_parts, num_classes, background=False)
 
 
 class TwoHead(PartHead):
@@ -170,11 +202,12 @@ def build_part_head(name: str, num_parts: int, num_classes: int, *,
                     feature_channels: Optional[int] = None,
                     class_part_matrix: Optional[Tensor] = None, **kwargs) -> PartHead:
     """A head by name (HEAD_NAMES). two_head needs feature_channels; pixel_count needs
-    class_part_matrix (num_classes, num_parts + 1)."""
+    class_part_matrix (num_classes, num_parts + 1); kwargs go to downsampled
+    (pool_size) and bbox (background)."""
     if name == "downsampled":
         return DownsampledHead(num_parts, num_classes, **kwargs)
     if name == "bbox":
-        return BBoxHead(num_parts, num_classes)
+        return BBoxHead(num_parts, num_classes, **kwargs)
     if name == "weighted_bbox":
         return WeightedBBoxHead(num_parts, num_classes)
     if name == "two_head":

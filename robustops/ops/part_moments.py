@@ -13,9 +13,28 @@ feature is the class score s_k = sum_hw M_k f with f = sigmoid(sum_{k>=1} M_k - 
 normalised to sum 1 over the pixels. Returns (B, K, 5) in M's dtype; x is the width
 (column) axis, y the height (row) axis; pixel w sits at coordinate w (0..W-1).
 
-Numerical guards (each changes a present part's features by < 1e-6): A_k + 1e-6 in
-every division by the mass, sigma = sqrt(max(var, 0) + 1e-6) (a finite gradient for
-one-pixel parts), and the foreground sum clamped to >= 1e-6 (as the paper's code).
+Numerical guards: A_k + 1e-6 in every division by the mass, sigma = sqrt(max(var, 0) +
+1e-6) (a finite gradient for one-pixel parts), and the foreground sum clamped to >= 1e-6
+(as the paper's code). What they change in a present part's features (mass A_k in
+pixels, image W x H): the mass guard scales the centres and variances by A / (A + 1e-6),
+moving a normalised centre by < 2e-6 / A; the variance guard adds up to 1e-3 pixel to
+sigma, at most 2e-3 / W to the normalised sigma_x (2e-3 / H to sigma_y) - the most for
+a one-pixel (zero-variance) part: 6.25e-5 at 32 px, 8.9e-6 at 224 px - and below
+1e-6 / (W sigma_x) once sigma_x > 0 (so < 1e-6 for sigma_x >= 1 pixel); the foreground
+clamp binds only where sum_hw f < 1e-6 (no foreground anywhere).
+
+Absent parts (S_k = 0 at every pixel, e.g. logits far below another channel's): the
+guards give the finite, in-range features [0, -1, -1, 2e-3 / W, 2e-3 / H] (mass 0 or, in
+weighted mode, the class score; centre 0 / 1e-6 = 0, i.e. -1 normalised; sigma
+sqrt(1e-6) = 1e-3 pixel), and a finite gradient; as S_k grows from 0 they move
+continuously towards the part's true ones. Why these: a segmenter (or an attack on it)
+often drives a part to nothing, and the head's BatchNorm and MLP must then see numbers
+inside the ranges present parts span, with gradients that do not blow up - the features
+of "a part of no size at the top-left corner". The original code's are not usable: its bbox
+model divides by A_k unguarded (0 / 0: NaN), and its weighted model adds 1e-6 to every
+row and column marginal, so an absent part's centre is sum_w 1e-6 w / 1e-6 =
+W (W - 1) / 2 pixels (496 at W = 32: 30 normalised, with sigma_x 170 normalised), far
+outside [-1, 1] and [0, 1]. robustops does not reproduce those.
 
 Eager PyTorch materialises the softmax (B, K+1, H, W), two marginals and a dozen
 reductions and their gradients; the fused op reads M once forward, keeping (B, 6K+1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import operator
 import os
 import pathlib
 import shutil
@@ -120,6 +121,14 @@ class Trainer:
                         ("log_every", log_every)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        # torch's generators take 64 bits and the sampler adds the epoch: 63 bits, as the CLI.
+        try:
+            seed_int = None if isinstance(seed, bool) else operator.index(seed)
+        except TypeError:
+            seed_int = None
+        if seed_int is None or not 0 <= seed_int <= 2**63 - 1:
+            raise ValueError(f"seed must be an int in [0, 2**63 - 1], got {seed!r}")
+        seed = int(seed_int)
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         if schedule not in SCHEDULES:

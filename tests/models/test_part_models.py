@@ -43,8 +43,77 @@ def test_every_head_shape_and_gradient_flow(images, head):
 def test_bbox_heads_use_part_moments(images):
     seg = SmallPartSegmenter(K)
     parts = seg(images)
-    for head, weighted in ((BBoxHead(K, CLASSES), False), (WeightedBBoxHead(K, CLASSES), True)):
+    for head, weighted in ((BBoxHead(K, CLASSES, background=False), False),
+                           (WeightedBBoxHead(K, CLASSES), True)):
         assert torch.equal(head.features(parts), part_moments(parts, weighted))
+    assert torch.equal(BBoxHead(K, CLASSES).features(parts)[:, 1:], part_moments(parts))
+
+
+def _bbox_features_by_hand(part_logits):
+    """Every channel's (background included) [mass, c_x, c_y, sigma_x, sigma_y], normalised
+    as robustops does, written out in float64 (the original bbox model keeps channel 0)."""
+    m = part_logits.double()
+    _, _, h, w = m.shape
+    s = torch.softmax(m, 1)
+    sx, sy = s.sum(2), s.sum(3)
+    gx, gy = torch.arange(w, dtype=m.dtype), torch.arange(h, dtype=m.dtype)
+    a = s.sum((2, 3))
+    cx, cy = (sx * gx).sum(-1) / (a + 1e-6), (sy * gy).sum(-1) / (a + 1e-6)
+    vx = (sx * (gx - cx[..., None]) ** 2).sum(-1) / (a + 1e-6)
+    vy = (sy * (gy - cy[..., None]) ** 2).sum(-1) / (a + 1e-6)
+    return torch.stack([a / (h * w), cx / w * 2 - 1, cy / h * 2 - 1,
+                        (vx + 1e-6).sqrt() / w * 2, (vy + 1e-6).sqrt() / h * 2], -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bbox_head_keeps_the_background_by_default(dtype):
+    # The original bbox model keeps the background channel unless "nobg" is set.
+    torch.manual_seed(3)
+    parts = torch.randn(3, K + 1, 12, 10, dtype=dtype, requires_grad=True)
+    head = BBoxHead(K, CLASSES).to(dtype)
+    assert head.background is True and head.net[1].num_features == 5 * (K + 1)
+    feats = head.features(parts)
+    assert feats.shape == (3, K + 1, 5) and feats.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(feats.double(), _bbox_features_by_hand(parts.detach()),
+                               atol=tol, rtol=tol)
+    # Gradients reach every channel, the background's included, and stay finite.
+    grad, = torch.autograd.grad(feats[:, 0].square().sum(), parts)
+    assert torch.isfinite(grad).all() and grad[:, 0].abs().sum() > 0
+    assert head(parts).shape == (3, CLASSES)
+    nobg = BBoxHead(K, CLASSES, background=False)
+    assert nobg.net[1].num_features == 5 * K and nobg.features(parts).shape == (3, K, 5)
+    # By name: the default and the "nobg" form; the weighted head never has a background.
+    assert build_part_model(K, CLASSES, head="bbox").head.background is True
+    assert build_part_model(K, CLASSES, head="bbox",
+                            head_kwargs={"background": False}).head.background is False
+    assert WeightedBBoxHead(K, CLASSES).background is False
+    with pytest.raises(ValueError, match="background must be a bool"):
+        BBoxHead(K, CLASSES, background="yes")
+
+
+def test_part_moments_guard_bounds_and_absent_parts_are_documented():
+    import importlib
+    pm = importlib.import_module("robustops.ops.part_moments")  # the module, not the function
+    w = h = 32
+    # A one-pixel part: its true sigma is 0; the variance guard makes it 2e-3 / W (6.25e-5
+    # at 32 px), not < 1e-6 as the docstring said.
+    m = torch.zeros(1, 3, h, w, dtype=torch.float64)
+    m[:, 1:] = -1e4
+    m[0, 1, 5, 20], m[0, 0, 5, 20] = 1e4, -1e4
+    one = part_moments(m)[0, 0]
+    assert abs(float(one[3]) - 2e-3 / w) < 1e-7 and abs(float(one[4]) - 2e-3 / h) < 1e-7
+    assert abs(float(one[1]) - (20 / w * 2 - 1)) < 2e-6  # mass guard: < 2e-6 / A, A = 1
+    doc = " ".join(pm.__doc__.split())
+    assert "changes a present part's features by < 1e-6" not in doc
+    assert "2e-3 / W" in doc and "6.25e-5 at 32 px" in doc
+    # An absent part (channel 2, S = 0): the documented [0, -1, -1, 2e-3 / W, 2e-3 / H].
+    absent = part_moments(m)[0, 1]
+    assert torch.allclose(absent, torch.tensor([0.0, -1.0, -1.0, 2e-3 / w, 2e-3 / h],
+                                               dtype=torch.float64), atol=1e-12)
+    assert "Absent parts" in doc and "[0, -1, -1, 2e-3 / W, 2e-3 / H]" in doc
+    head_doc = " ".join(BBoxHead.__doc__.split())
+    assert "[0, -1, -1, 2e-3 / W, 2e-3 / H]" in head_doc
 
 
 def test_pixel_count_head_by_hand():

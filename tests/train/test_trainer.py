@@ -168,6 +168,12 @@ def test_autocast_channels_last_and_clipping(digits):
     (dict(batch_size=0), "batch_size must be"),
     (dict(lr=-1.0), "lr > 0"),
     (dict(batch_size=100000), "exceeds"),
+    # torch's "Overflow when unpacking long long" named nothing; -1 was taken silently.
+    (dict(seed=2**70), r"seed must be an int in \[0, 2\*\*63 - 1\], got 1180591620717411303424"),
+    (dict(seed=2**63), "seed must be"),
+    (dict(seed=-1), "seed must be"),
+    (dict(seed=1.5), "seed must be"),
+    (dict(seed=True), "seed must be"),
 ])
 def test_bad_arguments(digits, kwargs, match):
     with pytest.raises(ValueError, match=match):
