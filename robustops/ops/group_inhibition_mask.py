@@ -10,6 +10,13 @@ sample b and group g (the channels c with assignment[b, c] = g):
     z    = (m_g - mean_hw m_g) / (std_hw m_g + 1e-8)        (population std)
     mask = sigmoid(-z) = 1 / (1 + exp(z))  if s_g > 0,  else 1
 
+Flat maps: when std_hw m_g <= 1024 eps |mean_hw m_g| (eps the machine epsilon of the
+compute dtype: ~1.2e-4 relative for float32, ~2.3e-13 for float64), the map counts as
+constant and z = 0, so its mask is exactly 0.5. A constant map's computed std is only the
+rounding noise of its mean, and the z-score would blow that noise up into an arbitrary
+mask (0.284 instead of 0.5 on a constant map, and different on every backend); every
+backend applies this rule. NaN never counts as flat.
+
 and every channel of g gets its group's mask: the output is (B, C, H, W), to multiply F
 with. This is the paper's get_masktensor (LinusWu/TENET_Training, TENET/Tenet.py), in one
 pass per sample instead of a Python loop per sample and group. An empty group has no
@@ -41,11 +48,17 @@ from torch.compiler import is_compiling
 from .. import backend
 from .channel_kmeans import check_assignment
 
-__all__ = ["group_inhibition_mask", "group_inhibition_mask_reference", "STD_EPS"]
+__all__ = ["group_inhibition_mask", "group_inhibition_mask_reference", "STD_EPS", "flat_rtol"]
 
 OP = "group_inhibition_mask"
 BACKENDS = ("reference", "cpp", "cuda", "triton")
 STD_EPS = 1e-8  # the paper's stabiliser of the z-score (kernels/group_inhibition_mask.h)
+FLAT_ULPS = 1024.0  # a map is flat when sd <= FLAT_ULPS * eps * |mu| (kGimFlatUlps)
+
+
+def flat_rtol(dtype: torch.dtype) -> float:
+    """The relative spread below which a group map counts as constant (mask 0.5)."""
+    return FLAT_ULPS * torch.finfo(dtype).eps
 
 
 # ----------------------------------------------------------------------------- reference
@@ -71,7 +84,10 @@ def group_inhibition_mask_reference(features: Tensor, grad: Tensor, assignment: 
         1, a[..., None].expand(b, c, n), weights[..., None] * x)
     mu = m.sum(-1, keepdim=True) / n
     sd = torch.sqrt(((m - mu) ** 2).sum(-1, keepdim=True) / n)
-    gm = 1.0 / (1.0 + torch.exp((m - mu) / (sd + STD_EPS)))
+    flat = sd <= flat_rtol(x.dtype) * mu.abs()    # constant map: sd is rounding noise
+    z = torch.where(flat, torch.zeros((), dtype=x.dtype, device=x.device),
+                    (m - mu) / (sd + STD_EPS))
+    gm = 1.0 / (1.0 + torch.exp(z))
     positive = (s > 0)[..., None]
     positive[:, k] = False
     gm = torch.where(positive, gm, torch.ones((), dtype=x.dtype, device=x.device))
@@ -182,6 +198,9 @@ def group_inhibition_mask(features: Tensor, grad: Tensor, assignment: Tensor,
     features, grad: (B, C, H, W) float32 or float64, one dtype and device; assignment:
     (B, C) int64 group labels in [0, num_groups); num_groups: K in [1, C]. Returns the
     mask in features' dtype, contiguous, without gradient (multiply F by it).
+
+    A flat group map (std <= 1024 eps |mean|, eps of features' dtype) gets mask 0.5
+    everywhere: its z-score would only amplify rounding noise (see the module docstring).
     """
     if type(num_groups) is not int:
         _validate(features, grad, assignment, num_groups)  # e.g. a bool or float K

@@ -10,7 +10,8 @@ grad and out (B, C, H, W) contiguous of one float dtype (computed in it), assign
                  (also the segmented sums of group_orthogonality_loss, unweighted)
   3. mu, sd      per (sample, group): two loops over the map
   4. out         the mask gathered per (sample, channel block, pixel block)
-Labels outside [0, K) match no group: mask 1.
+Labels outside [0, K) match no group: mask 1. A flat map (sd <= FLAT_RTOL |mu|, the rule
+of kernels/group_inhibition_mask.h) has z = 0: mask 0.5.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ BLOCK_N = 64
 BLOCK_K = 8
 NUM_WARPS = 4
 STD_EPS = tl.constexpr(1e-8)
+FLAT_ULPS = 1024.0  # kGimFlatUlps: flat when sd <= FLAT_ULPS * eps(dtype) * |mu|
 
 
 @triton.jit
@@ -95,7 +97,7 @@ def _group_stats_kernel(mu_ptr, sd_ptr, m_ptr, n, BLOCK_N: tl.constexpr):
 
 @triton.jit
 def _mask_kernel(out_ptr, m_ptr, mu_ptr, sd_ptr, s_ptr, a_ptr, channels, n, groups,
-                 BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+                 FLAT_RTOL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     i = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -110,7 +112,9 @@ def _mask_kernel(out_ptr, m_ptr, mu_ptr, sd_ptr, s_ptr, a_ptr, channels, n, grou
     sd = tl.load(sd_ptr + g, mask=valid, other=0.0)
     s = tl.load(s_ptr + g, mask=valid, other=0.0)
     # Padding lanes get z = 0 (their m is a placeholder: no overflow to warn about).
-    z = tl.where(ok, (mv - mu[:, None]) / (sd[:, None] + STD_EPS), 0.0)
+    # A flat map (sd is the rounding noise of mu) has z = 0; NaN compares false.
+    flat = sd <= FLAT_RTOL * tl.abs(mu)
+    z = tl.where(ok & (flat == 0)[:, None], (mv - mu[:, None]) / (sd[:, None] + STD_EPS), 0.0)
     val = 1.0 / (1.0 + tl.exp(z))
     val = tl.where((valid & (s > 0))[:, None], val, 1.0)
     tl.store(out_ptr + (b * channels + c)[:, None] * n + i[None, :],
@@ -148,5 +152,6 @@ def group_inhibition_mask_triton(out: torch.Tensor, features: torch.Tensor, grad
     sd = torch.empty_like(mu)
     _group_stats_kernel[(b * k,)](mu, sd, m, n, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
     grid = (b, triton.cdiv(c, BLOCK_C), triton.cdiv(n, BLOCK_N))
-    _mask_kernel[grid](out, m, mu, sd, s, assignment, c, n, k, BLOCK_C=BLOCK_C, BLOCK_N=BLOCK_N,
-                       num_warps=NUM_WARPS)
+    flat_rtol = FLAT_ULPS * torch.finfo(features.dtype).eps
+    _mask_kernel[grid](out, m, mu, sd, s, assignment, c, n, k, FLAT_RTOL=flat_rtol,
+                       BLOCK_C=BLOCK_C, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)

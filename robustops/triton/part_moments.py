@@ -5,6 +5,9 @@ contiguous; features (B, C-1, 5) of logits' dtype; stats (B, 6(C-1)+1) float64; 
 (B, C-1, 5) float64; softmax empty (not saved / recompute) or (B, C, H, W) contiguous in
 the compute dtype (float64 for float64 logits, else float32): the forward writes S there,
 the backward reads it instead of recomputing it (and reads the logits only if weighted).
+Whatever the logits' dtype (float16 and bfloat16 included), every value is loaded and
+then cast to the compute dtype (float32, float64 for float64 logits) before any
+arithmetic, and the float64 features go to a half output through float32.
 A program takes one image's block of BLOCK pixels with all its
 channels as a (C_PAD, BLOCK) tile: channel softmax and foreground weight along axis 0,
 per-part sums along axis 1. The forward writes per-block partial moments; a second
@@ -121,8 +124,19 @@ def _axis(a, x, xx, mid):
 
 
 @triton.jit
+def _to_out(v, ty, F64: tl.constexpr):
+    """A float64 feature in the output dtype ty, through the compute dtype (float32 unless
+    the logits are float64): the interpreter's float64 -> bfloat16 cast returns garbage
+    (zeros, denormals, NaN), and float32 is what the features are computed in anyway."""
+    if F64:
+        return v.to(ty)
+    else:
+        return v.to(tl.float32).to(ty)
+
+
+@triton.jit
 def _finalize_kernel(part_ptr, stats_ptr, feat_ptr, C, H, W, NBLK, C_PAD: tl.constexpr,
-                     WEIGHTED: tl.constexpr):
+                     F64: tl.constexpr, WEIGHTED: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     ch = tl.arange(0, C_PAD)
     valid = (ch >= 1) & (ch < C)
@@ -161,11 +175,11 @@ def _finalize_kernel(part_ptr, stats_ptr, feat_ptr, C, H, W, NBLK, C_PAD: tl.con
         first = a / (fh * fw)
     ty = feat_ptr.dtype.element_ty
     fbase = feat_ptr + (b * k + ch - 1) * 5
-    tl.store(fbase, first.to(ty), mask=valid)
-    tl.store(fbase + 1, ((dx + (fw - 1.0) * 0.5) / fw * 2.0 - 1.0).to(ty), mask=valid)
-    tl.store(fbase + 2, ((dy + (fh - 1.0) * 0.5) / fh * 2.0 - 1.0).to(ty), mask=valid)
-    tl.store(fbase + 3, (sx / fw * 2.0).to(ty), mask=valid)
-    tl.store(fbase + 4, (sy / fh * 2.0).to(ty), mask=valid)
+    tl.store(fbase, _to_out(first, ty, F64), mask=valid)
+    tl.store(fbase + 1, _to_out((dx + (fw - 1.0) * 0.5) / fw * 2.0 - 1.0, ty, F64), mask=valid)
+    tl.store(fbase + 2, _to_out((dy + (fh - 1.0) * 0.5) / fh * 2.0 - 1.0, ty, F64), mask=valid)
+    tl.store(fbase + 3, _to_out(sx / fw * 2.0, ty, F64), mask=valid)
+    tl.store(fbase + 4, _to_out(sy / fh * 2.0, ty, F64), mask=valid)
 
 
 @triton.jit
@@ -270,7 +284,7 @@ def part_moments_triton(features: torch.Tensor, stats: torch.Tensor, softmax: to
     _partials_kernel[(b, nblk)](logits, partials, softmax if save else partials, c, h, w,
                                 nblk, C_PAD=c_pad, BLOCK=BLOCK, F64=f64, WEIGHTED=weighted,
                                 SAVE=save, num_warps=NUM_WARPS)
-    _finalize_kernel[(b,)](partials, stats, features, c, h, w, nblk, C_PAD=c_pad,
+    _finalize_kernel[(b,)](partials, stats, features, c, h, w, nblk, C_PAD=c_pad, F64=f64,
                            WEIGHTED=weighted, num_warps=1)
 
 

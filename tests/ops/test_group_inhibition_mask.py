@@ -60,6 +60,58 @@ def test_non_positive_groups_keep_their_channels(be):
                                rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("be", ALL)
+def test_flat_group_maps_get_one_half(be, dtype):
+    # Issue 15: on a constant group map the std is only the rounding noise of the mean,
+    # and the z-score turned it into 0.284 (and different masks per backend); the exact
+    # mask is 0.5. The issue's case, then channel-constant maps of many sizes and scales.
+    torch.manual_seed(0)
+    cases = [(torch.ones(1, 4, 4, 4, dtype=dtype), torch.rand(1, 4, 4, 4, dtype=dtype),
+              torch.tensor([[0, 0, 1, 1]]), 2)]
+    g = torch.Generator().manual_seed(3)
+    for b, c, h, w, k in [(2, 6, 5, 7, 3), (1, 9, 16, 16, 2), (3, 5, 1, 13, 4), (2, 8, 32, 9, 3)]:
+        for scale in (1e-3, 1.0, 37.0, 1e4):
+            level = torch.rand(b, c, 1, 1, generator=g, dtype=torch.float64) * scale + 0.1
+            f = level.expand(b, c, h, w).to(dtype).contiguous()
+            grad = torch.rand(b, c, h, w, generator=g, dtype=torch.float64).to(dtype)
+            a = torch.randint(0, k, (b, c), generator=g)
+            cases.append((f, grad, a, k))
+    for f, grad, a, k in cases:
+        with _use(be):
+            mask = group_inhibition_mask(f, grad, a, k)
+        ref = group_inhibition_mask_reference(f, grad, a, k)
+        # Every group weight is positive (G > 0), so every channel of a used group gets 0.5.
+        assert torch.equal(mask, torch.full_like(mask, 0.5)), (be, f.shape, mask.unique())
+        assert torch.equal(ref, mask)
+
+
+@pytest.mark.parametrize("be", ALL)
+def test_nearly_flat_maps_keep_their_z_scores(be):
+    # The flat rule only takes spreads at rounding level: a map whose std is 1e-3 of its
+    # mean (float32), or 1e-9 (float64), is still normalised as before.
+    for dtype, rel in ((torch.float32, 1e-3), (torch.float64, 1e-9)):
+        g = torch.Generator().manual_seed(5)
+        noise = torch.randn(1, 3, 4, 5, generator=g, dtype=torch.float64)
+        f = (10.0 * (1.0 + rel * noise)).to(dtype)
+        grad = torch.ones_like(f)
+        a = torch.tensor([[0, 0, 1]])
+        with _use(be):
+            mask = group_inhibition_mask(f, grad, a, 2)
+        assert mask.std() > 0.1, (be, dtype)
+        # z itself is ill-conditioned here (rounding / spread ~ 1e-4 in float32).
+        tol = 1e-3 if dtype == torch.float32 else 1e-5
+        torch.testing.assert_close(mask, group_inhibition_mask_reference(f, grad, a, 2),
+                                   rtol=tol, atol=tol)
+
+
+def test_flat_rule_leaves_nan_alone():
+    f = torch.ones(1, 2, 3, 3)
+    f[0, 0, 1, 1] = float("nan")
+    mask = group_inhibition_mask_reference(f, torch.ones_like(f), torch.tensor([[0, 0]]), 1)
+    assert mask.isnan().all()
+
+
 def _clustered(b, c, h, w, seed, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     p = torch.randn(b, 4, h * w, generator=g)

@@ -223,6 +223,30 @@ def test_cpp_half_types(dtype):
         assert_close(grad, part_moments_backward_reference(g.to(dtype), m, stats, weighted))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_triton_bfloat16_matches_reference(shape, weighted):
+    # Issue 15: under the interpreter the bfloat16 features came back as zeros, denormals
+    # or NaN (the float64 -> bfloat16 cast); the kernels compute in float32 for half inputs.
+    if "triton" not in backend.available():
+        pytest.skip("triton not available")
+    m = logits_of(shape, seed=6, dtype=torch.bfloat16, scale=2.0)
+    with backend.use("triton"):
+        feats, stats, none = op("part_moments")(m, weighted)
+        leaf = m.clone().requires_grad_()
+        out = part_moments(leaf, weighted)
+    assert feats.dtype == torch.bfloat16 and torch.isfinite(feats).all()
+    assert torch.equal(out, feats)
+    assert_close(feats, part_moments_reference(m, weighted), "triton bf16")
+    ref_stats = part_moments_stats_reference(m, weighted)
+    torch.testing.assert_close(stats, ref_stats, rtol=1e-5, atol=1e-5)
+    g = torch.randn(feats.shape, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(out, leaf, g.to(torch.bfloat16))
+    assert grad.dtype == torch.bfloat16
+    assert_close(grad, part_moments_backward_reference(g.to(torch.bfloat16), m, ref_stats,
+                                                       weighted), "triton bf16 grad")
+
+
 def test_extreme_logits_stay_finite(kernel_backend):
     # Saturated softmax (one-hot), a part with one pixel and absent parts.
     mask = torch.zeros(5, 6, dtype=torch.int64)
