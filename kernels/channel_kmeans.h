@@ -2,11 +2,11 @@
 //
 // Per sample, the C channel vectors x_c (H*W values each) are grouped around K
 // medoids (centres that are always real channels). One iteration:
-//   d[c][k]  = (||x_c||^2 - 2 <x_c, x_{M_k}>) + ||x_{M_k}||^2       (km_distance)
+//   d[c][k]  = sum_i (x_c[i] - x_{M_k}[i])^2                        (km_sq_term)
 //   a[c]     = the first k minimising d[c][k]
 //   mean_k   = mean of the channels with a[c] = k
-//   key_k[c] = ||x_c||^2 - 2 <x_c, mean_k>  (||x_c - mean_k||^2 less the constant
-//              ||mean_k||^2; km_snap_key), or -min_k d[c][k] for an empty group
+//   key_k[c] = sum_i (x_c[i] - mean_k[i])^2 (km_sq_term), or -min_k d[c][k] for an
+//              empty group
 //              (it is re-seeded at the channel farthest from its own centre)
 //   M_k      = the first channel minimising key_k over the channels not taken by
 //              groups 0..k-1 of this iteration (distinct medoids, as the paper's code)
@@ -15,23 +15,20 @@
 // Single source of truth for the formulas: csrc/cpu/channel_kmeans.cpp calls these;
 // the batched PyTorch implementation in robustops/ops/channel_kmeans.py (the
 // reference, and the GPU path) restates them with the same operation order, so the
-// two round alike.
+// two round alike. The distances are computed as the paper's pairwise_distance does
+// (difference, square, sum; not from norms and dot products), so that exact-arithmetic
+// ties (a two-channel group's members and its mean) break the same way.
 #pragma once
 #include "common.h"
 
 namespace robustops {
 namespace kernels {
 
-// Squared distance of a channel to a medoid from the dot product and both norms.
+// One term of a squared distance, as the paper's (A - B) ** 2: difference, then square.
 template <typename T>
-RO_HOST_DEVICE inline T km_distance(T xx_c, T dot, T xx_m) {
-  return (xx_c - T(2) * dot) + xx_m;
-}
-
-// The snapping key of a channel for a group mean: ||x_c - mean||^2 - ||mean||^2.
-template <typename T>
-RO_HOST_DEVICE inline T km_snap_key(T xx_c, T dot_mean) {
-  return xx_c - T(2) * dot_mean;
+RO_HOST_DEVICE inline T km_sq_term(T x, T m) {
+  const T d = x - m;
+  return d * d;
 }
 
 // True when candidate value v (at a channel not taken) beats the best so far.

@@ -7,8 +7,10 @@
 // times per iteration and runs every sample for max_iter iterations. Work is also
 // skipped exactly: a medoid that did not move keeps its distance column, and a group
 // whose members did not change keeps its mean and its snapping keys (same arithmetic,
-// same result). The dot products (all the FLOPs) take two channel rows and up to three
-// vectors per call, six accumulator chains: about 14 GFMA/s per core here (AVX2).
+// same result). The squared distances (all the FLOPs) are computed as the paper's code
+// does, sum_i (x_i - v_i)^2 (km_sq_term: difference first, not from norms and dot
+// products, so that ties round as there); they take two channel rows and up to three
+// vectors per call, six accumulator chains.
 #include "channel_kmeans.h"
 
 #include <ATen/Dispatch.h>
@@ -25,15 +27,24 @@
 // As in pgd_step.cpp: AVX-512, AVX2 and baseline clones, picked at load time.
 #include "cpu/target_clones.h"
 
+// The squared distances round as the paper's (A - B) ** 2 then sum: a square and an
+// add, never fused into an FMA (GCC contracts across statements by default), so that
+// ties break as there.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
 namespace robustops {
 namespace {
 
 using namespace kernels;
 
-// <x, v_j> for M <= 4 vectors at once: x is read once for all of them, and M
+// ||x - v_j||^2 for M <= 4 vectors at once: x is read once for all of them, and M
 // independent accumulator chains keep the FMA units busy.
 template <typename T, int M>
-RO_CPU_CLONES void dots_m(const T* __restrict__ x, const T* const* __restrict__ v, int64_t n,
+RO_CPU_CLONES void sq_dists_m(const T* __restrict__ x, const T* const* __restrict__ v, int64_t n,
                           T* __restrict__ out) {
   const T* __restrict__ v0 = v[0];
   const T* __restrict__ v1 = v[M > 1 ? 1 : 0];
@@ -43,10 +54,10 @@ RO_CPU_CLONES void dots_m(const T* __restrict__ x, const T* const* __restrict__ 
 #pragma omp simd reduction(+ : a0, a1, a2, a3)
   for (int64_t i = 0; i < n; ++i) {
     const T xv = x[i];
-    a0 += xv * v0[i];
-    if constexpr (M > 1) a1 += xv * v1[i];
-    if constexpr (M > 2) a2 += xv * v2[i];
-    if constexpr (M > 3) a3 += xv * v3[i];
+    a0 += km_sq_term(xv, v0[i]);
+    if constexpr (M > 1) a1 += km_sq_term(xv, v1[i]);
+    if constexpr (M > 2) a2 += km_sq_term(xv, v2[i]);
+    if constexpr (M > 3) a3 += km_sq_term(xv, v3[i]);
   }
   out[0] = a0;
   if constexpr (M > 1) out[1] = a1;
@@ -55,9 +66,9 @@ RO_CPU_CLONES void dots_m(const T* __restrict__ x, const T* const* __restrict__ 
 }
 
 // The same for two rows at once (M <= 3 vectors, six chains): each vector element
-// loaded serves two FMAs.
+// loaded serves two rows.
 template <typename T, int M>
-RO_CPU_CLONES void dots2_m(const T* __restrict__ x, const T* __restrict__ y,
+RO_CPU_CLONES void sq_dists2_m(const T* __restrict__ x, const T* __restrict__ y,
                            const T* const* __restrict__ v, int64_t n, T* __restrict__ ox,
                            T* __restrict__ oy) {
   const T* __restrict__ v0 = v[0];
@@ -68,17 +79,17 @@ RO_CPU_CLONES void dots2_m(const T* __restrict__ x, const T* __restrict__ y,
   for (int64_t i = 0; i < n; ++i) {
     const T xv = x[i], yv = y[i];
     const T w0 = v0[i];
-    a0 += xv * w0;
-    b0 += yv * w0;
+    a0 += km_sq_term(xv, w0);
+    b0 += km_sq_term(yv, w0);
     if constexpr (M > 1) {
       const T w1 = v1[i];
-      a1 += xv * w1;
-      b1 += yv * w1;
+      a1 += km_sq_term(xv, w1);
+      b1 += km_sq_term(yv, w1);
     }
     if constexpr (M > 2) {
       const T w2 = v2[i];
-      a2 += xv * w2;
-      b2 += yv * w2;
+      a2 += km_sq_term(xv, w2);
+      b2 += km_sq_term(yv, w2);
     }
   }
   ox[0] = a0;
@@ -94,20 +105,11 @@ RO_CPU_CLONES void dots2_m(const T* __restrict__ x, const T* __restrict__ y,
 }
 
 template <typename T>
-RO_CPU_CLONES T sum_sq(const T* __restrict__ x, int64_t n) {
-  T a = 0;
-#pragma omp simd reduction(+ : a)
-  for (int64_t i = 0; i < n; ++i) a += x[i] * x[i];
-  return a;
-}
-
-template <typename T>
 RO_CPU_CLONES T sq_dist(const T* __restrict__ x, const T* __restrict__ y, int64_t n) {
   T a = 0;
 #pragma omp simd reduction(+ : a)
   for (int64_t i = 0; i < n; ++i) {
-    const T d = x[i] - y[i];
-    a += d * d;
+    a += km_sq_term(x[i], y[i]);
   }
   return a;
 }
@@ -118,9 +120,9 @@ RO_CPU_CLONES void add_to(T* __restrict__ acc, const T* __restrict__ x, int64_t 
   for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
 }
 
-// out[slot[j] * stride] = <x, vecs[j]> for the nv vectors, four at a time.
+// out[slot[j] * stride] = ||x - vecs[j]||^2 for the nv vectors, four at a time.
 template <typename T>
-inline void row_dots(const T* x, int64_t N, const std::vector<const T*>& vecs,
+inline void row_sq_dists(const T* x, int64_t N, const std::vector<const T*>& vecs,
                      const std::vector<int64_t>& slot, T* out, int64_t stride) {
   const int64_t nv = static_cast<int64_t>(vecs.size());
   // Balanced blocks of at most four (six vectors: 3 + 3).
@@ -131,18 +133,19 @@ inline void row_dots(const T* x, int64_t N, const std::vector<const T*>& vecs,
     const int64_t m = std::min<int64_t>(per, nv - j0);
     const T* const* v = vecs.data() + j0;
     switch (m) {
-      case 4: dots_m<T, 4>(x, v, N, tmp); break;
-      case 3: dots_m<T, 3>(x, v, N, tmp); break;
-      case 2: dots_m<T, 2>(x, v, N, tmp); break;
-      default: dots_m<T, 1>(x, v, N, tmp); break;
+      case 4: sq_dists_m<T, 4>(x, v, N, tmp); break;
+      case 3: sq_dists_m<T, 3>(x, v, N, tmp); break;
+      case 2: sq_dists_m<T, 2>(x, v, N, tmp); break;
+      default: sq_dists_m<T, 1>(x, v, N, tmp); break;
     }
     for (int64_t j = 0; j < m; ++j) out[slot[j0 + j] * stride] = tmp[j];
   }
 }
 
-// Two rows: ox[slot[j] * stride] = <x, vecs[j]>, oy[...] = <y, vecs[j]>, three at a time.
+// Two rows: ox[slot[j] * stride] = ||x - vecs[j]||^2, oy[...] = ||y - vecs[j]||^2, three
+// at a time.
 template <typename T>
-inline void pair_dots(const T* x, const T* y, int64_t N, const std::vector<const T*>& vecs,
+inline void pair_sq_dists(const T* x, const T* y, int64_t N, const std::vector<const T*>& vecs,
                       const std::vector<int64_t>& slot, T* ox, T* oy, int64_t stride) {
   const int64_t nv = static_cast<int64_t>(vecs.size());
   T tx[3], ty[3];
@@ -150,9 +153,9 @@ inline void pair_dots(const T* x, const T* y, int64_t N, const std::vector<const
     const int64_t m = std::min<int64_t>(3, nv - j0);
     const T* const* v = vecs.data() + j0;
     switch (m) {
-      case 3: dots2_m<T, 3>(x, y, v, N, tx, ty); break;
-      case 2: dots2_m<T, 2>(x, y, v, N, tx, ty); break;
-      default: dots2_m<T, 1>(x, y, v, N, tx, ty); break;
+      case 3: sq_dists2_m<T, 3>(x, y, v, N, tx, ty); break;
+      case 2: sq_dists2_m<T, 2>(x, y, v, N, tx, ty); break;
+      default: sq_dists2_m<T, 1>(x, y, v, N, tx, ty); break;
     }
     for (int64_t j = 0; j < m; ++j) {
       ox[slot[j0 + j] * stride] = tx[j];
@@ -164,15 +167,14 @@ inline void pair_dots(const T* x, const T* y, int64_t N, const std::vector<const
 // Scratch of one task, reused across its samples.
 template <typename T>
 struct Workspace {
-  std::vector<T> xx, dots, keys, means, mind;
+  std::vector<T> dists, keys, means, mind;
   std::vector<int64_t> a, a_prev, count, med, next, init_keys;
   std::vector<char> taken, med_moved, group_changed;
   std::vector<const T*> vecs;
   std::vector<int64_t> slot;
 
   void resize(int64_t C, int64_t N, int64_t K) {
-    xx.resize(C);
-    dots.resize(C * K);   // dots[c * K + k] = <x_c, x_{M_k}>
+    dists.resize(C * K);  // dists[c * K + k] = ||x_c - x_{M_k}||^2
     keys.resize(K * C);   // keys[k * C + c] = snapping key of channel c for group k
     means.resize(K * N);
     mind.resize(C);
@@ -225,34 +227,26 @@ void kmeans_sample(const T* X, int64_t C, int64_t N, int64_t K, const int64_t* i
       w.vecs.push_back(X + w.med[k] * N);
       w.slot.push_back(k);
     }
-    if (it == 0) {
-      // The medoids' norms are needed before any distance: the first pass gets them first.
-      for (int64_t k = 0; k < K; ++k) w.xx[w.med[k]] = sum_sq(X + w.med[k] * N, N);
-    }
     std::fill(w.count.begin(), w.count.end(), int64_t(0));
     std::fill(w.means.begin(), w.means.end(), T(0));
     for (int64_t c = 0; c < C; ++c) {
       const T* x = X + c * N;
-      T* dc = w.dots.data() + c * K;
-      // Rows in pairs for the dot products (the even row computes both).
+      T* dc = w.dists.data() + c * K;
+      // Rows in pairs for the distances (the even row computes both).
       if ((c & 1) == 0) {
-        if (it == 0) {
-          w.xx[c] = sum_sq(x, N);
-          if (c + 1 < C) w.xx[c + 1] = sum_sq(x + N, N);
-        }
         if (!w.vecs.empty()) {
           if (c + 1 < C) {
-            pair_dots(x, x + N, N, w.vecs, w.slot, dc, dc + K, 1);
+            pair_sq_dists(x, x + N, N, w.vecs, w.slot, dc, dc + K, 1);
           } else {
-            row_dots(x, N, w.vecs, w.slot, dc, 1);
+            row_sq_dists(x, N, w.vecs, w.slot, dc, 1);
           }
         }
       }
       // The first nearest medoid; mind = that distance.
       int64_t best = 0;
-      T bd = km_distance(w.xx[c], dc[0], w.xx[w.med[0]]);
+      T bd = dc[0];
       for (int64_t k = 1; k < K; ++k) {
-        const T d = km_distance(w.xx[c], dc[k], w.xx[w.med[k]]);
+        const T d = dc[k];
         if (d < bd) {
           bd = d;
           best = k;
@@ -289,14 +283,10 @@ void kmeans_sample(const T* X, int64_t C, int64_t N, int64_t K, const int64_t* i
     if (!w.vecs.empty()) {
       int64_t c = 0;
       for (; c + 1 < C; c += 2) {
-        pair_dots(X + c * N, X + (c + 1) * N, N, w.vecs, w.slot, w.keys.data() + c,
+        pair_sq_dists(X + c * N, X + (c + 1) * N, N, w.vecs, w.slot, w.keys.data() + c,
                   w.keys.data() + c + 1, C);
       }
-      if (c < C) row_dots(X + c * N, N, w.vecs, w.slot, w.keys.data() + c, C);
-      for (int64_t k : w.slot) {
-        T* key = w.keys.data() + k * C;
-        for (c = 0; c < C; ++c) key[c] = km_snap_key(w.xx[c], key[c]);
-      }
+      if (c < C) row_sq_dists(X + c * N, N, w.vecs, w.slot, w.keys.data() + c, C);
     }
     // An empty group is re-seeded at the free channel farthest from its centre.
     for (int64_t k = 0; k < K; ++k) {

@@ -4,8 +4,9 @@ For every sample of F (B, C, H, W), the C channel vectors (H*W values each) are 
 into K groups around medoids (centres that are always real channels), as the paper's
 code does (METHODS.md section 2, step 2; LinusWu/TENET_Training CFG/Group.py):
 
-1. assign each channel to its nearest medoid: squared Euclidean distance, computed as
-   ||x||^2 - 2 <x, m> + ||m||^2 (a batched GEMM); ties go to the lower group;
+1. assign each channel to its nearest medoid: squared Euclidean distance, computed as the
+   paper's code does, sum_i (x_i - m_i)^2 (difference first, in the features' dtype), so
+   near-ties round as there; exact ties go to the lower group;
 2. each group's mean (segmented sums); snap it to the nearest real channel, group by
    group in order, skipping channels already taken by earlier groups of this iteration
    (so the K medoids stay distinct);
@@ -41,9 +42,11 @@ composition below: GEMMs, argmin, scatter-adds. There is no ``cuda`` backend: th
 no CUDA kernel. Both GPU paths run max_iter iterations with a per-sample convergence mask
 and no host synchronisation (no .item(), no branch on data), so they stay asynchronous on
 a GPU. All round alike (kernels/channel_kmeans.h fixes the operation order) up to the
-order of their sums. Exact ties are broken by rounding, in the paper's code as here (the
-two members of a two-channel group are equidistant from its mean): implementations may
-then pick different, equally good, channels.
+order of their sums. Ties in exact arithmetic (the two members of a two-channel group are
+equidistant from its mean) are broken by rounding, in the paper's code as here; the
+distances use the paper's formula (difference, square, sum) so that they break the same
+way (up to the order of the sum over H*W, which can differ between backends and the
+paper's torch/numpy reductions only in rare last-bit cases).
 
 Layers: the op ``robustops::channel_kmeans`` is declared in C++ (csrc/ops/channel_kmeans.cpp,
 with its argument checks and autograd kernel) and runs the CPU kernel registered in
@@ -114,6 +117,13 @@ def kmeans_init(batch: int, channels: int, num_groups: int, seed: int = 0,
 # ----------------------------------------------------------------------------- reference
 
 
+def _sq_dist(x: Tensor, m: Tensor) -> Tensor:
+    """(B, C) squared distances of the rows of x (B, C, N) to m (B, N), as the paper's
+    pairwise_distance computes them: ((x - m) ** 2).sum(-1)."""
+    diff = x - m[:, None, :]
+    return (diff * diff).sum(-1)
+
+
 def channel_kmeans_reference(features: Tensor, init: Tensor, max_iter: int,
                              shift_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
     """The batched PyTorch k-means (no validation): the oracle and the GPU path.
@@ -127,7 +137,6 @@ def channel_kmeans_reference(features: Tensor, init: Tensor, max_iter: int,
     x = features.reshape(b, c, features.shape[2] * features.shape[3])
     n = x.shape[2]
     dev = x.device
-    xx = (x * x).sum(-1)                                        # (B, C)
     medoids = init.clone()
     assignment = torch.zeros(b, c, dtype=torch.int64, device=dev)
     iterations = torch.zeros(b, dtype=torch.int64, device=dev)
@@ -135,15 +144,16 @@ def channel_kmeans_reference(features: Tensor, init: Tensor, max_iter: int,
     ones = torch.ones(b, c, dtype=x.dtype, device=dev)
     for _ in range(max_iter):
         centres = x.gather(1, medoids[..., None].expand(b, k, n))              # (B, K, N)
-        dots = torch.bmm(x, centres.transpose(1, 2))                           # (B, C, K)
-        d = (xx[..., None] - 2 * dots) + xx.gather(1, medoids)[:, None, :]     # km_distance
+        # The paper's pairwise_distance: sum_i (x_i - m_i)^2, difference first (km_sq_term),
+        # so that ties (e.g. a two-channel group's members and its mean) round as there.
+        d = torch.stack([_sq_dist(x, centres[:, j]) for j in range(k)], -1)    # (B, C, K)
         a = d.argmin(-1)                                                       # first on ties
         mind = d.gather(2, a[..., None])[..., 0]                               # (B, C)
         counts = torch.zeros(b, k, dtype=x.dtype, device=dev).scatter_add_(1, a, ones)
         sums = torch.zeros(b, k, n, dtype=x.dtype, device=dev).scatter_add_(
             1, a[..., None].expand(b, c, n), x)
         means = sums / counts.clamp(min=1)[..., None]
-        keys = xx[:, None, :] - 2 * torch.bmm(means, x.transpose(1, 2))        # km_snap_key
+        keys = torch.stack([_sq_dist(x, means[:, j]) for j in range(k)], 1)    # (B, K, C)
         keys = torch.where(counts[..., None] > 0, keys, -mind[:, None, :])     # empty: re-seed
         taken = torch.zeros(b, c, dtype=torch.bool, device=dev)
         snapped = []

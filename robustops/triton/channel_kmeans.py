@@ -9,17 +9,17 @@ and 4 (their loops run zero times and their stores are masked), so its state fre
 
 Launches, per iteration:
   1. _assign_kernel (B, C/BLOCK_C): a tile of channels against the K medoid channels (K in
-     blocks of BLOCK_K, N in blocks of BLOCK_N): dots, km_distance, argmin over K (first
+     blocks of BLOCK_K, N in blocks of BLOCK_N): squared distances sum (x - m)^2
+     (km_sq_term, the paper's formula), argmin over K (first
      index on ties, a NaN first, as torch.argmin) and the minimum distance. The (B, C, K)
      distances never reach memory; writes the assignment and minimum of live samples.
   2. group sums and counts: group_sums_triton of triton/group_inhibition_mask.py (unweighted).
-  3. _snap_key_kernel (B, C/BLOCK_C, K/BLOCK_K): km_snap_key of every channel for every
+  3. _snap_key_kernel (B, C/BLOCK_C, K/BLOCK_K): squared distance of every channel to every
      group mean (the sums divided by max(count, 1) as they are loaded), or -minimum
      distance for an empty group (its re-seed) -> keys (B, K, C).
   4. _snap_kernel (B,): group by group, the first channel minimising its key among the
      channels not taken by earlier groups; the shift; the state update (medoids,
      iterations, converged flag).
-The channel norms ||x_c||^2 are computed once, by the reference's own expression.
 Divisions and square roots round as IEEE (_div, _sqrt), as on the CPU.
 """
 from __future__ import annotations
@@ -79,8 +79,9 @@ def _merge(best_v, best_i, v, i):
 @triton.jit
 def _dots(x_ptr, xrow, xm, y_ptr, yrow, ym, den, n, n_end, MEAN: tl.constexpr,
           BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
-    """[BLOCK_C, BLOCK_K] dot products of the rows x[xrow] with the rows y[yrow] (divided by
-    den, per row, when MEAN: the group means), N in blocks up to n_end (0: skip)."""
+    """[BLOCK_C, BLOCK_K] squared distances sum_i (x[xrow, i] - y[yrow, i])^2 (y divided by
+    den, per row, when MEAN: the group means), N in blocks up to n_end (0: skip): the
+    paper's pairwise_distance, difference first (km_sq_term), so ties round as there."""
     acc = tl.zeros([BLOCK_C, BLOCK_K], dtype=x_ptr.dtype.element_ty)
     for start in range(0, n_end, BLOCK_N):
         i = start + tl.arange(0, BLOCK_N)
@@ -91,7 +92,8 @@ def _dots(x_ptr, xrow, xm, y_ptr, yrow, ym, den, n, n_end, MEAN: tl.constexpr,
                      other=0.0)
         if MEAN:
             yv = _div(yv, den[:, None])
-        acc += tl.sum(xv[:, None, :] * yv[None, :, :], axis=2)
+        diff = xv[:, None, :] - yv[None, :, :]
+        acc += tl.sum(diff * diff, axis=2)
     return acc
 
 
@@ -111,10 +113,8 @@ def _assign_kernel(a_ptr, mind_ptr, x_ptr, xx_ptr, med_ptr, done_ptr, channels, 
         k = k0 + tl.arange(0, BLOCK_K)
         km = k < groups
         med = tl.load(med_ptr + b * groups + k, mask=km, other=0)
-        dots = _dots(x_ptr, row * n, cm, x_ptr, (b * channels + med) * n, km, xx, n, n_end,
-                     False, BLOCK_C, BLOCK_K, BLOCK_N)
-        xxm = tl.load(xx_ptr + b * channels + med, mask=km, other=0.0)
-        d = (xx[:, None] - 2.0 * dots) + xxm[None, :]                      # km_distance
+        d = _dots(x_ptr, row * n, cm, x_ptr, (b * channels + med) * n, km, xx, n, n_end,
+                  False, BLOCK_C, BLOCK_K, BLOCK_N)                         # km_sq_term sums
         d = tl.where(km[None, :], d, float("inf"))
         v, i = _argmin(d, k[None, :], 1)
         best_v, best_i = _merge(best_v, best_i, v, i)
@@ -134,11 +134,9 @@ def _snap_key_kernel(key_ptr, x_ptr, xx_ptr, sum_ptr, cnt_ptr, mind_ptr, done_pt
     live = tl.load(done_ptr + b) == 0
     row = b * channels + c
     cnt = tl.load(cnt_ptr + b * groups + k, mask=km, other=0.0)
-    dots = _dots(x_ptr, row * n, cm, sum_ptr, (b * groups + k) * n, km, tl.maximum(cnt, 1.0), n,
-                 tl.where(live, n, 0), True, BLOCK_C, BLOCK_K, BLOCK_N)
-    xx = tl.load(xx_ptr + row, mask=cm, other=0.0)
+    key = _dots(x_ptr, row * n, cm, sum_ptr, (b * groups + k) * n, km, tl.maximum(cnt, 1.0), n,
+                tl.where(live, n, 0), True, BLOCK_C, BLOCK_K, BLOCK_N)     # km_sq_term sums
     mind = tl.load(mind_ptr + row, mask=cm, other=0.0)
-    key = xx[:, None] - 2.0 * dots                                           # km_snap_key
     key = tl.where(cnt[None, :] > 0, key, -mind[:, None])                  # empty: re-seed
     tl.store(key_ptr + (b * groups + k)[None, :] * channels + c[:, None], key,
              mask=cm[:, None] & km[None, :] & live)
@@ -188,7 +186,7 @@ def channel_kmeans_triton(x: torch.Tensor, init: torch.Tensor, max_iter: int,
     b, c, n = x.shape
     k = init.shape[1]
     dev, dt = x.device, x.dtype
-    xx = (x * x).sum(-1)                          # the reference's norms, bit for bit
+    xx = (x * x).sum(-1)                          # unused by the distances (kept as an argument)
     medoids = init.clone()
     assignment = torch.zeros(b, c, dtype=torch.int64, device=dev)
     iterations = torch.zeros(b, dtype=torch.int64, device=dev)

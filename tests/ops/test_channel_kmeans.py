@@ -50,6 +50,49 @@ def test_matches_paper_procedure_fp64(be):
     assert r.assignment.dtype == r.medoids.dtype == r.iterations.dtype == torch.int64
 
 
+# A two-channel group {0, 2}: both members are equidistant from its mean in exact
+# arithmetic, and the paper's float32 arithmetic (difference, square, sum) breaks the tie
+# towards channel 0 (the distances round equal, the first channel wins); the former
+# ||x||^2 - 2 <x, m> + ||m||^2 form rounded it towards channel 2.
+_TIE_F = np.array([[0.4116305410861969, 1.042513370513916, -0.12853465974330902],
+                   [1.3664634227752686, -0.6651946902275085, 0.35151007771492004],
+                   [0.9034701585769653, 0.0940122976899147, -0.7434992790222168]],
+                  dtype=np.float32).reshape(1, 3, 1, 3)
+
+
+@pytest.mark.parametrize("be", BACKENDS + ["triton"])
+def test_two_channel_group_tie_breaks_as_paper_fp32(be):
+    f, init = torch.from_numpy(_TIE_F), torch.tensor([[0, 2]])
+    a, m, it = kmeans_batch(_TIE_F, init.numpy())
+    # The paper's transcription: channels 0 and 2 end in group 0, whose medoid stays 0.
+    np.testing.assert_array_equal(a, [[0, 1, 0]])
+    np.testing.assert_array_equal(m, [[0, 1]])
+    x = _TIE_F.reshape(3, 3)
+    mean = x[[0, 2]].mean(0)
+    assert ((x[0] - mean) ** 2).sum() == ((x[2] - mean) ** 2).sum()  # the rounded tie
+    with _use(be):
+        r = channel_kmeans(f, 2, init=init)
+    np.testing.assert_array_equal(r.assignment.numpy(), a)
+    np.testing.assert_array_equal(r.medoids.numpy(), m)
+    np.testing.assert_array_equal(r.iterations.numpy(), it)
+
+
+@pytest.mark.parametrize("be", BACKENDS + ["triton"])
+def test_small_maps_match_paper_fp32(be):
+    # Maps of fewer than 8 values (every sum over H*W runs in order, in numpy as here):
+    # random float32 data, with many two-channel groups on the way, follows the paper's
+    # trajectory exactly, ties included.
+    rng = np.random.default_rng(1)
+    f = rng.standard_normal((40, 5, 1, 3)).astype(np.float32)
+    init = kmeans_init(40, 5, 2, seed=4)
+    a, m, it = kmeans_batch(f, init.numpy())
+    with _use(be):
+        r = channel_kmeans(torch.from_numpy(f), 2, init=init)
+    np.testing.assert_array_equal(r.assignment.numpy(), a)
+    np.testing.assert_array_equal(r.medoids.numpy(), m)
+    np.testing.assert_array_equal(r.iterations.numpy(), it)
+
+
 @pytest.mark.parametrize("be", BACKENDS)
 @pytest.mark.parametrize("kind", ["clustered", "uniform"])
 def test_objective_equal_or_lower_fp32(be, kind):
