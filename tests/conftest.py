@@ -1,12 +1,15 @@
 """Shared test setup: Triton's interpreter for CPU tensors, markers, backends."""
 import os
 
-# Must be set before anything imports triton: it makes Triton kernels run on
-# CPU tensors (numpy interpreter), which is how they are tested without a GPU.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch  # importing torch does not import triton (checked in test_backend.py)
+
+# Only without a GPU, and before anything imports triton: the interpreter makes Triton
+# kernels run on CPU tensors (numpy), which is how they are tested on CPU machines. On a
+# GPU machine the Triton kernels are compiled and the cuda-marked Triton tests run.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 

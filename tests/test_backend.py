@@ -113,3 +113,12 @@ def test_bench_sections_run_through_one_loop(tmp_path):
     assert "part_moments" in res.stdout and "pgd_step linf" not in res.stdout
     import json
     assert json.loads(out.read_text())["results"]
+
+
+def test_conftest_interprets_triton_only_without_a_gpu():
+    # tests/conftest.py decides before triton is imported; torch alone must not import it.
+    code = "import sys, torch; assert 'triton' not in sys.modules; print('OK')"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr
+    if not torch.cuda.is_available():
+        assert backend.triton_interpreted()
