@@ -41,6 +41,7 @@ from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
+from ..arguments import per_sample_vector
 from .pgd_step import _opmath
 
 __all__ = ["pixel_softmax_kl", "pixel_softmax_kl_reference",
@@ -105,13 +106,8 @@ def _validate(attr: Tensor) -> None:
 
 def _validate_backward(grad_out: Tensor, lse: Tensor, attr: Tensor) -> None:
     _validate(attr)
-    for name, t in (("grad_out", grad_out), ("lse", lse)):
-        if t.ndim != 1 or t.shape[0] != attr.shape[0]:
-            raise ValueError(f"pixel_softmax_kl_backward: {name} must have shape "
-                             f"({attr.shape[0]},), got {tuple(t.shape)}")
-        if t.device != attr.device:
-            raise ValueError(f"pixel_softmax_kl_backward: {name} is on {t.device} but attr is "
-                             f"on {attr.device}; move it with {name}.to(attr.device)")
+    per_sample_vector("pixel_softmax_kl_backward", "grad_out", grad_out, "attr", attr)
+    per_sample_vector("pixel_softmax_kl_backward", "lse", lse, "attr", attr)
 
 
 def _planes(attr: Tensor) -> Tensor:

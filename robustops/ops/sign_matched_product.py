@@ -35,6 +35,7 @@ from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
+from ..arguments import per_sample_vector
 from .pgd_step import _opmath
 
 __all__ = ["sign_matched_product", "sign_matched_product_reference",
@@ -107,12 +108,7 @@ def _validate(b: Tensor, d: Tensor) -> None:
 
 def _validate_backward(grad_out: Tensor, b: Tensor, d: Tensor) -> None:
     _validate(b, d)
-    if grad_out.ndim != 1 or grad_out.shape[0] != b.shape[0]:
-        raise ValueError(f"sign_matched_product_backward: grad_out must have shape "
-                         f"({b.shape[0]},), got {tuple(grad_out.shape)}")
-    if grad_out.device != b.device:
-        raise ValueError(f"sign_matched_product_backward: grad_out is on {grad_out.device} but "
-                         f"b is on {b.device}; move it with grad_out.to(b.device)")
+    per_sample_vector("sign_matched_product_backward", "grad_out", grad_out, "b", b)
 
 
 def _rows(t: Tensor) -> Tensor:
