@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "vector_math.h"
 
 namespace robustops {
 namespace kernels {
@@ -51,8 +52,10 @@ RO_HOST_DEVICE inline uint32_t rng_bits(uint32_t row, int64_t j) {
 
 // Uniform in the open interval (0, 1): 23 random bits, centred in their bucket, so
 // the largest value (1 - 2^-24) stays below 1 even after rounding to float32.
+// (The 23 bits go through int32: x86 before AVX-512 has no vector uint32 -> double.)
 RO_HOST_DEVICE inline double rng_uniform(uint32_t row, int64_t j) {
-  return (static_cast<double>(rng_bits(row, j) >> 9) + 0.5) * (1.0 / 8388608.0);
+  return (static_cast<double>(static_cast<int32_t>(rng_bits(row, j) >> 9)) + 0.5) *
+         (1.0 / 8388608.0);
 }
 
 // Standard normal by Box-Muller on two streams' uniforms.
@@ -62,7 +65,11 @@ RO_HOST_DEVICE inline double rng_normal(uint32_t row1, uint32_t row2, int64_t j)
 #if defined(__CUDA_ARCH__)
   return ::sqrt(-2.0 * ::log(u1)) * ::cos(6.283185307179586 * u2);
 #else
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  // The branch-free log and cosine of vector_math.h (within 1-2 ulp of libm's), so the
+  // CPU loop vectorises; u2 is a multiple of 2^-24, as vm_sincos_2pi requires.
+  double s, c;
+  vm_sincos_2pi(u2, &s, &c);
+  return std::sqrt(-2.0 * vm_log(u1)) * c;
 #endif
 }
 

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "vector_math.h"
 
 namespace robustops {
 namespace kernels {
@@ -61,13 +62,18 @@ RO_HOST_DEVICE inline T gabor_offset(int64_t index, int64_t w) {
   return static_cast<T>(index - w);
 }
 
-// The filter value at offsets (x, y).
+// The filter value at offsets (x, y). On the CPU, in double, exp and cos are the
+// branch-free vm_exp / vm_cos (kernels/vector_math.h) so a filter's row vectorises.
 template <typename T>
 RO_HOST_DEVICE inline T gabor_element(const GaborCoeffs<T>& c, T x, T y) {
   const T u = x * c.cos_t + y * c.sin_t;
   const T v = y * c.cos_t - x * c.sin_t;
-  const T e = ro_exp(T(-0.5) * (u * u * c.inv_sx2 + v * v * c.inv_sy2));
-  return e * c.norm * ro_cos(c.two_pi_f * u + c.phase);
+  const T arg = T(-0.5) * (u * u * c.inv_sx2 + v * v * c.inv_sy2);
+  const T carrier = c.two_pi_f * u + c.phase;
+#if !defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == sizeof(double)) return vm_exp(arg) * c.norm * vm_cos(carrier);
+#endif
+  return ro_exp(arg) * c.norm * ro_cos(carrier);
 }
 
 // go * (dg/df, dg/dsx, dg/dsy, dg/dtheta, dg/dphase) at offsets (x, y), added to acc.

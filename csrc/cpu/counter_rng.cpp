@@ -8,7 +8,27 @@
 
 #include <kernels/counter_rng.h>
 
+#include "cpu/target_clones.h"
+
 namespace robustops {
+namespace {
+
+using namespace kernels;
+
+// One sample's row of n draws; vectorised (every call in the loop is inlined).
+template <typename scalar_t>
+RO_CPU_CLONES void uniform_row(scalar_t* __restrict__ o, int64_t n, uint32_t row) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) o[j] = static_cast<scalar_t>(rng_uniform(row, j));
+}
+
+template <typename scalar_t>
+RO_CPU_CLONES void normal_row(scalar_t* __restrict__ o, int64_t n, uint32_t row1, uint32_t row2) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) o[j] = static_cast<scalar_t>(rng_normal(row1, row2, j));
+}
+
+}  // namespace
 
 void counter_rng_cpu(at::Tensor& out, const at::Tensor& index, uint32_t base1, uint32_t base2,
                      bool normal) {
@@ -25,10 +45,9 @@ void counter_rng_cpu(at::Tensor& out, const at::Tensor& index, uint32_t base1, u
         const uint32_t row1 = rng_row(base1, idx[r]);
         scalar_t* orow = o + r * n;
         if (normal) {
-          const uint32_t row2 = rng_row(base2, idx[r]);
-          for (int64_t j = 0; j < n; ++j) orow[j] = static_cast<scalar_t>(rng_normal(row1, row2, j));
+          normal_row(orow, n, row1, rng_row(base2, idx[r]));
         } else {
-          for (int64_t j = 0; j < n; ++j) orow[j] = static_cast<scalar_t>(rng_uniform(row1, j));
+          uniform_row(orow, n, row1);
         }
       }
     });

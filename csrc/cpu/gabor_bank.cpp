@@ -10,6 +10,8 @@
 
 #include <kernels/gabor_bank.h>
 
+#include "cpu/target_clones.h"
+
 namespace robustops {
 namespace {
 
@@ -23,6 +25,20 @@ template <typename scalar_t>
 GaborCoeffs<double> coeffs_of(const scalar_t* f, const scalar_t* sx, const scalar_t* sy,
                               const scalar_t* th, const scalar_t* ph, int64_t i) {
   return gabor_coeffs<double>(f[i], sx[i], sy[i], th[i], ph[i]);
+}
+
+// One filter: k rows of k values, each row a vectorised loop.
+template <typename scalar_t>
+RO_CPU_CLONES void fill_filter(scalar_t* __restrict__ out, const GaborCoeffs<double>& c,
+                               int64_t k, int64_t w) {
+  for (int64_t r = 0; r < k; ++r) {
+    const double x = gabor_offset<double>(r, w);
+    scalar_t* __restrict__ row = out + r * k;
+#pragma omp simd
+    for (int64_t col = 0; col < k; ++col) {
+      row[col] = static_cast<scalar_t>(gabor_element(c, x, gabor_offset<double>(col, w)));
+    }
+  }
 }
 
 }  // namespace
@@ -40,15 +56,7 @@ void gabor_bank_cpu(at::Tensor& out, const at::Tensor& frequency, const at::Tens
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, n, filter_grain(kk), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const GaborCoeffs<double> c = coeffs_of(f, sx, sy, th, ph, i);
-        scalar_t* oi = o + i * kk;
-        for (int64_t r = 0; r < k; ++r) {
-          const double x = gabor_offset<double>(r, w);
-          for (int64_t col = 0; col < k; ++col) {
-            oi[r * k + col] =
-                static_cast<scalar_t>(gabor_element(c, x, gabor_offset<double>(col, w)));
-          }
-        }
+        fill_filter(o + i * kk, coeffs_of(f, sx, sy, th, ph, i), k, w);
       }
     });
   });

@@ -8,9 +8,20 @@
 // will run) the channel softmax with save_for_backward, and whose backward is the
 // robustops::part_moments_backward op reading them. Saved tensors are therefore visible
 // to torch.autograd.graph.saved_tensors_hooks (offloading), work under activation
-// checkpointing, and a retained graph can be differentiated again (nothing is consumed).
+// checkpointing, and a retained graph can be differentiated again.
+//
+// The explicit in-place backward: when the node is the softmax's only owner (the op
+// then returns an empty third output instead of the buffer, so no caller can hold it,
+// and no saved-tensor hooks were active to keep a reference) and the graph is not
+// retained (the engine frees the saved tensors right after this backward), the
+// backward is robustops::part_moments_backward_inplace, writing dL/dlogits over the
+// saved softmax: no fresh (B, K+1, H, W) buffer, the write lands on memory the backward
+// has just read (bbox, (32, 11, 64, 64): see docs/RESULTS.md). Any other case (retain_graph,
+// create_graph, hooks) takes the out-of-place part_moments_backward.
 #include <ATen/ATen.h>
+#include <ATen/SavedTensorHooks.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
 
 #include "ops/arg_checks.h"
@@ -141,6 +152,15 @@ at::Tensor call_part_moments_backward(const at::Tensor& grad, const at::Tensor& 
   return op.call(grad, logits, stats, softmax, weighted);
 }
 
+void call_part_moments_backward_inplace(const at::Tensor& grad, const at::Tensor& logits,
+                                        const at::Tensor& stats, at::Tensor& softmax,
+                                        bool weighted) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("robustops::part_moments_backward_inplace", "")
+                       .typed<decltype(call_part_moments_backward_inplace)>();
+  op.call(grad, logits, stats, softmax, weighted);
+}
+
 class PartMomentsFunction : public torch::autograd::Function<PartMomentsFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, bool weighted,
@@ -150,19 +170,33 @@ class PartMomentsFunction : public torch::autograd::Function<PartMomentsFunction
     // The softmax is empty unless the caller asked for it; the backward then recomputes it.
     ctx->save_for_backward({logits, stats, softmax});
     ctx->saved_data["weighted"] = weighted;
-    ctx->mark_non_differentiable({stats, softmax});
+    // The node keeps the softmax to itself unless saved-tensor hooks are active (a pack
+    // hook may keep a reference the in-place backward would overwrite).
+    // (Half / bfloat16 logits keep a float32 softmax, which cannot hold their gradient.)
+    // (save_softmax, not numel(): sizes may be symbolic while torch.compile traces.)
+    const bool owned = save_softmax && softmax.scalar_type() == logits.scalar_type() &&
+                       at::SavedTensorDefaultHooks::get_tls_state().stack.empty();
+    ctx->saved_data["owns_softmax"] = owned;
+    at::Tensor softmax_out = owned ? at::empty({0}, softmax.options()) : softmax;
+    ctx->mark_non_differentiable({stats, softmax_out});
     // Only the features are differentiable: no zero-filled (B, K+1, H, W) "gradient" of
     // the softmax output per backward.
     ctx->set_materialize_grads(false);
-    return {features, stats, softmax};
+    return {features, stats, softmax_out};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const at::Tensor& grad = grad_outputs[0];
     if (!grad.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
     const auto saved = ctx->get_saved_variables();
-    return {call_part_moments_backward(grad, saved[0], saved[1], saved[2],
-                                       ctx->saved_data["weighted"].toBool()),
+    const bool weighted = ctx->saved_data["weighted"].toBool();
+    if (ctx->saved_data["owns_softmax"].toBool() &&
+        !torch::autograd::get_current_graph_task_keep_graph()) {
+      at::Tensor softmax = saved[2];  // freed by the engine after this call: reuse it
+      call_part_moments_backward_inplace(grad, saved[0], saved[1], softmax, weighted);
+      return {softmax, at::Tensor(), at::Tensor()};
+    }
+    return {call_part_moments_backward(grad, saved[0], saved[1], saved[2], weighted),
             at::Tensor(), at::Tensor()};
   }
 };

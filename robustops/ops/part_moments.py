@@ -46,9 +46,13 @@ saved S (``save_softmax=False`` on the op) the backward recomputes S from M.
 Autograd, one path: the op's C++ autograd kernel saves M, the moments and S with
 ``save_for_backward`` (so ``torch.autograd.graph.saved_tensors_hooks``, offloading and
 activation checkpointing see and manage them, and a retained graph differentiates again)
-and its backward is the ``robustops::part_moments_backward`` op. S is freed with the
-graph; ``robustops::part_moments_backward_inplace`` writes the gradient over a softmax
-buffer the caller owns (float32/float64), for callers that manage memory by hand.
+and its backward is the ``robustops::part_moments_backward`` op. When the node is S's
+only owner (no saved-tensor hooks were active; the op then returns an empty third output
+instead of S, so no caller holds it; float32/float64 logits) and the graph is not retained,
+the backward is the explicit in-place op ``robustops::part_moments_backward_inplace``,
+writing dL/dM over S, which the engine frees right after: one (B, K+1, H, W) buffer
+fewer. retain_graph, create_graph and hooks take the out-of-place op. Callers that
+manage memory by hand can call the in-place op on a softmax buffer they own.
 
 Layouts and dtypes: any layout (the kernels read contiguous NCHW; others are copied
 once); float32 and float64 compute in their own precision, float16 and bfloat16 in
@@ -56,7 +60,7 @@ float32; moments accumulate in float64 on CPU. First-order differentiable in M (
 backward op has no derivative of its own).
 
 Layers: the ops ``robustops::part_moments`` (returns features, the moments and the
-softmax, empty unless saved), ``robustops::part_moments_backward`` and
+softmax, empty unless saved and not owned by the autograd node), ``robustops::part_moments_backward`` and
 ``robustops::part_moments_backward_inplace`` are declared in C++ (csrc/ops/part_moments.cpp,
 with their argument checks and the autograd kernel) and run kernels registered per
 dispatch key (csrc/cpu/part_moments.cpp, csrc/cuda/part_moments.cu; math in
