@@ -11,15 +11,16 @@ from robustops.eval import robust_accuracy
 
 
 @pytest.mark.parametrize("impl", ["robustops", "torchattacks"])
-def test_pgd10_small_cnn(benchmark, impl):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_pgd10_small_cnn(benchmark, synced, device, impl):
     torchattacks = pytest.importorskip("torchattacks")
-    model, x, y = small_cifar_batch()
-    benchmark.group = "PGD-10 SmallCNN b128 3x32x32"
+    model, x, y = small_cifar_batch(device=device)
+    benchmark.group = f"PGD-10 SmallCNN b128 3x32x32 {device}"
     if impl == "robustops":
         atk = PGD(model, eps=8 / 255, alpha=2 / 255, steps=10)
     else:
         atk = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
-    adv = benchmark.pedantic(atk, args=(x, y), rounds=3, warmup_rounds=1)
+    adv = benchmark.pedantic(synced(atk, device), args=(x, y), rounds=3, warmup_rounds=1)
     assert ((adv - x).abs() <= 8 / 255 + 1e-6).all()
 
 

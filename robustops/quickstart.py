@@ -83,7 +83,7 @@ FAMILIES: Dict[str, Family] = {
         (("natural", "natural_accuracy"), ("PGD-40", "pgd40_accuracy"),
          ("top-k intersection", "topk_attack.topk_intersection"),
          ("Kendall tau", "topk_attack.kendall")),
-        ("natural_accuracy", "topk_attack.topk_intersection", "topk_attack.kendall")),
+        ("natural_accuracy", "topk_attack.topk_intersection")),  # fractions (not Kendall's tau)
 }
 
 
@@ -185,13 +185,34 @@ def write_report(out: pathlib.Path, done: Dict[str, Dict[str, dict]],
         fam = FAMILIES[name]
         r.heading(fam.title)
         headers, rows = summary_rows(name, results)
-        r.table(headers, rows)
+        n, num_classes = _sample_sizes(results)
+        r.table(headers, rows, n=n)
+        first = next(iter(results.values()))
+        accuracy_key = "clean_accuracy" if "clean_accuracy" in first else "natural_accuracy"
+        if num_classes:
+            r.chance_warnings({m: res[accuracy_key] for m, res in results.items()},
+                              n=first["n_test"], num_classes=num_classes,
+                              what=accuracy_key.replace("_", " "))
         labels = dict((k, label) for label, k in fam.columns)
         values = {m: {labels[k]: float(_lookup(res, k)) for k in fam.plot}
                   for m, res in results.items()}
-        r.figure(plot_grouped_bars(values, "fraction"), f"{name}_summary")
+        r.figure(plot_grouped_bars(values, "value", f"{fam.title}: summary",
+                                   chance=1 / num_classes if num_classes else None, n=n),
+                 f"{name}_summary")
         r.text(f"{seconds.get(name, 0.0):.0f} s. Full report: [{name}/report.md]({name}/report.md)")
     return r.write()
+
+
+def _sample_sizes(results: Dict[str, dict]):
+    """(n for the family's table, num_classes or None): the studies record n_test,
+    n_corruption and num_classes per model (results of older versions do not)."""
+    first = next(iter(results.values()))
+    if "n_test" not in first:
+        return "n: not recorded (results of an earlier robustops)", None
+    n = {"test images": first["n_test"]}
+    if "n_corruption" in first:
+        n["images per corruption"] = first["n_corruption"]
+    return n, first.get("num_classes")
 
 
 def run(out_dir: os.PathLike = "runs/quickstart", families: Optional[Sequence[str]] = None,

@@ -28,8 +28,15 @@ def dataset(name: str, split: str, seed: int = 0) -> Tuple[Dataset, Dict[str, in
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
-def model(name: str, meta: Dict[str, int]) -> nn.Module:
-    """An untrained model of family `name` sized for the dataset described by `meta`."""
+def model(name: str, meta: Dict[str, int], stem: str = "auto") -> nn.Module:
+    """An untrained model of family `name` sized for the dataset described by `meta`.
+
+    stem (torchvision families): 'small' (3x3 stride 1, no max-pool: the CIFAR stem),
+    'imagenet' (torchvision's own), 'auto' (small for images <= 64 px).
+    """
+    stems = {"auto": meta["image_size"] <= 64, "small": True, "imagenet": False}
+    if stem not in stems:
+        raise ValueError(f"stem must be one of {', '.join(stems)}, got {stem!r}")
     from .models import build_model
 
     if name == "resnext29":  # the CIFAR ResNeXt (robustops.models.resnext), CPU-sized 2x8d
@@ -38,7 +45,7 @@ def model(name: str, meta: Dict[str, int]) -> nn.Module:
     kw = {"image_size": meta["image_size"]} if name == "small_cnn" else {}
     if name == "small_cnn" and meta["image_size"] < 28:
         kw.update(width=16, hidden=64)
-    return build_model(name, meta["num_classes"], small_input=meta["image_size"] <= 64,
+    return build_model(name, meta["num_classes"], small_input=stems[stem],
                        in_channels=meta["in_channels"], **kw)
 
 
@@ -77,8 +84,9 @@ def objective(name: str, eps: float, steps: int, alpha, beta: float, replays: in
 
 def attacks(model_: nn.Module, eps: float, steps: int, restarts: int, norm: str, which: str,
             seed: int = 0):
-    """{name: attack} for `robustops eval`: which is 'pgd', 'apgd' or 'pgd+apgd'."""
-    from .attacks import APGD, PGD
+    """{name: attack} for `robustops eval`: which is 'pgd', 'apgd', 'pgd+apgd' or 'autoattack'
+    (AutoAttack standard: its own steps and restarts)."""
+    from .attacks import APGD, PGD, AutoAttack
 
     out = {}
     for w in which.split("+"):
@@ -87,6 +95,8 @@ def attacks(model_: nn.Module, eps: float, steps: int, restarts: int, norm: str,
                                                   norm=norm, alpha=2.5 * eps / steps, seed=seed)
         elif w == "apgd":
             out[f"APGD-CE-{steps}"] = APGD(model_, eps=eps, steps=steps, norm=norm, seed=seed)
+        elif w == "autoattack":
+            out["AutoAttack-standard"] = AutoAttack(model_, eps=eps, norm=norm, seed=seed)
         else:
-            raise ValueError(f"unknown attack {w!r}; use pgd, apgd or pgd+apgd")
+            raise ValueError(f"unknown attack {w!r}; use pgd, apgd, pgd+apgd or autoattack")
     return out

@@ -83,3 +83,39 @@ def test_readme_tenet_and_attribution_snippet_runs():
     assert not ns["net"].layer2._forward_hooks  # the with block removed the hook
     assert ns["maps"].requires_grad and ns["maps"].shape == ns["x"].shape
     assert set(ns["m"]) == {"topk", "kendall", "spearman"} and ns["m"]["topk"].shape == (2,)
+
+
+def test_readme_bring_your_own_model_snippets_run(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    import byom_factory
+    from robustops import cli
+
+    heading = "### Bring your own model"
+    (block,) = _python_blocks_after(heading)
+    section = (ROOT / "README.md").read_text().split(heading, 1)[1].split("\n### ", 1)[0]
+    (command,) = re.findall(r"```bash\n(.+?)\n```", section)
+    monkeypatch.chdir(tmp_path)
+    model = byom_factory.build()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               "weights.pt")
+    x, y = byom_factory.images(4)
+    ns = {"build": byom_factory.build, "MEAN": byom_factory.MEAN, "STD": byom_factory.STD,
+          "test_set": byom_factory.test_set(), "x": x, "y": y}
+    exec(block, ns)
+    assert ns["res"].clean == 1.0  # the test set's labels are the normalised model's choices
+    assert ns["maps"].shape == x.shape
+    # The shell line, run as written (the package the README names, here a thin alias),
+    # with a small evaluation appended.
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "models.py").write_text("from byom_factory import build\n")
+    (tmp_path / "mypkg" / "data.py").write_text("from byom_factory import test_set\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    argv = shlex.split(command)
+    assert argv[0] == "robustops"
+    assert cli.main(argv[1:] + ["--samples", "8", "--steps", "1"]) == 0
+    assert "8 images" in capsys.readouterr().out

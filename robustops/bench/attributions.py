@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .timing import format_table, interleaved_medians
+from .timing import DeviceLike, format_table, interleaved_medians, interleaved_timings
 
 # (side, k): MNIST-sized maps with METHODS.md's k = 100 and Flower-sized with k = 1000.
 METRIC_CASES = ((28, 100), (128, 1000))
@@ -45,6 +45,9 @@ PAIRS = 64
 # gradients (n_steps * B * C*H*W floats) show next to the chunk's activations.
 IG_CASES = (("SmallCNN 1x28x28", 16, 28, 1, 50, 128), ("SmallCNN 3x64x64", 8, 64, 3, 50, 32))
 IG_QUICK = (("SmallCNN 1x28x28", 4, 28, 1, 20, 32),)
+# `robustops bench --device`: on CUDA only the fused-op rows run (the rank-metric and IG
+# rows compare with CPU libraries and measure CPU peak memory).
+DEVICES = ("cpu", "cuda")
 
 
 # ----------------------------------------------------------------------------- rank metrics
@@ -177,8 +180,9 @@ def _fwd_bwd(fn, *inputs):
     return [g.contiguous() for g in torch.autograd.grad(out.sum(), leaves)]
 
 
-def fused_op_cases() -> Dict[str, Dict[str, Callable[[], object]]]:
-    """{op label: {'robustops': fwd+bwd, 'eager': fwd+bwd}} at MNIST/Flower sizes."""
+def fused_op_cases(device: DeviceLike = None) -> Dict[str, Dict[str, Callable[[], object]]]:
+    """{op label: {'robustops': fwd+bwd, 'eager': fwd+bwd}} at MNIST/Flower sizes, on
+    `device` (inputs drawn on the CPU, the same on every device)."""
     from ..ops.ig_accumulate import ig_accumulate
     from ..ops.pixel_softmax_kl import pixel_softmax_kl
     from ..ops.sign_matched_product import sign_matched_product
@@ -190,6 +194,7 @@ def fused_op_cases() -> Dict[str, Dict[str, Callable[[], object]]]:
     bm, dm = torch.randn(64, 3, 128, 128, generator=g), torch.randn(64, 3, 128, 128, generator=g)
 
     w = torch.linspace(0.5, 1.5, 16) / 16  # quadrature-like weights
+    pg, x, a, attr, bm, dm, w = (t.to(device or "cpu") for t in (pg, x, a, attr, bm, dm, w))
 
     def ig_eager(pg, x, a):
         return (x - a) * pg.mean(0)
@@ -225,11 +230,13 @@ def fused_op_cases() -> Dict[str, Dict[str, Callable[[], object]]]:
 # ----------------------------------------------------------------------------- report
 
 
-def report(quick: bool = False, repeats: int = 5, memory: bool = True) -> Tuple[str, List[dict]]:
+def report(quick: bool = False, repeats: int = 5, memory: bool = True,
+           device: DeviceLike = None) -> Tuple[str, List[dict]]:
     """Rows for `robustops bench`: (table, records) with times in seconds and peaks in MiB."""
     rows, recs = [], []
     reps = 3 if quick else repeats
-    for side, k in METRIC_CASES:
+    on_cpu = torch.device(device or "cpu").type == "cpu"
+    for side, k in (METRIC_CASES if on_cpu else ()):
         t = interleaved_medians(metric_cases(side, k), repeats=reps, inner=1, warmup=1)
         label = f"top-k + Kendall + Spearman, {PAIRS} pairs {side}x{side}, k={k}"
         rows.append([label + " (vs scipy loop)", f"{t['robustops'] * 1e3:.1f}",
@@ -240,7 +247,7 @@ def report(quick: bool = False, repeats: int = 5, memory: bool = True) -> Tuple[
         recs.append({"case": f"rank metrics {side}", "robustops_s": t["robustops"],
                      "reference_backend_s": t.get("reference"), "baseline_s": t["scipy"],
                      "pairs": PAIRS, "k": k})
-    for label, batch, side, ch, steps, ibs in (IG_QUICK if quick else IG_CASES):
+    for label, batch, side, ch, steps, ibs in ((IG_QUICK if quick else IG_CASES) if on_cpu else ()):
         spec = (batch, side, ch, steps, ibs)
         t = interleaved_medians(ig_cases(*spec), repeats=reps, inner=1, warmup=1)
         peaks = {c: peak_memory_mib(c, spec, torch.get_num_threads()) if memory else None
@@ -255,11 +262,15 @@ def report(quick: bool = False, repeats: int = 5, memory: bool = True) -> Tuple[
                      "baseline_s": t["captum"], "captum_chunked_s": t["captum_chunked"],
                      "internal_batch_size": ibs,
                      **{f"peak_mib_{c}": v for c, v in peaks.items()}})
-    for label, cases in fused_op_cases().items():
-        t = interleaved_medians(cases, repeats=reps * 4, inner=1, warmup=2)
+    for label, cases in fused_op_cases(device).items():
+        timings = interleaved_timings(cases, repeats=reps * 4, inner=1, warmup=2, device=device)
+        t = {k: v.median for k, v in timings.items()}
         rows.append([f"{label} fwd+bwd vs eager PyTorch", f"{t['robustops'] * 1e3:.2f}",
                      f"{t['eager'] * 1e3:.2f}", f"{t['eager'] / t['robustops']:.2f}x"])
-        recs.append({"case": label, "robustops_s": t["robustops"], "baseline_s": t["eager"]})
+        recs.append({"case": label, "robustops_s": t["robustops"], "baseline_s": t["eager"],
+                     "robustops_iqr_s": timings["robustops"].iqr,
+                     "baseline_iqr_s": timings["eager"].iqr,
+                     "device": str(torch.device(device or "cpu"))})
     table = format_table(["case", "robustops ms", "baseline ms", "speedup"], rows)
     return table, recs
 

@@ -15,17 +15,21 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 from ..ops.part_moments import part_moments, part_moments_reference
-from .timing import count_dispatched, format_table, interleaved_medians
+from .timing import DeviceLike, count_dispatched, format_table, interleaved_timings
 
 SHAPE = (32, 11, 64, 64)  # (B, K+1, H, W): the issue's benchmark shape
 QUICK_SHAPE = (8, 11, 32, 32)
+DEVICES = ("cpu", "cuda")  # `robustops bench --device`
 
 
-def cases(shape=SHAPE, weighted: bool = True, seed: int = 0) -> Dict[str, Callable[[], object]]:
-    """{'fused fwd', 'eager fwd', 'fused fwd+bwd', 'eager fwd+bwd', 'clone'} closures."""
+def cases(shape=SHAPE, weighted: bool = True, seed: int = 0,
+          device: DeviceLike = None) -> Dict[str, Callable[[], object]]:
+    """{'fused fwd', 'eager fwd', 'fused fwd+bwd', 'eager fwd+bwd', 'clone'} closures, on
+    `device` (inputs drawn on the CPU, the same on every device)."""
     g = torch.Generator().manual_seed(seed)
-    logits = (torch.randn(shape, generator=g) * 2).requires_grad_(True)
-    grad = torch.randn(shape[0], shape[1] - 1, 5, generator=g)
+    dev = device or "cpu"
+    logits = (torch.randn(shape, generator=g) * 2).to(dev).requires_grad_(True)
+    grad = torch.randn(shape[0], shape[1] - 1, 5, generator=g).to(dev)
 
     def fwd(fn):
         def run():
@@ -44,7 +48,17 @@ def cases(shape=SHAPE, weighted: bool = True, seed: int = 0) -> Dict[str, Callab
             "clone": lambda: logits.detach().clone()}
 
 
-def report(quick: bool = False, repeats: int = 0) -> Tuple[str, List[dict]]:
+def moved_bytes(shape, kind: str, itemsize: int = 4) -> int:
+    """Bytes the fused op must move at least: read the logits (fwd); fwd+bwd reads them again
+    and writes their gradient (the (B, K, 5) outputs and gradients are negligible)."""
+    numel = 1
+    for v in shape:
+        numel *= v
+    return numel * itemsize * (1 if kind == "fwd" else 3)
+
+
+def report(quick: bool = False, repeats: int = 0,
+           device: DeviceLike = None) -> Tuple[str, List[dict]]:
     """Rows for the ratio table: fused vs eager, forward and forward + backward, both heads'
     variants (bbox: weighted=False; weighted-bbox: weighted=True)."""
     shape = QUICK_SHAPE if quick else SHAPE
@@ -52,8 +66,9 @@ def report(quick: bool = False, repeats: int = 0) -> Tuple[str, List[dict]]:
     rows, recs = [], []
     label = "x".join(str(v) for v in shape)
     for weighted in (True, False):
-        c = cases(shape, weighted)
-        t = interleaved_medians(c, repeats=repeats, inner=3, warmup=3)
+        c = cases(shape, weighted, device=device)
+        timings = interleaved_timings(c, repeats=repeats, inner=3, warmup=3, device=device)
+        t = {k: v.median for k, v in timings.items()}
         variant = "weighted-bbox" if weighted else "bbox"
         for kind in ("fwd", "fwd+bwd"):
             ours, eager = t[f"fused {kind}"], t[f"eager {kind}"]
@@ -64,7 +79,11 @@ def report(quick: bool = False, repeats: int = 0) -> Tuple[str, List[dict]]:
                          f"{ops_ours} / {ops_eager}", f"{ours / t['clone']:.1f}"])
             recs.append({"case": f"part_moments {variant} {kind} {label}", "robustops_s": ours,
                          "baseline_s": eager, "speedup": eager / ours, "aten_ops": ops_ours,
-                         "baseline_aten_ops": ops_eager, "clone_s": t["clone"]})
+                         "baseline_aten_ops": ops_eager, "clone_s": t["clone"],
+                         "robustops_iqr_s": timings[f"fused {kind}"].iqr,
+                         "baseline_iqr_s": timings[f"eager {kind}"].iqr,
+                         "robustops_gbs": moved_bytes(shape, kind) / ours / 1e9,
+                         "device": str(torch.device(device or "cpu"))})
     table = format_table(["case", "fused ms", "eager ms", "speedup", "ops fused / eager",
                           "fused / clone"], rows)
     return table, recs

@@ -11,8 +11,12 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .. import backend
 from ..ops.pgd_step import pgd_step_
-from .timing import count_dispatched, format_table, interleaved_medians
+from .timing import DeviceLike, Timing, count_dispatched, format_table, interleaved_timings
+
+# Devices the section runs on (`robustops bench --device`).
+DEVICES = ("cpu", "cuda")
 
 SHAPES: Tuple[Tuple[int, ...], ...] = ((128, 3, 32, 32), (32, 3, 224, 224))
 EPS, ALPHA = 8 / 255, 2 / 255
@@ -49,18 +53,33 @@ def eager_l2_step(x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: flo
 
 
 def make_inputs(shape: Sequence[int], dtype=torch.float32, seed: int = 0,
-                memory_format=torch.contiguous_format):
-    """x_nat in [0, 1], x inside the L-inf ball, grad ~ N(0, 1)."""
+                memory_format=torch.contiguous_format, device: DeviceLike = None):
+    """x_nat in [0, 1], x inside the L-inf ball, grad ~ N(0, 1); drawn on the CPU (the same
+    values on every device), then moved to `device`."""
     gen = torch.Generator().manual_seed(seed)
     x_nat = torch.rand(*shape, generator=gen, dtype=dtype)
     x = (x_nat + (torch.rand(*shape, generator=gen, dtype=dtype) * 2 - 1) * EPS).clamp(0, 1)
     grad = torch.randn(*shape, generator=gen, dtype=dtype)
-    return tuple(t.contiguous(memory_format=memory_format) for t in (x, x_nat, grad))
+    return tuple(t.to(device or "cpu").contiguous(memory_format=memory_format)
+                 for t in (x, x_nat, grad))
 
 
-def measure(shape: Sequence[int], norm: str = "linf", repeats: int = 100) -> Dict[str, float]:
-    """Median seconds of fused, fused-through-dispatcher, eager and copy_, timed side by side."""
-    x, x_nat, grad = make_inputs(shape)
+def gpu_backends(device: DeviceLike) -> Tuple[str, ...]:
+    """The fused step's backends timed on `device`: auto alone on CPU; on CUDA, each GPU
+    backend this install can run (cuda, triton), so both kernels get a row."""
+    if torch.device(device or "cpu").type != "cuda":
+        return ("auto",)
+    return tuple(b for b in ("cuda", "triton") if b in backend.available()) or ("auto",)
+
+
+def measure_timings(shape: Sequence[int], norm: str = "linf", repeats: int = 100,
+                    device: DeviceLike = None, backend_name: str = "auto") -> Dict[str, Timing]:
+    """Median and IQR of fused, fused-through-dispatcher, eager and copy_, side by side.
+
+    backend_name: the backend the public pgd_step_ runs (the dispatcher row always runs
+    the op library's kernel for the device, so it is left out for triton).
+    """
+    x, x_nat, grad = make_inputs(shape, device=device)
     dst = torch.empty_like(x)
     eps, alpha = (EPS, ALPHA) if norm == "linf" else (EPS_L2, ALPHA_L2)
     eager = eager_linf_step if norm == "linf" else eager_l2_step
@@ -76,12 +95,22 @@ def measure(shape: Sequence[int], norm: str = "linf", repeats: int = 100) -> Dic
         "torchattacks_form": lambda: peer(x, x_nat, grad, eps, alpha),
         "copy": lambda: dst.copy_(x_nat),
     }
-    return interleaved_medians(cases, repeats=repeats)
+    if backend_name == "triton":
+        del cases["fused_dispatcher"]
+    with backend.use(backend_name):
+        return interleaved_timings(cases, repeats=repeats, device=device)
 
 
-def dispatched_ops(shape: Sequence[int] = (8, 3, 32, 32), norm: str = "linf") -> Dict[str, int]:
+def measure(shape: Sequence[int], norm: str = "linf", repeats: int = 100,
+            device: DeviceLike = None) -> Dict[str, float]:
+    """Median seconds of fused, fused-through-dispatcher, eager and copy_, timed side by side."""
+    return {k: t.median for k, t in measure_timings(shape, norm, repeats, device).items()}
+
+
+def dispatched_ops(shape: Sequence[int] = (8, 3, 32, 32), norm: str = "linf",
+                   device: DeviceLike = None) -> Dict[str, int]:
     """ATen/custom ops dispatched by one fused step and by one eager step."""
-    x, x_nat, grad = make_inputs(shape)
+    x, x_nat, grad = make_inputs(shape, device=device)
     eps, alpha = (EPS, ALPHA) if norm == "linf" else (EPS_L2, ALPHA_L2)
     eager = eager_linf_step if norm == "linf" else eager_l2_step
     fused = count_dispatched(lambda: pgd_step_(x, x_nat, grad, eps, alpha, norm=norm))
@@ -89,43 +118,53 @@ def dispatched_ops(shape: Sequence[int] = (8, 3, 32, 32), norm: str = "linf") ->
     return {"fused": fused.total, "eager": eag.total}
 
 
-def report(shapes: Sequence[Sequence[int]] = SHAPES, norms: Sequence[str] = ("linf", "l2"),
-           repeats: int = 100) -> Tuple[str, List[dict]]:
-    """The ratio table (text) and its rows (dicts) for `robustops bench`."""
-    from tqdm import tqdm
+def step_bytes(shape: Sequence[int], itemsize: int = 4) -> int:
+    """Bytes one step must move at least: read x, x_nat and grad, write x (copy_ moves 2)."""
+    return 4 * math.prod(shape) * itemsize
 
+
+def report(shapes: Sequence[Sequence[int]] = SHAPES, norms: Sequence[str] = ("linf", "l2"),
+           repeats: int = 100, device: DeviceLike = None) -> Tuple[str, List[dict]]:
+    """The ratio table (text) and its rows (dicts) for `robustops bench`; on CUDA one row per
+    GPU backend (cuda, triton) of the fused step."""
+    from ..progress import progress
+
+    dev = torch.device(device or "cpu")
     rows, records = [], []
-    todo = [(norm, shape) for norm in norms for shape in shapes]
-    ops_by_norm = {norm: dispatched_ops(norm=norm) for norm in norms}
-    for norm, shape in tqdm(todo, desc="pgd_step cases", unit="case", leave=False, disable=None):
+    todo = [(norm, shape, b) for norm in norms for shape in shapes for b in gpu_backends(dev)]
+    ops_by_norm = {norm: dispatched_ops(norm=norm, device=dev) for norm in norms}
+    for norm, shape, backend_name in progress(todo, desc="pgd_step cases", unit="case"):
         ops = ops_by_norm[norm]
-        t = measure(shape, norm, repeats)
-        numel = math.prod(shape)
-        nbytes = numel * 4
-        # Bytes the step must move: read x, x_nat, grad; write x. copy_ moves 2.
-        gbs_fused = 4 * nbytes / t["fused"] / 1e9
-        gbs_copy = 2 * nbytes / t["copy"] / 1e9
+        timings = measure_timings(shape, norm, repeats, dev, backend_name)
+        t = {k: v.median for k, v in timings.items()}
+        nbytes = step_bytes(shape)
+        gbs_fused = nbytes / t["fused"] / 1e9
+        gbs_copy = nbytes / 2 / t["copy"] / 1e9  # copy_ reads and writes one tensor
+        via_op = t.get("fused_dispatcher")
         rec = {
-            "op": "pgd_step", "norm": norm, "shape": list(shape),
-            "fused_us": t["fused"] * 1e6, "fused_dispatcher_us": t["fused_dispatcher"] * 1e6,
-            "eager_us": t["eager"] * 1e6, "torchattacks_form_us": t["torchattacks_form"] * 1e6,
-            "copy_us": t["copy"] * 1e6,
+            "op": "pgd_step", "norm": norm, "shape": list(shape), "device": str(dev),
+            "backend": backend_name,
+            **{f"{case}_{key}": value for case, timing in timings.items()
+               for key, value in timing.as_dict(scale=1e6, unit="us").items()},
             "speedup_vs_eager": t["eager"] / t["fused"],
-            "speedup_vs_eager_dispatcher": t["eager"] / t["fused_dispatcher"],
+            "speedup_vs_eager_dispatcher": t["eager"] / via_op if via_op else None,
             "speedup_vs_torchattacks_form": t["torchattacks_form"] / t["fused"],
             "fused_gbs": gbs_fused, "copy_gbs": gbs_copy,
             "fraction_of_copy_bw": gbs_fused / gbs_copy,
             "ops_fused": ops["fused"], "ops_eager": ops["eager"],
         }
         records.append(rec)
-        rows.append([f"pgd_step {norm} {tuple(shape)}",
-                     f"{rec['fused_us']:.1f}", f"{rec['fused_dispatcher_us']:.1f}",
-                     f"{rec['eager_us']:.1f}", f"{rec['speedup_vs_eager']:.1f}x",
+        where = "" if dev.type == "cpu" else f" [{dev.type} {backend_name}]"
+        rows.append([f"pgd_step {norm} {tuple(shape)}{where}",
+                     f"{rec['fused_us']:.1f} ({rec['fused_iqr_us']:.1f})",
+                     f"{via_op * 1e6:.1f}" if via_op else "-",
+                     f"{rec['eager_us']:.1f} ({rec['eager_iqr_us']:.1f})",
+                     f"{rec['speedup_vs_eager']:.1f}x",
                      f"{rec['speedup_vs_torchattacks_form']:.1f}x",
                      f"{gbs_fused:.1f}", f"{gbs_copy:.1f}",
                      f"{100 * rec['fraction_of_copy_bw']:.0f}%",
                      f"{ops['fused']} vs {ops['eager']}"])
-    headers = ["case (float32)", "fused us", "via op us", "eager us", "speedup",
+    headers = ["case (float32)", "fused us (IQR)", "via op us", "eager us (IQR)", "speedup",
                "vs torchattacks form",
                "fused GB/s", "copy_ GB/s", "of copy_ bw", "ATen ops"]
     return format_table(headers, rows), records

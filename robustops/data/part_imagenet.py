@@ -12,9 +12,12 @@ The JSON is COCO-style:
   supercategory is the object class the part belongs to (PartImageNet: 40 parts of 11
   classes).
 - ``annotations``: [{"id", "image_id", "category_id", "segmentation"}, ...]; the
-  segmentation is a list of polygons [[x1, y1, x2, y2, ...], ...] (pixel coordinates,
-  rasterised with PIL ImageDraw) or RLE {"counts": [...] or "compressed string",
-  "size": [height, width]} (COCO's column-major run lengths).
+  segmentation is a list of polygons [[x1, y1, x2, y2, ...], ...] (pixel coordinates)
+  or RLE {"counts": [...] or "compressed string", "size": [height, width]} (COCO's
+  column-major run lengths). Both are decoded by pycocotools (the COCO API that
+  PartImageNet's own tools use: `pip install pycocotools`), so masks are the COCO
+  API's pixel for pixel; robustops only checks the entries first, because
+  pycocotools trusts them (an RLE whose counts exceed the image overruns its buffer).
 
 Samples are (x (3, H, W) float32 in [0, 1], y () int64, mask (H, W) int64) with the
 has-mask convention of robustops.train.objectives.part_loss: 0 = background, k = the
@@ -69,8 +72,19 @@ def _is_number(v) -> bool:
 # ----------------------------------------------------------------------------- RLE
 
 
-def _decode_compressed_counts(s: str) -> List[int]:
-    """COCO's compressed RLE string (pycocotools maskApi rleFrString) -> run lengths."""
+def _coco_mask():
+    """pycocotools.mask, or ImportError saying how to install it."""
+    try:
+        from pycocotools import mask
+    except ImportError as exc:
+        raise ImportError("COCO part masks (PartImageNet annotations) are decoded with "
+                          "pycocotools: `pip install pycocotools`") from exc
+    return mask
+
+
+def _compressed_counts(s: str) -> List[int]:
+    """Run lengths of COCO's compressed RLE string (the format of pycocotools' maskApi
+    rleFrString), read only to check them before pycocotools decodes the string."""
     counts: List[int] = []
     p = 0
     while p < len(s):
@@ -93,8 +107,8 @@ def _decode_compressed_counts(s: str) -> List[int]:
     return counts
 
 
-def decode_rle(rle: dict, height: int, width: int) -> np.ndarray:
-    """COCO RLE (uncompressed counts list or compressed string) -> (H, W) bool mask.
+def _checked_rle(rle: dict, height: int, width: int) -> dict:
+    """The RLE as pycocotools takes it ({'size', 'counts': compressed bytes}), checked.
 
     Raises ValueError when the size disagrees with (height, width), a count is negative
     or the counts do not add up to height * width."""
@@ -106,10 +120,10 @@ def decode_rle(rle: dict, height: int, width: int) -> np.ndarray:
     if list(size) != [height, width]:
         raise _Bad(f"RLE size {list(size)} does not match the image's [height, width] = "
                    f"[{height}, {width}]")
-    counts = rle["counts"]
-    if isinstance(counts, (str, bytes)):
-        counts = _decode_compressed_counts(counts.decode() if isinstance(counts, bytes)
-                                           else counts)
+    raw = rle["counts"]
+    counts = raw
+    if isinstance(raw, (str, bytes)):
+        counts = _compressed_counts(raw.decode() if isinstance(raw, bytes) else raw)
     elif not (isinstance(counts, list) and all(_is_int(v) for v in counts)):
         raise _Bad("RLE 'counts' must be a list of ints or a compressed string")
     if any(v < 0 for v in counts):
@@ -118,13 +132,17 @@ def decode_rle(rle: dict, height: int, width: int) -> np.ndarray:
     if total != height * width:
         raise _Bad(f"RLE counts add up to {total} pixels, the image has {height} x {width} = "
                    f"{height * width}")
-    flat = np.zeros(height * width, dtype=bool)
-    pos = 0
-    for i, run in enumerate(counts):
-        if i % 2 == 1:  # runs alternate 0, 1, 0, ... starting with zeros
-            flat[pos:pos + run] = True
-        pos += run
-    return flat.reshape(width, height).T  # column-major (Fortran) order
+    if isinstance(raw, (str, bytes)):
+        return {"size": [height, width], "counts": raw.encode() if isinstance(raw, str) else raw}
+    # Uncompressed counts: pycocotools compresses them (frPyObjects' uncompressed-RLE path).
+    return _coco_mask().frPyObjects({"size": [height, width], "counts": list(counts)},
+                                    height, width)
+
+
+def decode_rle(rle: dict, height: int, width: int) -> np.ndarray:
+    """COCO RLE (uncompressed counts list or compressed string) -> (H, W) bool mask,
+    decoded by pycocotools after the checks of _checked_rle (ValueError)."""
+    return _coco_mask().decode(_checked_rle(rle, height, width)).astype(bool)
 
 
 # ----------------------------------------------------------------------------- polygons
@@ -146,7 +164,7 @@ def _check_polygons(seg) -> None:
 
 def _check_segmentation(seg, height: int, width: int) -> None:
     if isinstance(seg, dict):
-        decode_rle(seg, height, width)
+        _checked_rle(seg, height, width)
     elif isinstance(seg, list):
         _check_polygons(seg)
     else:
@@ -155,18 +173,14 @@ def _check_segmentation(seg, height: int, width: int) -> None:
 
 
 def rasterize_segmentation(seg, height: int, width: int) -> np.ndarray:
-    """One annotation's segmentation (polygons or RLE) -> (H, W) bool mask."""
+    """One annotation's segmentation (polygons or RLE) -> (H, W) bool mask, as the COCO
+    API's annToMask gives it (pycocotools: polygons rasterised and merged by union)."""
     if isinstance(seg, dict):
         return decode_rle(seg, height, width)
-    from PIL import Image, ImageDraw
-
     _check_polygons(seg)
-    canvas = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(canvas)
-    for poly in seg:
-        draw.polygon([(float(poly[i]), float(poly[i + 1])) for i in range(0, len(poly), 2)],
-                     fill=1, outline=1)
-    return np.asarray(canvas, dtype=np.uint8).astype(bool)
+    mask = _coco_mask()
+    polygons = [[float(v) for v in poly] for poly in seg]
+    return mask.decode(mask.merge(mask.frPyObjects(polygons, height, width))).astype(bool)
 
 
 # ----------------------------------------------------------------------------- JSON

@@ -70,8 +70,10 @@ def _nanmean(chunks: List[Tensor]) -> float:
 
 def attribution_robustness(model: nn.Module, data: Data, attack: AttributionAttack, *,
                            k: int = 100, pgd: Optional[Attack] = None, batch_size: int = 64,
-                           max_samples: Optional[int] = None) -> AttributionRobustness:
-    """Evaluate `model` on `data` ((x, y) tensors or an iterable of batches, x in [0, 1]).
+                           max_samples: Optional[int] = None, image_key: Optional[str] = None,
+                           label_key: Optional[str] = None) -> AttributionRobustness:
+    """Evaluate `model` on `data` ((x, y) tensors, a Dataset or an iterable of batches, x in
+    [0, 1]; dict samples or batches are read at image_key / label_key).
 
     attack: an AttributionAttack on the same model; k: top-k of the metric; pgd: an
     optional robustops Attack for the PGD accuracy (a sample counts as robust when no
@@ -90,7 +92,8 @@ def attribution_robustness(model: nn.Module, data: Data, attack: AttributionAtta
     rho: List[Tensor] = []
     kept: List[Tensor] = []
     seconds = {"clean": 0.0, "pgd": 0.0, "attack": 0.0, "metrics": 0.0}
-    for x, y in iterate_batches(data, batch_size, max_samples):
+    for x, y in iterate_batches(data, batch_size, max_samples, image_key=image_key,
+                                label_key=label_key):
         b = x.shape[0]
         idx = torch.arange(n, n + b, device=x.device)
         t0 = time.perf_counter()

@@ -16,17 +16,20 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruption_sources
 from .dataset_batches import iterate_batches
 
 
 @dataclasses.dataclass
 class CorruptionAccuracy:
-    """clean: accuracy on clean data; accuracy[name][s - 1]: accuracy at severity s (in [0, 1])."""
+    """clean: accuracy on clean data; accuracy[name][s - 1]: accuracy at severity s (in [0, 1]);
+    n: number of images; sources: {corruption: source of its images} (frost's photographs
+    or stand-in, from corruptions.corruption_sources) for reports to state."""
 
     clean: float
     accuracy: Dict[str, List[float]]
     n: int
+    sources: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def mean(self) -> float:
         """Mean accuracy over all corruptions and severities."""
@@ -41,10 +44,12 @@ class CorruptionAccuracy:
 def corruption_accuracy(model: nn.Module, data, *, corruptions: Sequence[str] = CORRUPTIONS,
                         severities: Sequence[int] = SEVERITIES, seed: int = 0,
                         batch_size: int = 256, progress: bool = True,
-                        max_samples: Optional[int] = None) -> CorruptionAccuracy:
+                        max_samples: Optional[int] = None, image_key: Optional[str] = None,
+                        label_key: Optional[str] = None) -> CorruptionAccuracy:
     """Accuracy of `model` on every (corruption, severity) of `data`.
 
-    data: (x (N, C, H, W) in [0, 1], y (N,)) tensors or an iterable of batches.
+    data: (x (N, C, H, W) in [0, 1], y (N,)) tensors, a Dataset or an iterable of batches
+    (dict samples or batches are read at image_key / label_key).
     """
     unknown = [c for c in corruptions if c not in CORRUPTIONS]
     if unknown:
@@ -52,6 +57,7 @@ def corruption_accuracy(model: nn.Module, data, *, corruptions: Sequence[str] = 
     bad = [s for s in severities if s not in SEVERITIES]
     if bad:
         raise ValueError(f"severities must be in 1..5, got {bad}")
+    sources = corruption_sources(corruptions)  # before any work: frost may be unavailable
     was_training = model.training
     model.eval()
     device = next(iter(model.parameters())).device
@@ -59,10 +65,11 @@ def corruption_accuracy(model: nn.Module, data, *, corruptions: Sequence[str] = 
     clean = n = 0
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(desc="corruptions", unit="img", leave=False, disable=None, total=max_samples)
+        from ..progress import progress as progress_report
+        bar = progress_report(desc="corruptions", unit="img", total=max_samples)
     try:
-        for x, y in iterate_batches(data, batch_size, max_samples):
+        for x, y in iterate_batches(data, batch_size, max_samples, image_key=image_key,
+                                    label_key=label_key):
             x, y = x.to(device), y.to(device)
             clean += int((model(x).argmax(1) == y).sum())
             for c in corruptions:
@@ -78,7 +85,7 @@ def corruption_accuracy(model: nn.Module, data, *, corruptions: Sequence[str] = 
         model.train(was_training)
     if n == 0:
         raise ValueError("data yielded no samples")
-    return CorruptionAccuracy(clean=clean / n, n=n,
+    return CorruptionAccuracy(clean=clean / n, n=n, sources=sources,
                               accuracy={c: [k / n for k in v] for c, v in correct.items()})
 
 

@@ -36,7 +36,7 @@ from ..data.to_device import to_device
 from ..eval.accuracy import accuracy
 from ..eval import robust_accuracy
 from ..eval.corruption_benchmark import corruption_accuracy
-from ..eval.corruptions import CORRUPTIONS
+from ..eval.corruptions import CORRUPTIONS, corruption_sources
 from ..eval.report import Report, plot_bars, corruption_section
 from ..models import SmallCNN, build_part_model
 from ..train import (MAT, PGDAT, TRADES, CrossEntropy, PartMAT, PartSemiSupervised, PartTRADES,
@@ -98,6 +98,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
     if adv_objective not in ADV_OBJECTIVES:
         raise ValueError(f"adv_objective must be one of {', '.join(ADV_OBJECTIVES)}, got "
                          f"{adv_objective!r}")
+    corruption_sources(corruptions or CORRUPTIONS)  # no frost photos: fail now, not after training
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = make_parts(n_train, split="train", image_size=image_size, seed=seed,
@@ -161,6 +162,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
             "clean_accuracy": accuracy(model, test.images, test.labels),
             "pgd_accuracy": rob.worst_case,
             "corruption_mean_accuracy": corr[name].mean(),
+            "n_test": n_test, "n_corruption": corr[name].n, "num_classes": classes,
             "spurious_aligned_accuracy": acc_aligned,
             "spurious_conflict_accuracy": acc_conflict,
             "spurious_gap": acc_aligned - acc_conflict,
@@ -205,10 +207,15 @@ def _write_report(out, results, corr, cfg):
     rows = [[label] + [results[n][key] for n in names] for key, label in keys]
     rows.append(["part pixel accuracy"]
                 + [results[n].get("part_pixel_accuracy", "") for n in names])
-    r.heading("Summary").table(["measure"] + names, rows)
-    r.figure(plot_bars({n: results[n]["clean_accuracy"] for n in names}, "clean accuracy"),
-             "clean_accuracy")
-    r.figure(plot_bars({n: results[n]["pgd_accuracy"] for n in names}, "PGD accuracy"),
-             "pgd_accuracy")
-    corruption_section(r, corr)
+    n_test, k = cfg["n_test"], len(PartsDataset.class_names)
+    r.heading("Summary").table(["measure"] + names, rows,
+                               n={"test images": n_test,
+                                  "images per corruption": cfg["corruption_samples"]})
+    r.chance_warnings({n: results[n]["clean_accuracy"] for n in names}, n=n_test, num_classes=k)
+    r.figure(plot_bars({n: results[n]["clean_accuracy"] for n in names}, "clean accuracy",
+                       "Clean accuracy", chance=1 / k, n=n_test), "clean_accuracy")
+    r.figure(plot_bars({n: results[n]["pgd_accuracy"] for n in names}, "PGD accuracy",
+                       f"PGD-{cfg['pgd_eval_steps']} accuracy (L-inf eps {cfg['eps']:.4f})",
+                       chance=1 / k, n=n_test), "pgd_accuracy")
+    corruption_section(r, corr, chance=1 / k)
     r.write()

@@ -41,6 +41,7 @@ from ..models.small_cnn import SmallCNN
 from ..train import CACRWACR, CrossEntropy, IGSumNorm, Trainer
 
 MODELS = ("ce", "ig_sum_norm", "cacr_wacr")
+NUM_CLASSES = 10  # MNIST digits
 
 
 def _model() -> SmallCNN:
@@ -137,6 +138,7 @@ def _evaluate(model, xt, yt, *, eps, n_eval, attack_k, eval_k, attack_steps, att
     n_pgd_used = min(n_pgd, len(yt))
     robust = pgd.robust_mask(xt[:n_pgd_used], yt[:n_pgd_used]).float().mean().item()
     return {
+        "n_test": len(yt), "num_classes": NUM_CLASSES,
         "natural_accuracy": accuracy(model, xt, yt),
         "pgd40_accuracy": robust,
         "topk_attack": {"topk_intersection": rep.topk_intersection, "kendall": rep.kendall,
@@ -162,7 +164,19 @@ def _write_report(out: pathlib.Path, results: Dict[str, dict], settings: dict) -
         rows.append([f"{label} (top-k attack)"] + [results[n]["topk_attack"][key] for n in names])
         rows.append([f"{label} (random sign)"] + [results[n]["random_sign"][key] for n in names])
     rows.append(["training seconds"] + [results[n]["train_seconds"] for n in names])
-    r.heading("Summary").table(["measure"] + names, rows)
+    n_test = results[names[0]].get("n_test", "unknown")
+    n_pgd = settings["n_pgd"] if n_test == "unknown" else min(settings["n_pgd"], n_test)
+    n_attacked = {n: results[n]["topk_attack"].get("n", "unknown") for n in names}
+    r.heading("Summary").table(["measure"] + names, rows, n={
+        "test images (natural accuracy)": n_test, "PGD-40 images": n_pgd,
+        **{f"attacked images ({n})": a for n, a in n_attacked.items()}})
+    if n_test != "unknown":
+        r.chance_warnings({n: results[n]["natural_accuracy"] for n in names}, n=n_test,
+                          num_classes=NUM_CLASSES, what="natural accuracy")
+    r.figure(plot_bars({n: results[n]["natural_accuracy"] for n in names}, "natural accuracy",
+                       "Natural accuracy on the MNIST test split", chance=1 / NUM_CLASSES,
+                       n=n_test), "natural_accuracy")
     r.figure(plot_bars({n: results[n]["topk_attack"]["topk_intersection"] for n in names},
-                       "top-k intersection under the top-k attack"), "topk_intersection")
+                       "top-k intersection", f"Top-k intersection under the top-k attack "
+                       f"(k = {settings['eval_k']})", n=n_attacked), "topk_intersection")
     r.write()

@@ -27,7 +27,7 @@ from ..eval.accuracy import accuracy
 from ..eval import robust_accuracy
 from ..eval.activation_smoothness import activation_smoothness
 from ..eval.corruption_benchmark import corruption_accuracy
-from ..eval.corruptions import CORRUPTIONS
+from ..eval.corruptions import CORRUPTIONS, corruption_sources
 from ..eval.dissection import Dissection, dissect
 from ..eval.report import Report, plot_bars, plot_corruption_accuracy, plot_image_grid
 from ..eval.shape_bias import evaluate_shape_bias
@@ -50,6 +50,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
     """Train both models (resumable) and write the report; returns the measured numbers."""
     from ..data.shapes import make_shapes
 
+    corruption_sources(corruptions or CORRUPTIONS)  # no frost photos: fail now, not after training
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = make_shapes(n_train, split="train", image_size=image_size, seed=seed, mode="consistent")
@@ -103,6 +104,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
             "texture_fraction": sb.texture_fraction,
             "pgd10_accuracy": rob.worst_case,
             "corruption_mean_accuracy": corr[name].mean(),
+            "n_test": n_test, "n_corruption": corr[name].n, "num_classes": k,
             "tv": {layer: v["tv"] for layer, v in tv.items()},
             "tv_normalized": {layer: v["tv_normalized"] for layer, v in tv.items()},
             "tv_normalized_noisy": {layer: v["tv_normalized"] for layer, v in tv_noisy.items()},
@@ -192,18 +194,24 @@ def _write_report(out, results, corr, conflict, class_names, texture_names, eps)
                        ("pgd10_accuracy", f"PGD-10 accuracy (eps {eps:.4f})"),
                        ("train_seconds", "training seconds")]:
         rows.append([label] + [results[n][key] for n in names])
-    r.heading("Summary").table(["measure"] + names, rows)
+    n_test, k = len(conflict.images), len(class_names)
+    n_c = next(iter(corr.values())).n
+    r.heading("Summary").table(["measure"] + names, rows,
+                               n={"test images": n_test, "images per corruption": n_c})
+    r.chance_warnings({n: results[n]["clean_accuracy"] for n in names}, n=n_test, num_classes=k)
     r.figure(plot_bars({n: results[n]["shape_bias"] for n in names}, "shape bias",
-                       "shape bias on cue-conflict images"), "shape_bias")
-    r.heading("Common corruptions").figure(plot_corruption_accuracy(corr), "corruptions",
-                                           "accuracy per corruption and severity")
+                       "Shape bias on cue-conflict images", n=n_test), "shape_bias")
+    r.heading("Common corruptions").corruption_sources(corr)
+    r.figure(plot_corruption_accuracy(corr, chance=1 / k), "corruptions",
+             "accuracy per corruption and severity")
     layers = list(results[names[0]]["tv_normalized"])
     r.heading("Smoothness of activation maps")
     r.text("Total variation per channel map, divided by the map's L1 mass (lower = smoother), "
            "on clean test images and with Gaussian noise (std 0.1).")
     r.table(["layer"] + [f"{n} clean" for n in names] + [f"{n} noisy" for n in names],
             [[layer] + [results[n]["tv_normalized"][layer] for n in names]
-             + [results[n]["tv_normalized_noisy"][layer] for n in names] for layer in layers])
+             + [results[n]["tv_normalized_noisy"][layer] for n in names] for layer in layers],
+            n=f"n = {min(256, n_test)} test images")
     n0 = results[names[0]]["neurons"]
     r.heading(f"Neurons of layer `{n0['layer']}` ({n0['units']} units)")
     r.text(f"Selectivity and ablation on the {n0['both_correct_images']} test images both "
@@ -220,13 +228,17 @@ def _write_report(out, results, corr, conflict, class_names, texture_names, eps)
                    ("accuracy_without_shape_units", "accuracy with shape units zeroed"),
                    ("accuracy_without_texture_units", "accuracy with texture units zeroed")]
     r.table(["measure"] + names,
-            [[label] + [results[n]["neurons"][key] for n in names] for key, label in neuron_rows])
+            [[label] + [results[n]["neurons"][key] for n in names] for key, label in neuron_rows],
+            n={"selectivity and ablation images": n0["both_correct_images"],
+               "dissection images": n_test, "units": n0["units"]})
     r.figure(plot_bars({f"{n} {fam}": results[n]["neurons"][f"{fam}_units"]
                         for n in names for fam in ("shape", "texture")}, "units",
-                       "dissection: units per concept family", ylim=None), "dissection_units")
+                       f"Dissection: units labelled shape or texture (of {n0['units']})",
+                       percent=False, n=n_test), "dissection_units")
     r.heading("Example cue-conflict images")
     titles = [f"{class_names[s]}/{texture_names[t]}" for s, t in
               zip(conflict.shape_labels[:16].tolist(), conflict.texture_labels[:16].tolist())]
-    r.figure(plot_image_grid(conflict.images[:16], titles), "cue_conflict_examples",
-             "shape / texture")
+    r.figure(plot_image_grid(conflict.images[:16], titles,
+                             title="Cue-conflict images (shape / texture)"),
+             "cue_conflict_examples", "shape / texture")
     r.write()

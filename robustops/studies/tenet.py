@@ -32,7 +32,7 @@ from torch.utils.data import Subset
 from ..data.to_device import to_device
 from ..eval.accuracy import accuracy
 from ..eval.corruption_benchmark import CorruptionAccuracy, corruption_accuracy
-from ..eval.corruptions import CORRUPTIONS
+from ..eval.corruptions import CORRUPTIONS, corruption_sources
 from ..eval.report import Report, plot_bars, plot_corruption_accuracy
 from ..models.resnext import TENET_LAYER, resnext29
 from ..train import CrossEntropy, TenetObjective, Trainer
@@ -103,6 +103,7 @@ def run(out_dir: os.PathLike, *, n_train: Optional[int] = None, n_test: Optional
     k = len(train.class_names)
     n_c = min(corruption_samples, n_test)
     corruption_names = list(corruptions or CORRUPTIONS)
+    corruption_sources(corruption_names)  # no frost photos: fail now, not after training
     shared = dict(n_test=n_test, batch_size=batch_size, lr=lr, num_groups=num_groups,
                   widen_factor=widen_factor, stem_width=stem_width, seed=seed,
                   image_size=image_size, corruption_samples=n_c,
@@ -141,18 +142,22 @@ def run(out_dir: os.PathLike, *, n_train: Optional[int] = None, n_test: Optional
             "objective": kind, "n_train": n, "epochs": ep,
             "clean_accuracy": accuracy(model, test.images, test.shape_labels),
             "corruption_mean_accuracy": corr[name].mean(),
+            "n_test": n_test, "n_corruption": corr[name].n, "num_classes": k,
             "corruption_per_type": {c: sum(v) / len(v) for c, v in corr[name].accuracy.items()},
             "train_seconds": round(seconds, 1),  # this call's (a resumed run: its last part)
         }
         _write_json(done, {"result": results[name], "corruption": corr[name].to_dict()})
 
-    _write_report(out, results, corr, n_train, n_low, epochs, low_data_epochs, tenet_start)
+    _write_report(out, results, corr, n_train, n_low, epochs, low_data_epochs, tenet_start,
+                  n_test, k)
     _write_json(out / "results.json", results)
     return results
 
 
-def _write_report(out, results, corr, n_train, n_low, epochs, low_epochs, tenet_start):
+def _write_report(out, results, corr, n_train, n_low, epochs, low_epochs, tenet_start, n_test,
+                  num_classes):
     r = Report(out, "TENET (group-wise inhibition) vs plain training (embedded `shapes`, 32 px)")
+    n_c = next(iter(corr.values())).n
     r.text(f"ResNeXt-29 (2x8d, width-scaled), trained with cross-entropy (`ce`) or with "
            f"TENET (`tenet`: CE steps, and from {tenet_start:.0%} of the iterations on, "
            "every 3rd iteration an extra step on 0.1 CE(inhibited) + 1e-3 L_orth over the "
@@ -173,12 +178,20 @@ def _write_report(out, results, corr, n_train, n_low, epochs, low_epochs, tenet_
         row(label, lambda n, key=key: results[n][key]) for label, key in (
             ("clean accuracy", "clean_accuracy"),
             ("mean corruption accuracy", "corruption_mean_accuracy"),
-            ("training seconds", "train_seconds"))])
+            ("training seconds", "train_seconds"))],
+        n={"test images": n_test, "images per corruption": n_c})
+    r.chance_warnings({n: results[n]["clean_accuracy"] for n in results}, n=n_test,
+                      num_classes=num_classes)
+    r.figure(plot_bars({n: results[n]["clean_accuracy"] for n in results}, "clean accuracy",
+                       "Clean accuracy", chance=1 / num_classes, n=n_test), "clean_accuracy")
     r.figure(plot_bars({n: results[n]["corruption_mean_accuracy"] for n in results},
-                       "mean corruption accuracy", "clean accuracy: see the table"),
-             "corruption_mean")
+                       "mean corruption accuracy",
+                       "Mean accuracy over corruptions and severities",
+                       chance=1 / num_classes, n=n_c), "corruption_mean")
     r.heading("Accuracy per corruption (mean over severities)").table(headers, [
         row(c, lambda n, c=c: results[n]["corruption_per_type"][c])
-        for c in results["ce_full"]["corruption_per_type"]])
-    r.figure(plot_corruption_accuracy(corr), "corruptions", "accuracy per corruption and severity")
+        for c in results["ce_full"]["corruption_per_type"]], n=n_c)
+    r.corruption_sources(corr)
+    r.figure(plot_corruption_accuracy(corr, chance=1 / num_classes), "corruptions",
+             "accuracy per corruption and severity")
     r.write()

@@ -21,7 +21,7 @@ import torch
 from ..data.to_device import to_device
 from ..eval.accuracy import accuracy
 from ..eval.corruption_benchmark import corruption_accuracy
-from ..eval.corruptions import CORRUPTIONS
+from ..eval.corruptions import CORRUPTIONS, corruption_sources
 from ..eval.report import Report, plot_bars, corruption_section
 from ..models.ensemble import Ensemble
 from ..models.vonenet import vonenet
@@ -46,6 +46,7 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
     """Train the members and the student (resumable), evaluate all five, write the report."""
     from ..data.shapes import make_shapes
 
+    corruption_sources(corruptions or CORRUPTIONS)  # no frost photos: fail now, not after training
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = make_shapes(n_train, split="train", image_size=image_size, seed=seed)
@@ -87,17 +88,18 @@ def run(out_dir: os.PathLike, *, n_train: int = 4000, n_test: int = 1000, epochs
         results[name] = {
             "clean_accuracy": accuracy(model, test.images, test.shape_labels),
             "corruption_mean_accuracy": corr[name].mean(),
+            "n_test": n_test, "n_corruption": corr[name].n, "num_classes": k,
             "corruption_per_type": {c: sum(v) / len(v) for c, v in corr[name].accuracy.items()},
             "train_seconds": round(seconds.get(name, 0.0), 1),
         }
-    _write_report(out, results, corr, epochs, n_train)
+    _write_report(out, results, corr, epochs, n_train, n_test, k)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, out / "results.json")
     return results
 
 
-def _write_report(out, results, corr, epochs, n_train):
+def _write_report(out, results, corr, epochs, n_train, n_test, num_classes):
     r = Report(out, "V1 variants, their ensemble and a distilled student (embedded `shapes`)")
     members = ", ".join(f"`{v}` (Gabor seed {s})" for v, s in MEMBERS)
     r.text(f"VOneNets with a small back-end, {n_train} training images, {epochs} epochs each. "
@@ -110,8 +112,14 @@ def _write_report(out, results, corr, epochs, n_train):
         ["measure"] + names,
         [["clean accuracy"] + [results[n]["clean_accuracy"] for n in names],
          ["mean corruption accuracy"] + [results[n]["corruption_mean_accuracy"] for n in names],
-         ["training seconds"] + [results[n]["train_seconds"] for n in names]])
+         ["training seconds"] + [results[n]["train_seconds"] for n in names]],
+        n={"test images": n_test, "images per corruption": next(iter(corr.values())).n})
+    r.chance_warnings({n: results[n]["clean_accuracy"] for n in names}, n=n_test,
+                      num_classes=num_classes)
+    r.figure(plot_bars({n: results[n]["clean_accuracy"] for n in names}, "clean accuracy",
+                       "Clean accuracy", chance=1 / num_classes, n=n_test), "clean_accuracy")
     r.figure(plot_bars({n: results[n]["corruption_mean_accuracy"] for n in names},
-                       "mean corruption accuracy"), "corruption_mean")
-    corruption_section(r, corr)
+                       "mean corruption accuracy", "Mean accuracy over corruptions and severities",
+                       chance=1 / num_classes, n=next(iter(corr.values())).n), "corruption_mean")
+    corruption_section(r, corr, chance=1 / num_classes)
     r.write()

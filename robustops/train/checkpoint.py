@@ -378,7 +378,8 @@ def save_weights(state_dict: Dict[str, Tensor], path: PathLike, metadata: Dict[s
 
 
 def load_weights(path: PathLike) -> Dict[str, Tensor]:
-    """A state_dict from a .safetensors file (or from a checkpoint folder's model entry).
+    """A state_dict from a .safetensors file (or from a checkpoint folder's model entry, or
+    from a torch.save file such as a .pt / .pth: see robustops.train.foreign_checkpoints).
 
     CheckpointError for a file that is not safetensors, truncated, or whose tensors differ
     from the checksum in its metadata. A file without that checksum (written elsewhere)
@@ -395,6 +396,10 @@ def load_weights(path: PathLike) -> Dict[str, Tensor]:
         return model
     if not path.exists():
         raise FileNotFoundError(f"weights file {path} does not exist")
+    from .foreign_checkpoints import is_torch_file, load_torch_weights
+
+    if is_torch_file(path):  # read with weights_only=True: no code runs
+        return load_torch_weights(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -79,13 +79,13 @@ def test_report_writes_markdown_and_pngs(tmp_path):
     r = Report(tmp_path / "rep", "Test report")
     res = {"m1": CorruptionAccuracy(0.9, {"fog": [0.8, 0.7, 0.6, 0.5, 0.4]}, 10),
            "m2": CorruptionAccuracy(0.8, {"fog": [0.7, 0.7, 0.6, 0.6, 0.5]}, 10)}
-    r.heading("Corruptions").table(["model", "clean"], [["m1", 0.9], ["m2", 0.8]])
+    r.heading("Corruptions").table(["model", "clean"], [["m1", 0.9], ["m2", 0.8]], n=10)
     r.figure(plot_corruption_accuracy(res), "corruptions", "accuracy per severity")
-    r.figure(plot_bars({"m1": 0.3, "m2": 0.6}, "shape bias"), "shape_bias")
+    r.figure(plot_bars({"m1": 0.3, "m2": 0.6}, "shape bias", "Shape bias"), "shape_bias")
     r.figure(plot_image_grid(torch.rand(5, 3, 8, 8), [str(i) for i in range(5)]), "examples")
     path = r.write()
     text = path.read_text()
-    assert "| m1 | 0.9 |" in text and "![accuracy per severity](corruptions.png)" in text
+    assert "| m1 | 0.900 |" in text and "*n = 10*" in text and "![accuracy per severity](corruptions.png)" in text
     for name in ("corruptions", "shape_bias", "examples"):
         png = tmp_path / "rep" / f"{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG"

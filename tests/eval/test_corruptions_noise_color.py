@@ -4,8 +4,8 @@ Deterministic corruptions are compared value by value on the same uint8
 images; tolerances are in 0-255 units:
   * brightness, contrast, saturate: 1e-3 -- the reference computes in float64,
     we in float32; nothing else differs (measured max ~1.2e-4);
-  * pixelate, jpeg_compression: exact (we reproduce Pillow's resampling and
-    libjpeg-turbo's integer codec bit for bit); checked as <= 1e-3.
+  * pixelate, jpeg_compression: exact (we reproduce Pillow's resampling; JPEG goes
+    through libjpeg-turbo via torchvision.io, as PIL's does); checked as <= 1e-3.
 Random corruptions are compared by statistics of (out - in): mean and
 standard deviation within 5 standard errors of the difference (standard errors
 estimated from the samples), and for impulse noise the salt/pepper fractions

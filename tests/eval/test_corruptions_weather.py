@@ -354,35 +354,67 @@ def test_properties(name):
     assert torch.allclose(y64.float(), corrupt(x, name, 3, seed=1), atol=1e-6)
 
 
-def test_frost_procedural_fallback(monkeypatch):
+@pytest.fixture
+def fresh_frost(monkeypatch):
+    """frost with empty caches and no source chosen (neither by call nor by environment)."""
+    monkeypatch.delenv(frost_mod.SOURCE_ENV, raising=False)
+    frost_mod.set_frost_source(None)
+    frost_mod._photos.cache_clear()
+    frost_mod._rescaled.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    frost_mod.set_frost_source(None)
+    frost_mod._photos.cache_clear()
+    frost_mod._rescaled.cache_clear()
+
+
+def test_frost_without_photos_refused_unless_asked(fresh_frost):
+    from robustops.eval.corruptions import corruption_sources
+
+    fresh_frost.setattr(frost_mod, "_frost_dir", lambda: None)   # imagecorruptions absent
+    x = torch.rand(2, 3, 16, 16)
+    for call in (lambda: corrupt(x, "frost", 1), frost_mod.frost_source,
+                 lambda: corruption_sources(["fog", "frost"])):
+        with pytest.raises(ImportError, match=r"pip install imagecorruptions.*procedural"):
+            call()
+    assert corruption_sources(["fog", "contrast"]) == {}       # frost-free runs need nothing
+    fresh_frost.setenv(frost_mod.SOURCE_ENV, "procedural")
+    assert corruption_sources(["fog", "frost"]) == {"frost": "procedural"}
+    fresh_frost.setenv(frost_mod.SOURCE_ENV, "photos")
+    with pytest.raises(ValueError, match="unknown frost source 'photos'"):
+        frost_mod.frost_source()
+    with pytest.raises(TypeError, match="must be a str"):
+        frost_mod.set_frost_source(1)
+    with pytest.raises(ValueError, match="choose from imagecorruptions, procedural"):
+        frost_mod.set_frost_source("stand-in")
+
+
+@pytest.mark.parametrize("opt_in", ["env", "call"])
+def test_frost_procedural_stand_in(fresh_frost, opt_in):
     x = torch.from_numpy(images(12, seed=5)).permute(0, 3, 1, 2).float() / 255
     photo_means = None
-    if frost_mod.frost_source() == "imagecorruptions":
+    if frost_mod._frost_dir() is not None:
+        assert frost_mod.frost_source() == "imagecorruptions"   # the default, when installed
         photo_means = [float(corrupt(x, "frost", s, seed=3).mean()) for s in SEVERITIES]
-    monkeypatch.setattr(frost_mod, "_frost_dir", lambda: None)
-    frost_mod._sources.cache_clear()
-    frost_mod._rescaled.cache_clear()
-    try:
-        assert frost_mod.frost_source() == "procedural"
-        for k, img in enumerate(frost_mod._sources()[1]):
-            assert img.dtype == torch.uint8 and tuple(img.shape[1:]) == frost_mod._PHOTO_SIZE[k]
-            mean = img.float().mean((1, 2))
-            std = img.float().std((1, 2))
-            assert torch.allclose(mean, torch.tensor(frost_mod._PHOTO_MEAN[k]), atol=3)
-            assert torch.allclose(std, torch.tensor(frost_mod._PHOTO_STD[k]), rtol=0.15)
-        for s in SEVERITIES:
-            y = corrupt(x, "frost", s, seed=3)
-            assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
-            assert torch.equal(y, corrupt(x, "frost", s, seed=3))
-            assert torch.equal(y[3], corrupt(x[3:4], "frost", s, seed=3, index=3)[0])
-            if photo_means is not None:
-                assert abs(float(y.mean()) - photo_means[s - 1]) < 0.06
-        assert torch.equal(frost_mod._procedural_photo(2), frost_mod._procedural_photo(2))
-    finally:
-        monkeypatch.undo()
-        frost_mod._sources.cache_clear()
-        frost_mod._rescaled.cache_clear()
-    assert frost_mod.frost_source() in ("imagecorruptions", "procedural")
+    if opt_in == "env":
+        fresh_frost.setenv(frost_mod.SOURCE_ENV, "procedural")
+    else:
+        frost_mod.set_frost_source("procedural")
+    assert frost_mod.frost_source() == "procedural"
+    for k, img in enumerate(frost_mod._sources()[1]):
+        assert img.dtype == torch.uint8 and tuple(img.shape[1:]) == frost_mod._PHOTO_SIZE[k]
+        mean = img.float().mean((1, 2))
+        std = img.float().std((1, 2))
+        assert torch.allclose(mean, torch.tensor(frost_mod._PHOTO_MEAN[k]), atol=3)
+        assert torch.allclose(std, torch.tensor(frost_mod._PHOTO_STD[k]), rtol=0.15)
+    for s in SEVERITIES:
+        y = corrupt(x, "frost", s, seed=3)
+        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+        assert torch.equal(y, corrupt(x, "frost", s, seed=3))
+        assert torch.equal(y[3], corrupt(x[3:4], "frost", s, seed=3, index=3)[0])
+        if photo_means is not None:
+            assert abs(float(y.mean()) - photo_means[s - 1]) < 0.06
+    assert torch.equal(frost_mod._procedural_photo(2), frost_mod._procedural_photo(2))
 
 
 def test_faster_than_reference(ic):

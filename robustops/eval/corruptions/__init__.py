@@ -4,11 +4,14 @@
 batch; `CORRUPTIONS` lists the available names (the 15 standard ones, then the
 4 extra ones). Randomness is keyed per (seed, corruption, severity, global
 sample index), so results are reproducible and independent of the batch split.
+`corruption_sources(names)` says where corruptions with external images take them
+from (frost: the imagecorruptions photographs, or the procedural stand-in only when
+asked for; see frost.py), and fails early when they are missing.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Union
+from typing import Dict, Iterable, Union
 
 import torch
 from torch import Tensor
@@ -25,6 +28,19 @@ for _name in STANDARD + EXTRA:
             raise
 
 CORRUPTIONS = tuple(n for n in STANDARD + EXTRA if n in REGISTRY)
+
+
+def corruption_sources(names: Iterable[str]) -> Dict[str, str]:
+    """{corruption: source of its images} for the corruptions among `names` that read
+    external images (today only frost: 'imagecorruptions' or 'procedural').
+
+    Raises ImportError (with what to install or how to opt in to the stand-in) when
+    frost is among `names` and its photographs are missing: call it before a long run.
+    """
+    if "frost" not in set(names):
+        return {}
+    from .frost import frost_source
+    return {"frost": frost_source()}
 
 
 def corrupt(x: Tensor, name: str, severity: int, *, seed: int = 0,
@@ -55,4 +71,5 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int = 0,
     return out.to(x.dtype)
 
 
-__all__ = ["corrupt", "CORRUPTIONS", "STANDARD", "EXTRA", "SEVERITIES", "SampleRandom"]
+__all__ = ["corrupt", "corruption_sources", "CORRUPTIONS", "STANDARD", "EXTRA", "SEVERITIES",
+           "SampleRandom"]

@@ -1,16 +1,23 @@
 """frost: the image blended with a crop of a frost photograph, c0 * x + c1 * frost.
 
-Frost sources. When the `imagecorruptions` package is installed, its frost
-photographs (imagecorruptions/frost/frost1.png ... frost5.jpg; the reference
-draws np.random.randint(5), so frost6.jpg is never used) are read once with
-PIL, converted to RGB uint8 tensors and cached. Otherwise a documented
-procedural stand-in is used: five fixed textures (the same on every machine:
-drawn from the counter RNG with a constant key) of blurred random line segments
-(ice needles of random length, angle and brightness, splatted into a density
-map, saturated, plus a broad low-frequency haze), each mapped to the per-channel
-mean and standard deviation of the corresponding photograph. The statistics of
-the blend are then close to the reference's, but not the pixels.
-`frost_source()` says which one is in use ('imagecorruptions' or 'procedural').
+Frost sources (`frost_source()` says which one is in use):
+
+- 'imagecorruptions' (the default): the reference's frost photographs, shipped
+  by the `imagecorruptions` package (imagecorruptions/frost/frost1.png ...
+  frost5.jpg; the reference draws np.random.randint(5), so frost6.jpg is never
+  used), read once with PIL, converted to RGB uint8 tensors and cached. Without
+  the package, frost raises ImportError saying to `pip install imagecorruptions`
+  or to opt in to the stand-in: frost numbers are comparable with ImageNet-C's
+  only with the photographs, so the stand-in is never used silently.
+- 'procedural' (opt in: ROBUSTOPS_FROST_SOURCE=procedural, or
+  `set_frost_source("procedural")`): five fixed textures (the same on every
+  machine: drawn from the counter RNG with a constant key) of blurred random
+  line segments (ice needles of random length, angle and brightness, splatted
+  into a density map, saturated, plus a broad low-frequency haze), each mapped
+  to the per-channel mean and standard deviation of the corresponding
+  photograph. The statistics of the blend are then close to the reference's,
+  but not the pixels. Reports state which source their frost numbers used
+  (CorruptionAccuracy.sources).
 
 Per image, as the reference: the frost image is rescaled by 1.1 x max(1, image
 side / frost side) (bicubic, a = -0.75, half-pixel centres, as cv2.INTER_CUBIC;
@@ -18,7 +25,7 @@ OpenCV's fixed-point uint8 arithmetic can differ by one grey level), then a
 random H x W crop is taken. The choice of frost image (floor(5u)) and the crop's
 top and left offsets (floor(u * (rescaled side - image side))) come from three
 per-sample uniforms, in that order. The rescaled frost images are cached per
-(image size, device) and cropped with one batched gather.
+(source, image size, device) and cropped with one batched gather.
 
 Grayscale images get the reference's luma of the crop, which weights the
 channels of OpenCV's BGR array with (0.2989, 0.587, 0.114): on RGB that is
@@ -112,19 +119,63 @@ def _procedural_photo(k: int) -> Tensor:
     return (mean + std * s[0]).round().clamp(0, 255).to(torch.uint8)
 
 
+SOURCES = ("imagecorruptions", "procedural")
+SOURCE_ENV = "ROBUSTOPS_FROST_SOURCE"
+_chosen: Optional[str] = None  # set_frost_source's choice; None: the environment's, else default
+
+
+def set_frost_source(source: Optional[str]) -> None:
+    """Choose the frost images for this process: 'imagecorruptions' (the reference
+    photographs; the default), 'procedural' (the stand-in) or None (back to
+    $ROBUSTOPS_FROST_SOURCE, else the default)."""
+    global _chosen
+    if source is not None:
+        _check_source(source, "set_frost_source")
+    _chosen = source
+
+
+def _check_source(source, where: str) -> str:
+    if not isinstance(source, str):
+        raise TypeError(f"{where}: frost source must be a str, got {type(source).__name__}")
+    if source not in SOURCES:
+        raise ValueError(f"{where}: unknown frost source {source!r}; choose from "
+                         f"{', '.join(SOURCES)}")
+    return source
+
+
+def _requested() -> str:
+    if _chosen is not None:
+        return _chosen
+    return _check_source(os.environ.get(SOURCE_ENV, "imagecorruptions").strip().lower(),
+                         f"${SOURCE_ENV}")
+
+
 @functools.lru_cache(maxsize=None)
-def _sources() -> Tuple[str, Tuple[Tensor, ...]]:
+def _photos(source: str) -> Tuple[Tensor, ...]:
+    """The five frost images of `source`, (3, H, W) uint8 each."""
+    if source == "procedural":
+        return tuple(_procedural_photo(k) for k in range(len(FILES)))
     folder = _frost_dir()
-    if folder is not None:
-        try:
-            return "imagecorruptions", tuple(_load_photos(folder))
-        except (ImportError, OSError):
-            pass
-    return "procedural", tuple(_procedural_photo(k) for k in range(len(FILES)))
+    if folder is None:
+        raise ImportError(
+            "frost needs the reference frost photographs of the imagecorruptions package, "
+            "which is not installed: `pip install imagecorruptions` (or robustops' `test` "
+            "extra), or leave frost out of the corruptions, or opt in to the procedural "
+            f"stand-in (not comparable with ImageNet-C numbers) with {SOURCE_ENV}=procedural "
+            "or robustops.eval.corruptions.frost.set_frost_source('procedural')")
+    return tuple(_load_photos(folder))
+
+
+def _sources() -> Tuple[str, Tuple[Tensor, ...]]:
+    """(source in use, its five frost images); raises ImportError as `frost_source`."""
+    source = _requested()
+    return source, _photos(source)
 
 
 def frost_source() -> str:
-    """'imagecorruptions' (the package's frost photographs) or 'procedural' (the stand-in)."""
+    """The frost images in use: 'imagecorruptions' (the package's photographs) or
+    'procedural' (the stand-in, only when asked for). Raises ImportError when the
+    photographs are asked for (the default) but imagecorruptions is not installed."""
     return _sources()[0]
 
 
@@ -153,9 +204,9 @@ def resize_cubic(img: Tensor, size: Tuple[int, int]) -> Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _rescaled(h: int, w: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+def _rescaled(source: str, h: int, w: int, device: torch.device) -> Tuple[Tensor, Tensor]:
     """(stack (5, 3, Hmax, Wmax) uint8, sizes (5, 2) int64) of the rescaled frost images, on device."""
-    photos = _sources()[1]
+    photos = _photos(source)
     imgs = [resize_cubic(p, rescaled_shape(tuple(p.shape[-2:]), (h, w))) for p in photos]
     hm = max(i.shape[1] for i in imgs)
     wm = max(i.shape[2] for i in imgs)
@@ -174,7 +225,8 @@ def _randint(u: Tensor, n: Tensor) -> Tensor:
 
 def frost_crops(rng: SampleRandom, h: int, w: int, device=None) -> Tensor:
     """(B, 3, H, W) float32 in 0..255: each sample's random crop of a rescaled frost image."""
-    stack, sizes = _rescaled(h, w, torch.device(device) if device is not None else torch.device("cpu"))
+    stack, sizes = _rescaled(frost_source(), h, w,
+                             torch.device(device) if device is not None else torch.device("cpu"))
     n = sizes.shape[0]
     idx = _randint(rng.per_sample_uniform().to(stack.device), torch.full_like(sizes[:, 0][:1], n))
     top = _randint(rng.per_sample_uniform().to(stack.device), sizes[idx, 0] - h)
