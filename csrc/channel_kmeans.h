@@ -12,7 +12,9 @@
 //   index (B,) int64 contiguous global sample indices (read only without init), or
 //   undefined: sample b has index b;
 //   assignment (B, C), medoids (B, K), iterations (B,): int64 contiguous outputs (K is
-//   medoids.size(1)); max_iter >= 1, shift_threshold >= 0.
+//   medoids.size(1)); max_iter >= 1, shift_threshold >= 0; reseed_farthest: an empty
+//   group's new medoid is the free channel farthest from its own medoid (else, as the
+//   paper's code, the lowest-index free channel).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -25,13 +27,14 @@ namespace robustops {
 void channel_kmeans_cpu(at::Tensor& assignment, at::Tensor& medoids, at::Tensor& iterations,
                         const at::Tensor& features, const at::Tensor& init,
                         const at::Tensor& index, uint32_t base, int64_t max_iter,
-                        double shift_threshold);
+                        double shift_threshold, bool reseed_farthest);
 
 // A device kernel (channel_kmeans_cpu).
 using ChannelKMeansKernel = void (*)(at::Tensor& assignment, at::Tensor& medoids,
                                      at::Tensor& iterations, const at::Tensor& features,
                                      const at::Tensor& init, const at::Tensor& index,
-                                     uint32_t base, int64_t max_iter, double shift_threshold);
+                                     uint32_t base, int64_t max_iter, double shift_threshold,
+                                     bool reseed_farthest);
 
 // Every argument check of the op, with the messages of robustops/ops/channel_kmeans.py
 // (init's values are read: the op runs on the CPU).
@@ -44,16 +47,16 @@ void check_channel_kmeans_args(const at::Tensor& features, const std::optional<a
 std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_kmeans_run(
     const at::Tensor& features, const std::optional<at::Tensor>& init,
     const std::optional<at::Tensor>& index, int64_t base, int64_t num_groups, int64_t max_iter,
-    double shift_threshold, ChannelKMeansKernel kernel);
+    double shift_threshold, bool reseed_farthest, ChannelKMeansKernel kernel);
 
 // The op's kernel for one dispatch key, over that device's `kernel`.
 template <ChannelKMeansKernel kernel>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_kmeans_op(
     const at::Tensor& features, const std::optional<at::Tensor>& init,
     const std::optional<at::Tensor>& index, int64_t base, int64_t num_groups, int64_t max_iter,
-    double shift_threshold) {
+    double shift_threshold, bool reseed_farthest) {
   return channel_kmeans_run(features, init, index, base, num_groups, max_iter, shift_threshold,
-                            kernel);
+                            reseed_farthest, kernel);
 }
 
 // The checks of an assignment argument, shared by the ops that take channel_kmeans'

@@ -5,9 +5,9 @@
 //   d[c][k]  = sum_i (x_c[i] - x_{M_k}[i])^2                        (km_sq_term)
 //   a[c]     = the first k minimising d[c][k]
 //   mean_k   = mean of the channels with a[c] = k
-//   key_k[c] = sum_i (x_c[i] - mean_k[i])^2 (km_sq_term), or -min_k d[c][k] for an
-//              empty group
-//              (it is re-seeded at the channel farthest from its own centre)
+//   key_k[c] = sum_i (x_c[i] - mean_k[i])^2 (km_sq_term), or for an empty group 0 (the
+//              paper's NaN mean: the first free channel) or, reseed_farthest,
+//              -min_k d[c][k] (the free channel farthest from its own centre)
 //   M_k      = the first channel minimising key_k over the channels not taken by
 //              groups 0..k-1 of this iteration (distinct medoids, as the paper's code)
 //   shift    = sum_k ||x_{M_k,new} - x_{M_k,old}||; stop once shift^2 < threshold.
@@ -16,8 +16,10 @@
 // the batched PyTorch implementation in robustops/ops/channel_kmeans.py (the
 // reference, and the GPU path) restates them with the same operation order, so the
 // two round alike. The distances are computed as the paper's pairwise_distance does
-// (difference, square, sum; not from norms and dot products), so that exact-arithmetic
-// ties (a two-channel group's members and its mean) break the same way.
+// (difference, square, sum; not from norms and dot products), and every sum (distances,
+// means, the shift) runs in the order of torch's CPU sum (csrc/cpu/channel_kmeans.cpp),
+// so that exact-arithmetic ties (a two-channel group's members and its mean) break the
+// same way.
 #pragma once
 #include "common.h"
 

@@ -39,6 +39,10 @@ def random_init(x_nat: Tensor, eps: Union[float, Tensor], norm: Union[str, float
         raise ValueError(f"random_init: empty batch (x_nat has shape {tuple(x_nat.shape)})")
     if not isinstance(seed, int) or not isinstance(restart, int) or restart < 0:
         raise TypeError("random_init: seed must be an int and restart an int >= 0")
+    if x_nat.device.type == "cpu" and not bool(torch.isfinite(x_nat).all()):
+        # As pgd_step (a free read on the CPU): a NaN/Inf image has no eps-ball.
+        raise ValueError("random_init: x_nat contains NaN or Inf; check the images given "
+                         "to the attack")
     norm = normalize_norm(norm)
     batch, nd = x_nat.shape[0], x_nat.ndim
     # pgd_step's checks and messages: eps finite and >= 0 (per-sample values too: read

@@ -110,7 +110,7 @@ void check_channel_kmeans_args(const at::Tensor& features, const std::optional<a
 std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_kmeans_run(
     const at::Tensor& features, const std::optional<at::Tensor>& init,
     const std::optional<at::Tensor>& index, int64_t base, int64_t num_groups, int64_t max_iter,
-    double shift_threshold, ChannelKMeansKernel kernel) {
+    double shift_threshold, bool reseed_farthest, ChannelKMeansKernel kernel) {
   check_channel_kmeans_args(features, init, index, base, num_groups, max_iter, shift_threshold);
   const int64_t B = features.size(0), C = features.size(1);
   const auto opts = features.options().dtype(at::kLong);
@@ -123,7 +123,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_kmeans_run(
   const at::Tensor in = init.has_value() ? init->contiguous() : at::Tensor();
   const at::Tensor idx = index.has_value() ? index->to(at::kLong).contiguous() : at::Tensor();
   kernel(assignment, medoids, iterations, features.contiguous(), in, idx,
-         static_cast<uint32_t>(base), max_iter, shift_threshold);
+         static_cast<uint32_t>(base), max_iter, shift_threshold, reseed_farthest);
   return {assignment, medoids, iterations};
 }
 
@@ -136,7 +136,7 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_kmeans_autograd(
     const at::Tensor& features, const std::optional<at::Tensor>& init,
     const std::optional<at::Tensor>& index, int64_t base, int64_t num_groups, int64_t max_iter,
-    double shift_threshold) {
+    double shift_threshold, bool reseed_farthest) {
   // Devices first: a mixed CPU/meta call would otherwise reach the Meta kernel. (The
   // rest is checked by the device kernel and the fake kernel; sizes may be symbolic here.)
   if (init.has_value()) {
@@ -151,7 +151,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_kmeans_autograd(
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("robustops::channel_kmeans", "")
                        .typed<decltype(channel_kmeans_autograd)>();
-  return op.call(features, init, index, base, num_groups, max_iter, shift_threshold);
+  return op.call(features, init, index, base, num_groups, max_iter, shift_threshold,
+                 reseed_farthest);
 }
 
 }  // namespace
@@ -159,7 +160,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_kmeans_autograd(
 TORCH_LIBRARY_FRAGMENT(robustops, m) {
   m.set_python_module("robustops.ops.channel_kmeans");
   m.def("channel_kmeans(Tensor features, Tensor? init, Tensor? index, int base, int num_groups, "
-        "int max_iter, float shift_threshold) -> (Tensor, Tensor, Tensor)");
+        "int max_iter, float shift_threshold, bool reseed_farthest=False) -> "
+        "(Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(robustops, Autograd, m) {

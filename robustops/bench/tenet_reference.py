@@ -22,6 +22,9 @@ per-sample and per-group Python loops kept, and torch replaced by numpy:
   over the batch.
 
 Slow by design (that is what robustops' batched ops replace); use small inputs in tests.
+numpy sums in its own (pairwise) order, so exact-arithmetic ties on maps of 8 values or
+more can break otherwise than in the paper's torch code; the torch transcription that
+matches it tie for tie is the oracle of tests/ops/test_channel_kmeans_fidelity.py.
 """
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ from typing import Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ..attacks.base import check_labels
 from ..ops.channel_kmeans import channel_kmeans
 from ..ops.group_inhibition_mask import group_inhibition_mask
 from ..ops.group_orthogonality_loss import group_orthogonality_loss
@@ -156,6 +157,7 @@ class GroupInhibition(nn.Module):
                     raise ValueError(f"GroupInhibition: layer {self.layer_name!r} did not run "
                                      "in the model's forward")
                 f = self.features
+                check_labels(logits, y)  # -100 and the like: gather would fail deep inside
                 score = torch.sigmoid(logits.float()).gather(1, y.reshape(-1, 1)).sum()
                 (g,) = torch.autograd.grad(score, f)
         finally:
@@ -204,6 +206,12 @@ class GroupInhibition(nn.Module):
         DDP-wrapped network, so that gradients are synchronised). index: global sample
         indices (or an offset) keying the k-means initialisation.
         """
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"GroupInhibition: x must be a floating tensor of images, got "
+                            f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+        if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.ndim != 1:
+            raise ValueError(f"GroupInhibition: y must be an int64 tensor of labels (B,), got "
+                             f"{(tuple(y.shape), y.dtype) if isinstance(y, Tensor) else type(y).__name__}")
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"GroupInhibition: x has {x.shape[0]} samples, y {y.shape[0]}")
         f, g = self.gradient(x, y)

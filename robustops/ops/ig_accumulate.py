@@ -244,6 +244,8 @@ def path_weights(weights: Union[None, float, Sequence[float], Tensor], steps: in
                          f"a (S,) tensor, got {type(weights).__name__}") from None
     if w.shape[0] != steps:
         raise ValueError(f"ig_accumulate: {w.shape[0]} weights for {steps} path points")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"ig_accumulate: weights must be finite, got {list(weights)!r}")
     return w
 
 

@@ -15,8 +15,9 @@ Launches, per iteration:
      distances never reach memory; writes the assignment and minimum of live samples.
   2. group sums and counts: group_sums_triton of triton/group_inhibition_mask.py (unweighted).
   3. _snap_key_kernel (B, C/BLOCK_C, K/BLOCK_K): squared distance of every channel to every
-     group mean (the sums divided by max(count, 1) as they are loaded), or -minimum
-     distance for an empty group (its re-seed) -> keys (B, K, C).
+     group mean (the sums divided by max(count, 1) as they are loaded), or for an empty
+     group 0 (the first free channel, as the paper's NaN mean) or, reseed_farthest, the
+     -minimum distance (the farthest free channel) -> keys (B, K, C).
   4. _snap_kernel (B,): group by group, the first channel minimising its key among the
      channels not taken by earlier groups; the shift; the state update (medoids,
      iterations, converged flag).
@@ -124,8 +125,8 @@ def _assign_kernel(a_ptr, mind_ptr, x_ptr, xx_ptr, med_ptr, done_ptr, channels, 
 
 @triton.jit
 def _snap_key_kernel(key_ptr, x_ptr, xx_ptr, sum_ptr, cnt_ptr, mind_ptr, done_ptr, channels,
-                     n, groups, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
-                     BLOCK_N: tl.constexpr):
+                     n, groups, FARTHEST: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     k = tl.program_id(2) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -137,7 +138,10 @@ def _snap_key_kernel(key_ptr, x_ptr, xx_ptr, sum_ptr, cnt_ptr, mind_ptr, done_pt
     key = _dots(x_ptr, row * n, cm, sum_ptr, (b * groups + k) * n, km, tl.maximum(cnt, 1.0), n,
                 tl.where(live, n, 0), True, BLOCK_C, BLOCK_K, BLOCK_N)     # km_sq_term sums
     mind = tl.load(mind_ptr + row, mask=cm, other=0.0)
-    key = tl.where(cnt[None, :] > 0, key, -mind[:, None])                  # empty: re-seed
+    if FARTHEST:  # empty group: re-seed at the free channel farthest from its medoid
+        key = tl.where(cnt[None, :] > 0, key, -mind[:, None])
+    else:  # empty group: equal keys, the first free channel (the paper's NaN mean)
+        key = tl.where(cnt[None, :] > 0, key, 0.0)
     tl.store(key_ptr + (b * groups + k)[None, :] * channels + c[:, None], key,
              mask=cm[:, None] & km[None, :] & live)
 
@@ -181,7 +185,8 @@ def _snap_kernel(med_ptr, it_ptr, done_ptr, key_ptr, x_ptr, thr_ptr, channels, n
 
 
 def channel_kmeans_triton(x: torch.Tensor, init: torch.Tensor, max_iter: int,
-                          shift_threshold: float) -> tuple[torch.Tensor, ...]:
+                          shift_threshold: float, reseed_farthest: bool = False
+                          ) -> tuple[torch.Tensor, ...]:
     """k-means of the channels of x (B, C, N) from the medoids init (B, K); see the module doc."""
     b, c, n = x.shape
     k = init.shape[1]
@@ -206,7 +211,8 @@ def channel_kmeans_triton(x: torch.Tensor, init: torch.Tensor, max_iter: int,
                              BLOCK_K=BLOCK_K, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
         group_sums_triton(sums, counts, x, None, assignment, k)
         _snap_key_kernel[grid + (triton.cdiv(k, BLOCK_K),)](
-            keys, x, xx, sums, counts, mind, done, c, n, k, BLOCK_C=BLOCK_C, BLOCK_K=BLOCK_K,
+            keys, x, xx, sums, counts, mind, done, c, n, k, FARTHEST=reseed_farthest,
+            BLOCK_C=BLOCK_C, BLOCK_K=BLOCK_K,
             BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
         _snap_kernel[(b,)](medoids, iterations, done, keys, x, thr, c, n, k, GROUPS=groups,
                            BLOCK_C=BLOCK_C, BLOCK_N=block_ns, num_warps=NUM_WARPS)

@@ -119,9 +119,10 @@ def _duplicate_channels(dtype=torch.float64):
 
 @pytest.mark.parametrize("be", BACKENDS)
 def test_empty_group_is_reseeded(be):
+    # reseed_farthest=True (the default follows the paper: test_channel_kmeans_fidelity.py).
     f, init = _duplicate_channels()
     with _use(be):
-        r = channel_kmeans(f, 3, init=init)
+        r = channel_kmeans(f, 3, init=init, reseed_farthest=True)
     for i in range(2):
         assert len(set(r.medoids[i].tolist())) == 3
     assert not torch.isnan(f).any()
@@ -194,13 +195,13 @@ def test_layouts_and_per_sample_convergence(be):
 # ----------------------------------------------------------------------------- triton
 
 
-def _triton_matches_reference(f, k, init, max_iter):
+def _triton_matches_reference(f, k, init, max_iter, reseed_farthest=False):
     """The triton backend (interpreted on CPU) runs the reference's trajectory exactly."""
     if "triton" not in backend.available():
         pytest.skip("triton not available")
     with backend.use("triton"):
-        r = channel_kmeans(f, k, init=init, max_iter=max_iter)
-    ref = channel_kmeans_reference(f, init, max_iter, 1e-4)
+        r = channel_kmeans(f, k, init=init, max_iter=max_iter, reseed_farthest=reseed_farthest)
+    ref = channel_kmeans_reference(f, init, max_iter, 1e-4, reseed_farthest)
     for got, want in zip(r, ref):
         assert got.dtype == torch.int64
         torch.testing.assert_close(got, want, rtol=0, atol=0)
@@ -236,10 +237,12 @@ def test_triton_ties(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_triton_empty_groups(dtype):
-    # Duplicate dead channels empty a group, which is re-seeded as the reference does.
+    # Duplicate dead channels empty a group, which is re-seeded as the reference does
+    # (both modes).
     f, init = _duplicate_channels(dtype)
-    r = _triton_matches_reference(f, 3, init, 4)
+    r = _triton_matches_reference(f, 3, init, 4, reseed_farthest=True)
     assert len(np.unique(r.assignment[0].numpy())) == 3
+    _triton_matches_reference(f, 3, init, 4)
     # All channels identical: no channel to re-seed at, two groups stay empty.
     r = _triton_matches_reference(torch.ones(2, 8, 2, 2, dtype=dtype), 3,
                                   kmeans_init(2, 8, 3, seed=1), 2)
