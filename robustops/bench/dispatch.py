@@ -52,6 +52,9 @@ EXCLUDED = {
     "robustops.ops.kendall_tau": "one column of rank_metrics: the same kernel call",
     "robustops.ops.spearman_rho": "one column of rank_metrics: the same kernel call",
     "robustops.counter_rng.counter_normal": "the counter_rng row's op with normal=True",
+    "robustops.Normalize": "an nn.Module wrapping a model (a sub and a div), not an op",
+    "robustops.normalized": "builds a Normalize wrapper around a model, not an op",
+    "robustops.autoattack": "an evaluation (thousands of model calls), not an op",
 }
 
 

@@ -106,9 +106,9 @@ def test_cpp_matches_reference_on_images():
         torch.testing.assert_close(got[key], ref[:, j], rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("n", [2, 100, 128, 129, 200])
+@pytest.mark.parametrize("n", [2, 37, 64, 65, 200])
 def test_cpp_short_and_long_rows_match_reference(n):
-    """Rows of <= 128 values take the sort-free pair-count path, longer ones the radix
+    """Rows of <= 64 values take the sort-free pair-count path, longer ones the radix
     sorts: both agree with the reference, ties and signed zeros included."""
     if "cpp" not in backend.available():
         pytest.skip("cpp not available")
