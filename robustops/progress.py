@@ -118,6 +118,13 @@ class LineProgress:
         items = {**(values or {}), **kwargs}
         self.postfix = ", ".join(f"{k} {v}" for k, v in items.items())
 
+    disable = False  # as tqdm's attribute: this report shows something
+
+    def due(self) -> bool:
+        """True when the next update() prints a line: callers whose postfix costs a device
+        sync (robust_accuracy's counts) compute it only then."""
+        return self.clock() - _quiet_since >= self.interval
+
     def update(self, n: int = 1) -> None:
         global _quiet_since
         self.n += n
@@ -159,6 +166,11 @@ class LineProgress:
 
 class _NoProgress(LineProgress):
     """A report that prints nothing (progress turned off) but still iterates."""
+
+    disable = True
+
+    def due(self) -> bool:
+        return False
 
     def update(self, n: int = 1) -> None:
         self.n += n

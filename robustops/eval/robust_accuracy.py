@@ -79,6 +79,17 @@ def robust_accuracy(model: nn.Module, data: Data,
     random starts are keyed by global sample index, and the counts are summed over
     ranks, so every rank returns the numbers one process would (seconds: the slowest
     rank). Without a process group it is a plain single-process evaluation.
+
+    Host syncs (pinned by tests/sync/test_robust_accuracy_syncs.py): the counts are kept
+    on the device and read once at the end. Per batch, each attack makes one sync to
+    select the samples it attacks (`nonzero` of those still standing), plus its own
+    early-exit checks (Attack.robust_mask: floor(steps / check_every) per round of
+    restarts and one at the start of each round but the first; none with
+    early_exit=False); a shown progress bar reads two counts per batch (one sync). So
+    per batch: at most A * (R + R * floor(steps / check_every)) + 1 for A attacks of R
+    rounds, A without early exit (the bar's read only when it is shown: tqdm hides it
+    where the output is not a terminal). `seconds` are measured with CUDA events on a GPU (no
+    sync; read at the end), with the wall clock elsewhere.
     """
     named = _named(attacks)
     rank, world = 0, 1
@@ -91,15 +102,15 @@ def robust_accuracy(model: nn.Module, data: Data,
         device = p.device if p is not None else torch.device("cpu")
     first = next(iter(named.values()))
     uses_eot = all(a.eot_samples > 1 for a in named.values())
-    counts = {name: 0 for name in named}
-    seconds = {name: 0.0 for name in named}
-    seconds["clean"] = 0.0
-    n = clean_correct = worst_correct = 0
+    n = 0
+    # Device counts, read once at the end (no host sync per batch).
+    tally = torch.zeros(2 + len(named), dtype=torch.int64, device=device)  # clean, worst, attacks
+    watch = _Stopwatch(device)
     checked = False
     bar = None
     if progress and rank == 0:
-        from tqdm import tqdm
-        bar = tqdm(desc="robust accuracy", unit="img", total=max_samples, leave=False, disable=None)
+        from ..progress import progress as progress_report
+        bar = progress_report(desc="robust accuracy", unit="img", total=max_samples)
     def check(x, y):
         enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi, uses_eot=uses_eot), checks)
 
@@ -112,43 +123,54 @@ def robust_accuracy(model: nn.Module, data: Data,
         checked = True
     try:
         for offset, x, y in shard_batches(data, batch_size, max_samples, rank=rank, world=world):
+            if not x.is_floating_point() or y.is_floating_point() or y.is_complex() \
+                    or y.dtype == torch.bool:
+                raise TypeError(f"robust_accuracy: images x must be floating and labels y "
+                                f"integers, got x {x.dtype} and y {y.dtype}")
             x, y = x.to(device), y.to(device=device, dtype=torch.int64)
             if not checked:  # the first batch, as in every evaluation
                 check(x, y)
                 checked = True
             index = torch.arange(offset, offset + x.shape[0], device=device)
-            t0 = time.perf_counter()
+            watch.start()
             with torch.no_grad():
                 logits = model(x)
             # Every batch: a -100 label would count as a clean error and never be attacked.
             check_labels(logits, y)
             correct = logits.argmax(1) == y
-            seconds["clean"] += time.perf_counter() - t0
+            watch.stop("clean")
             worst = correct.clone()
+            robust_per_attack = []
             for name, atk in named.items():
+                if isinstance(atk.eps, Tensor):
+                    raise ValueError(f"attack {name!r} has per-sample eps; the evaluator "
+                                     "attacks a dataset, give a float eps")
                 todo = correct if per_attack else worst
                 robust = torch.zeros_like(correct)
-                ids = todo.nonzero()[:, 0]
+                ids = todo.nonzero()[:, 0]  # the attack's one sync of its own per batch
                 if ids.numel():
-                    t0 = time.perf_counter()
-                    if isinstance(atk.eps, Tensor):
-                        raise ValueError(f"attack {name!r} has per-sample eps; the evaluator "
-                                         "attacks a dataset, give a float eps")
+                    watch.start()
                     robust[ids] = atk.robust_mask(x[ids], y[ids], index=index[ids],
                                                   early_exit=early_exit,
                                                   batch_restarts=batch_restarts)
-                    seconds[name] += time.perf_counter() - t0
-                counts[name] += int(robust.sum())
+                    watch.stop(name)
+                robust_per_attack.append(robust)
                 worst &= robust
+            tally += torch.stack([correct, worst, *robust_per_attack]).sum(1)
             n += x.shape[0]
-            clean_correct += int(correct.sum())
-            worst_correct += int(worst.sum())
-            if bar is not None:
+            if bar is not None and not bar.disable:
+                # The bar's one read per batch; off a terminal only when a line is due.
+                if getattr(bar, "due", lambda: True)():
+                    clean_now, worst_now = tally[:2].tolist()
+                    bar.set_postfix(clean=f"{clean_now / n:.3f}", worst=f"{worst_now / n:.3f}")
                 bar.update(x.shape[0])
-                bar.set_postfix(clean=f"{clean_correct / n:.3f}", worst=f"{worst_correct / n:.3f}")
     finally:
         if bar is not None:
             bar.close()
+    totals = tally.tolist()  # the evaluation's final read
+    clean_correct, worst_correct = totals[0], totals[1]
+    counts = dict(zip(named, totals[2:]))
+    seconds = watch.seconds(["clean", *named])
     if world > 1:
         n, clean_correct, worst_correct, counts, seconds = _sum_over_ranks(
             n, clean_correct, worst_correct, counts, seconds, device)
@@ -157,6 +179,41 @@ def robust_accuracy(model: nn.Module, data: Data,
     return RobustAccuracy(n=n, clean=clean_correct / n,
                           per_attack={k: v / n for k, v in counts.items()},
                           worst_case=worst_correct / n, seconds=seconds)
+
+
+class _Stopwatch:
+    """Seconds per name between start() and stop(name): CUDA events on a GPU (recorded
+    on the stream, read in seconds() once all work is done: no sync per interval), the
+    wall clock elsewhere."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.totals: Dict[str, float] = {}
+        self.events: list = []
+        self._start = None
+
+    def start(self) -> None:
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+
+    def stop(self, name: str) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((name, self._start, end))
+        else:
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - self._start
+
+    def seconds(self, names) -> Dict[str, float]:
+        out = {name: self.totals.get(name, 0.0) for name in names}
+        if self.events:
+            self.events[-1][2].synchronize()
+            for name, a, b in self.events:
+                out[name] += a.elapsed_time(b) / 1000.0
+        return out
 
 
 def _sum_over_ranks(n, clean_correct, worst_correct, counts, seconds, device):

@@ -4,6 +4,14 @@ JSONL metrics, progress bars, atomic checkpoints with mid-epoch resume, and DDP.
 The same script runs alone or under `torchrun --nproc_per_node N` (gloo on CPU,
 nccl on GPU): the data are sharded by a DistributedSampler whose shuffle is
 keyed by (seed, epoch), so a resumed run sees the same batches in the same order.
+
+Host syncs (pinned by tests/sync/): a training step reads nothing back from the device,
+so a GPU's launch queue never drains between logging points. The metrics are summed
+on the device, and a non-finite loss is recorded there (the first bad step and its
+loss); both are read in one transfer at the next logging point (every `log_every`
+steps, each checkpoint, each epoch end), which raises FloatingPointError naming the
+step. PyTorch's own syncs remain where a feature needs them: GradScaler (fp16 on CUDA)
+reads its inf flag every step, and the progress bar shows the last logged values.
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from .checkpoint import (CheckpointError, RunFolderInUse, RunFolderLock, atomic_write_text,
                          checkpoint_folders, load_checkpoint, remove_stale_temporaries,
                          save_checkpoint, save_weights)
-from .distributed import all_mean, barrier, init_from_env
+from .distributed import all_mean, all_reduce, barrier, init_from_env
 from .objectives import Objective
 
 # Checkpoints kept on disk: the newest and its predecessor (in case the newest is damaged).
@@ -34,6 +42,9 @@ KEEP_CHECKPOINTS = 2
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
+# Metric sums accumulate on the device in float64 (as the Python floats they replace),
+# except where the device has no float64.
+_SUM_DTYPE = {"mps": torch.float32}
 AUTOCAST = {None: None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
             "fp16": torch.float16, "float16": torch.float16}
 
@@ -90,6 +101,11 @@ def lr_factor(schedule: str, progress: float, warmup: float) -> float:
 class Trainer:
     """Train `model` with `objective` on `train_set` ((x, y) samples, x in [0, 1]).
 
+    train_set: a map-style Dataset of (x, y, ...) or dict samples (image_key / label_key
+    name the dict's fields; common names are found without them), (x, y) tensors, or a
+    DataLoader (its dataset is used: the Trainer draws its own shuffled, sharded and
+    resumable batches of `batch_size`).
+
     Checkpoints (model, optimizer, position, objective state, RNG) go atomically to
     out_dir/checkpoints/step-N/ (safetensors + JSON) every `checkpoint_every` steps and at each epoch end; a
     new Trainer with the same out_dir resumes from it (resume=True): from the newest
@@ -114,7 +130,8 @@ class Trainer:
                  checkpoint_every: int = 200, eval_fn: Optional[Callable[[nn.Module], dict]] = None,
                  eval_every: int = 1, log_every: int = 20, seed: int = 0,
                  device: Union[None, str, torch.device] = None, progress: bool = True,
-                 num_workers: int = 0, drop_last: bool = True, distributed_eval: bool = False):
+                 num_workers: int = 0, drop_last: bool = True, distributed_eval: bool = False,
+                 image_key: Optional[str] = None, label_key: Optional[str] = None):
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be a robustops Objective, got {type(objective).__name__}")
         for name, v in (("batch_size", batch_size), ("epochs", epochs), ("eval_every", eval_every),
@@ -137,6 +154,10 @@ class Trainer:
             raise ValueError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}")
         if not lr > 0 or weight_decay < 0 or (grad_clip is not None and grad_clip <= 0):
             raise ValueError("need lr > 0, weight_decay >= 0 and grad_clip > 0 (or None)")
+        # A DataLoader (its dataset: the Trainer batches, shards and resumes itself),
+        # (x, y) tensors, or dict samples -> a map-style dataset of (x, y, ...) samples.
+        from ..data.batches import sample_dataset
+        train_set = sample_dataset(train_set, image_key=image_key, label_key=label_key)
         if len(train_set) == 0:
             raise ValueError("train_set is empty")
         self.device = torch.device(device) if device is not None else (
@@ -184,9 +205,15 @@ class Trainer:
         if compile:
             self.net = torch.compile(self.net)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        # Metric sums and count since the last log line: checkpointed, so a resumed run
-        # logs the same averages as an uninterrupted one.
+        # Metric sums and count since the last log line (sums on the device, as tensors,
+        # between logging points): checkpointed, so a resumed run logs the same averages
+        # as an uninterrupted one.
         self._window: tuple = ({}, 0)
+        # On the device: the first step whose loss was not finite (-1: none yet) and that
+        # loss; read at the next logging point (no host sync per step).
+        self._first_bad_step: Optional[Tensor] = None
+        self._first_bad_loss: Optional[Tensor] = None
+        self._read_at_step = 0  # global_step of the last read: nothing new to read before it
         self.steps_per_epoch  # fail now, not after set-up, when a batch is larger than the data
         self.history: list = []
         if self.out_dir is not None:
@@ -210,7 +237,8 @@ class Trainer:
         n = len(self.sampler)
         per = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
         if per == 0:
-            raise ValueError(f"batch_size {self.batch_size} exceeds the {n} samples per rank; "
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {n} samples per rank "
+                             f"({len(self.train_set)} samples over {self.world} processes); "
                              "lower it or pass drop_last=False")
         return per
 
@@ -222,12 +250,15 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def _state(self) -> dict:
+    def _state(self, window: Optional[Dict[str, float]] = None) -> dict:
+        """Everything a checkpoint holds; window: the metric sums read as floats (read now
+        when not given)."""
+        window = self._read_window() if window is None else window
         return {"kind": "robustops.Trainer", "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "objective": self.objective.state_dict(),
-                "window": {"sums": dict(self._window[0]), "count": self._window[1]},
+                "window": {"sums": window, "count": self._window[1]},
                 "rng": torch.get_rng_state(), "world": self.world}
 
     def _checkpoint_root(self) -> pathlib.Path:
@@ -275,9 +306,13 @@ class Trainer:
         out_dir/checkpoints/step-N/ (safetensors + JSON); the newest KEEP_CHECKPOINTS
         are kept, so a checkpoint damaged after it was written leaves an older one usable.
         """
+        if self.out_dir is not None:
+            # One read (on every rank: it may all-reduce); a non-finite loss since the last
+            # logging point raises here, so no checkpoint holds its weights.
+            window = self._read_window()
         if self.out_dir is not None and self.rank == 0:
             root = self._checkpoint_root()
-            save_checkpoint(self._state(), root / f"step-{self.global_step:08d}")
+            save_checkpoint(self._state(window), root / f"step-{self.global_step:08d}")
             folders = checkpoint_folders(root)
             # Newer than this one: left by a run that resumed from an older checkpoint
             # (the newer ones were damaged) or started over; this run replaces them.
@@ -411,7 +446,9 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, dtype=torch.int64, non_blocking=True)
 
-    def _train_step(self, x: Tensor, y: Tensor) -> Dict[str, float]:
+    def _train_step(self, x: Tensor, y: Tensor) -> Dict[str, Union[Tensor, float]]:
+        """One optimizer step per replay; the metrics as device tensors (no host sync)
+        and the learning rate as a float."""
         metrics: Dict[str, Tensor] = {}
         for replay in range(self.objective.replays):
             lr = self._set_lr()
@@ -419,10 +456,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 loss, metrics = self.objective.compute(self.net, x, y, replay=replay)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at step {self.global_step}: lower the LR, enable "
-                    "grad_clip, or check the data (the last checkpoint is intact)")
+            self._watch_loss(loss)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)
@@ -436,12 +470,66 @@ class Trainer:
                 self.scaler.update()
             else:
                 self.optimizer.step()
-        out = {"loss": loss.detach()}
-        out.update({k: v.detach() if isinstance(v, Tensor) else torch.tensor(v)
-                    for k, v in metrics.items()})
-        out = {k: float(all_mean(v.float().to(self.device))) for k, v in out.items()}
+        out: Dict[str, Union[Tensor, float]] = {"loss": loss.detach()}
+        out.update({k: v.detach() if isinstance(v, Tensor) else float(v) for k, v in metrics.items()})
         out["lr"] = lr
         return out
+
+    def _watch_loss(self, loss: Tensor) -> None:
+        """Record on the device the first step with a non-finite loss (no host sync)."""
+        if self._first_bad_step is None:
+            self._first_bad_step = torch.full((), -1, dtype=torch.int64, device=loss.device)
+            self._first_bad_loss = torch.zeros((), dtype=torch.float32, device=loss.device)
+        first = (self._first_bad_step < 0) & ~torch.isfinite(loss.detach())
+        self._first_bad_step = torch.where(first, self.global_step, self._first_bad_step)
+        self._first_bad_loss = torch.where(first, loss.detach().float(), self._first_bad_loss)
+
+    def _accumulate(self, metrics: Dict[str, Union[Tensor, float]]) -> None:
+        """Add one step's metrics to the window: tensors on the device, numbers on the host."""
+        sums, count = self._window
+        for k, v in metrics.items():
+            if isinstance(v, Tensor):
+                v = v.to(device=self.device, dtype=_SUM_DTYPE.get(self.device.type, torch.float64))
+            sums[k] = sums.get(k, 0.0) + v
+        self._window = (sums, count + 1)
+
+    def _read_window(self) -> Dict[str, float]:
+        """The window's sums as floats (device sums averaged over ranks), read with the
+        non-finite-loss record in one transfer; FloatingPointError if a step's loss was
+        not finite. The one host sync of a logging point."""
+        sums, _ = self._window
+        names = [k for k, v in sums.items() if isinstance(v, Tensor)]
+        if not names and (self._first_bad_step is None or self._read_at_step == self.global_step):
+            return dict(sums)  # nothing on the device that the last read did not see
+        self._read_at_step = self.global_step
+        dtype = _SUM_DTYPE.get(self.device.type, torch.float64)
+        parts = [all_mean(torch.stack([sums[k] for k in names]))] if names else []
+        if self._first_bad_step is not None:
+            # The earliest bad step over ranks (each rank raises, none waits alone):
+            # max of (-step), with -1 (no bad step) mapped below every real step.
+            first = self._first_bad_step.to(dtype)
+            key = torch.where(first >= 0, -first, torch.full_like(first, -math.inf))
+            parts.append(all_reduce(key.reshape(1), "max"))
+            parts.append(torch.stack([first, self._first_bad_loss.to(dtype)]))
+        values = torch.cat(parts).tolist()
+        out = dict(sums)
+        out.update(zip(names, values[:len(names)]))
+        if self._first_bad_step is not None:
+            key, mine, loss = values[len(names):]
+            if key > -math.inf:
+                step = int(-key)
+                value = loss if mine == step else "not finite (on another rank)"
+                raise FloatingPointError(
+                    f"loss is {value} at step {step} (found at step {self.global_step}, the "
+                    "next logging point; the steps between ran on non-finite values): lower "
+                    "the LR, enable grad_clip, or check the data (the last checkpoint, taken "
+                    "before it, is intact)")
+        return out
+
+    def _window_means(self) -> Dict[str, float]:
+        """Mean of each metric over the window (one host read; raises on a bad loss)."""
+        count = self._window[1]
+        return {k: v / count for k, v in self._read_window().items()}
 
     def fit(self) -> dict:
         """Train to the last epoch (resuming where a checkpoint left off); returns the last metrics."""
@@ -463,36 +551,35 @@ class Trainer:
                                 sampler=_SkipSampler(self.sampler, self.step_in_epoch * self.batch_size),
                                 num_workers=self.num_workers, drop_last=self.drop_last)
             if self.progress and self.rank == 0:
-                from tqdm import tqdm
-                bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch,
-                           desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="step", leave=False, disable=None)
-            sums, count = self._window
+                from ..progress import progress
+                bar = progress(total=self.steps_per_epoch, initial=self.step_in_epoch,
+                               desc=f"train epoch {self.epoch + 1}/{self.epochs}", unit="step")
             for x, y in loader:
                 if self.step_in_epoch >= self.steps_per_epoch:
                     break
                 m = self._train_step(*self._batch(x, y))
+                self._accumulate(m)
                 self.step_in_epoch += 1
                 self.global_step += 1
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in m.items() if k != "lr"})
                 if self.global_step % self.log_every == 0:
-                    self._log({"step": self.global_step, "epoch": self.epoch,
-                               **{k: v / count for k, v in sums.items()},
+                    # A logging point: the one host read since the last one.
+                    last = self._window_means()
+                    self._log({"step": self.global_step, "epoch": self.epoch, **last,
                                "seconds": time.perf_counter() - t_start})
-                    last = {k: v / count for k, v in sums.items()}
-                    sums, count = {}, 0
+                    self._window = ({}, 0)
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in last.items() if k != "lr"})
                 if self.checkpoint_every and self.global_step % self.checkpoint_every == 0:
-                    self._window = (sums, count)
                     self.save()
-            self._window = ({}, 0)
             if bar is not None:
                 bar.close()
-            if count:
-                last = {k: v / count for k, v in sums.items()}
+            if self._window[1]:
+                last = self._window_means()
+            else:
+                self._read_window()  # an epoch end is a logging point: report a bad loss
+            self._window = ({}, 0)
             self.epoch += 1
             self.step_in_epoch = 0
             if self.eval_fn is not None and (self.epoch % self.eval_every == 0

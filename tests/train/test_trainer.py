@@ -198,3 +198,44 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
     assert (tmp_path / "model.safetensors").exists()
+
+
+class _DictSamples(torch.utils.data.Dataset):
+    """(x, y) samples served as dicts with custom keys."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        x, y = self.data[i]
+        return {"pixels": x, "digit": y}
+
+
+def test_dataloader_tensors_and_dict_samples_train_the_same(digits):
+    # A DataLoader gives its dataset (the Trainer batches itself), (x, y) tensors a
+    # TensorDataset, dict samples their named fields: one run, whatever the form.
+    xs = torch.stack([digits[i][0] for i in range(len(digits))])
+    ys = torch.tensor([int(digits[i][1]) for i in range(len(digits))])
+    forms = {"dataset": digits, "loader": torch.utils.data.DataLoader(digits, batch_size=7),
+             "tensors": (xs, ys), "dicts": _DictSamples(digits)}
+    weights = {}
+    for name, data in forms.items():
+        model = _mlp()
+        kw = dict(image_key="pixels", label_key="digit") if name == "dicts" else {}
+        Trainer(model, CrossEntropy(), data, batch_size=64, epochs=1, lr=0.05, progress=False,
+                log_every=5, **kw).fit()
+        weights[name] = [p.detach() for p in model.parameters()]
+    for name in ("loader", "tensors", "dicts"):
+        assert all(torch.equal(a, b) for a, b in zip(weights["dataset"], weights[name])), name
+    with pytest.raises((KeyError, ValueError), match="pixels"):  # the keys found are listed
+        Trainer(_mlp(), CrossEntropy(), _DictSamples(digits), batch_size=64, progress=False,
+                image_key="image_x").fit()
+
+
+def test_batch_size_message_counts_samples_not_batches(digits):
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(digits, range(40)), batch_size=20)
+    with pytest.raises(ValueError, match="exceeds the 40 samples per rank"):
+        Trainer(_mlp(), CrossEntropy(), loader, batch_size=64, progress=False).fit()
