@@ -28,6 +28,8 @@ def load():
             return os.path.join(os.path.dirname(spec.origin), name)
 
         shim.resource_filename = resource_filename
+        # pytest's monkeypatch.syspath_prepend calls this whenever pkg_resources is imported.
+        shim.fixup_namespace_packages = lambda *args, **kwargs: None
         sys.modules["pkg_resources"] = shim
     if not hasattr(np, "float_"):
         np.float_ = np.float64
