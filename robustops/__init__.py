@@ -12,6 +12,7 @@ from .ops.gabor_bank import gabor_bank
 from .ops.part_moments import part_moments
 from .ops.v1_response import v1_response
 from .random_init import random_init
+from .attacks.autoattack import autoattack
 
 __version__ = "0.1.0"
 __all__ = ["backend", "gabor_bank", "pgd_step", "pgd_step_", "pgd_step_reference", "random_init",
@@ -19,3 +20,15 @@ __all__ = ["backend", "gabor_bank", "pgd_step", "pgd_step_", "pgd_step_reference
            "channel_kmeans", "group_inhibition_mask", "group_orthogonality_loss",
            "ig_accumulate", "pixel_softmax_kl", "sign_matched_product", "rank_metrics"]
 __all__ += ["part_moments"]
+__all__ += ["Normalize", "normalized"]
+
+
+def __getattr__(name):
+    # Normalize / normalized on first use: importing robustops.nn pulls in torchvision
+    # (seconds), which `import robustops` should not pay for.
+    if name in ("Normalize", "normalized"):
+        from .nn import normalize
+
+        return getattr(normalize, name)
+    raise AttributeError(f"module 'robustops' has no attribute {name!r}")
+__all__ += ["autoattack"]

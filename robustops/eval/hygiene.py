@@ -84,6 +84,15 @@ def find_problems(model: nn.Module, x: Tensor, y: Tensor, *, lo: float, hi: floa
     return problems
 
 
+def gradient_masking_problems(robust_after) -> List[str]:
+    """AutoAttack's check on the robust accuracy after each attack of a sequential suite
+    ({name: fraction}, run order): Square (black-box) breaking samples the white-box
+    attacks did not means masked gradients (robustops.attacks.autoattack)."""
+    from ..attacks.autoattack import gradient_masking_check
+
+    return gradient_masking_check(robust_after)
+
+
 def enforce(problems: Sequence[str], action: str) -> None:
     """Raise or warn about `problems` as `action` ('raise' | 'warn' | 'off') says."""
     if action not in ACTIONS:

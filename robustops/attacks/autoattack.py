@@ -1,0 +1,239 @@
+"""AutoAttack (Croce & Hein, 2020) on robustops' attacks: the suite, its versions, and the
+gradient-masking check of its authors.
+
+Versions (the reference's, fra31/auto-attack):
+- standard: APGD-CE, APGD-T (9 target classes), FAB-T (9 target classes), Square (5000
+  queries); 100 iterations, 1 restart (per target);
+- plus: APGD-CE and APGD-DLR (5 restarts), FAB (5 restarts), Square, APGD-T, FAB-T;
+- rand: APGD-CE and APGD-DLR with EOT over 20 forward passes, for randomised models.
+
+Each attack runs only on the samples every earlier attack left standing, with early
+exit inside the attack (a sample leaves as soon as an iterate fools the model) and, with
+batch_restarts, all restarts / target classes of an attack in one replicated batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+import warnings
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..counter_rng import sample_index
+from .apgd import APGD
+from .apgd_targeted import APGDTargeted
+from .base import Attack, Eps
+from .fab import FAB
+from .model_state import attack_state
+from .square import Square
+
+VERSIONS = ("standard", "plus", "rand")
+# The reference's check: Square lowering the robust accuracy of the white-box attacks by
+# more than this fraction flags the evaluation as unreliable (gradient masking).
+BLACK_BOX_GAP = 0.002
+
+
+def suite(model: nn.Module, *, eps: Eps, norm: str = "linf", version: str = "standard",
+          n_classes: int = 10, seed: int = 0, lo: float = 0.0, hi: float = 1.0,
+          channels_last: bool = True) -> Dict[str, Attack]:
+    """{name: attack} of an AutoAttack version, in the order they run."""
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
+    common = dict(eps=eps, norm=norm, seed=seed, lo=lo, hi=hi, channels_last=channels_last)
+    targets = min(9, n_classes - 1)
+    if version == "rand":
+        return {"apgd-ce": APGD(model, loss="ce", steps=100, eot_samples=20, **common),
+                "apgd-dlr": APGD(model, loss="dlr", steps=100, eot_samples=20, **common)}
+    apgd_t = APGDTargeted(model, steps=100, n_target_classes=targets, **common) \
+        if n_classes >= 4 else None
+    fab_t = FAB(model, steps=100, n_target_classes=targets, **common)
+    square = Square(model, n_queries=5000, **common)
+    apgd_ce = APGD(model, loss="ce", steps=100, restarts=1 if version == "standard" else 5,
+                   **common)
+    if version == "standard":
+        out = {"apgd-ce": apgd_ce, "apgd-t": apgd_t, "fab-t": fab_t, "square": square}
+    else:
+        out = {"apgd-ce": apgd_ce,
+               "apgd-dlr": APGD(model, loss="dlr", steps=100, restarts=5, **common)
+               if n_classes >= 3 else None,
+               "fab": FAB(model, steps=100, targeted=False, restarts=5, **common),
+               "square": square, "apgd-t": apgd_t, "fab-t": fab_t}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def gradient_masking_check(robust_after: Mapping[str, float],
+                           black_box: Sequence[str] = ("square",),
+                           gap: float = BLACK_BOX_GAP) -> List[str]:
+    """Problems (empty if none) when a black-box attack breaks samples the white-box
+    attacks could not: gradients mislead the white-box attacks (masked or obfuscated),
+    so their robust accuracy is not trustworthy.
+
+    robust_after: robust accuracy (fraction) after each attack of a sequential suite, in
+    run order; gap: the reference's tolerance (0.2 points of accuracy).
+    """
+    white = [v for k, v in robust_after.items() if k not in black_box]
+    if not white:
+        return []
+    problems = []
+    for name in black_box:
+        if name in robust_after and robust_after[name] < min(white) - gap:
+            drop = min(white) - robust_after[name]
+            problems.append(
+                f"the black-box {name} attack lowered the robust accuracy of the white-box "
+                f"attacks by {100 * drop:.2f} points: their gradients are likely masked or "
+                "obfuscated, so this robustness evaluation is unreliable; run Square with more "
+                "queries and restarts, or an adaptive attack")
+    return problems
+
+
+@dataclasses.dataclass
+class AutoAttackResult:
+    """adversarial: (B, ...) the example that fooled the model (the input where robust or
+    misclassified clean); robust: (B,) bool; clean: (B,) bool (correct on the input);
+    robust_after: robust accuracy after each attack (cumulative, in run order); seconds:
+    per attack; gradient_masking: problems found by gradient_masking_check."""
+
+    adversarial: Tensor
+    robust: Tensor
+    clean: Tensor
+    robust_after: Dict[str, float]
+    seconds: Dict[str, float]
+    gradient_masking: List[str]
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float(self.robust.float().mean())
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.clean.float().mean())
+
+    def table(self) -> str:
+        lines = [f"{'attack':<12}{'robust':>10}{'seconds':>10}",
+                 f"{'clean':<12}{100 * self.clean_accuracy:>9.2f}%"]
+        for name, acc in self.robust_after.items():
+            lines.append(f"{name:<12}{100 * acc:>9.2f}%{self.seconds.get(name, 0):>10.1f}")
+        lines += [f"warning: {p}" for p in self.gradient_masking]
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _recording_fooling_points(atk: Attack, found: Tensor, have: Tensor):
+    """While robust_mask runs, copy into found[i] the iterate that fooled sample i (its
+    _step returns the logits of the iterate it started from; the last iterate is kept
+    for samples fooled only by it). have[i] marks the recorded ones."""
+    inner = atk._step
+    last = found.clone()
+
+    def step(state, k):
+        x_old = state["x"].clone()
+        logits = inner(state, k)
+        fooled = logits.argmax(1) != state["y"]
+        owner = state["_owner"]
+        if bool(fooled.any()):
+            found[owner[fooled]] = x_old[fooled].to(found.dtype)
+            have[owner[fooled]] = True
+        if k == atk.steps - 1:
+            last[owner] = state["x"].to(last.dtype)
+        return logits
+
+    atk._step = step
+    try:
+        yield last
+    finally:
+        del atk._step
+
+
+class AutoAttack(Attack):
+    """The AutoAttack suite as one Attack: robust_mask runs the suite (so robust_accuracy
+    and `robustops eval --attack autoattack` take it), run() returns an AutoAttackResult.
+
+    version: 'standard' | 'plus' | 'rand'; n_classes: the model's (sets the number of
+    target classes, min(9, n_classes - 1); None: read from the model's output on the first
+    batch); see Attack for eps, norm, seed, lo, hi.
+    """
+
+    def __init__(self, model, *, eps: Eps = 8 / 255, norm="linf", version: str = "standard",
+                 n_classes: Optional[int] = None, seed: int = 0, lo: float = 0.0,
+                 hi: float = 1.0, channels_last: bool = True, warn: bool = True):
+        super().__init__(model, eps=eps, norm=norm, seed=seed, lo=lo, hi=hi,
+                         channels_last=channels_last,
+                         eot_samples=20 if version == "rand" else None)
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
+        self.version, self.warn = version, bool(warn)
+        self.attacks: Dict[str, Attack] = {}
+        if n_classes is not None:
+            self._build(n_classes)
+
+    def _build(self, n_classes: int) -> None:
+        self.n_classes = n_classes
+        self.attacks = suite(self.model, eps=self.eps, norm=self.norm, version=self.version,
+                             n_classes=n_classes, seed=self.seed, lo=self.lo, hi=self.hi,
+                             channels_last=self.channels_last)
+
+    def run(self, x: Tensor, y: Tensor, *, index: Union[None, int, Tensor] = None,
+            batch_restarts: bool = False) -> AutoAttackResult:
+        """The suite on (x (B, ...) in [lo, hi], y (B,) int64), AutoAttack's order, early exit."""
+        self._check_batch(x, y, None)
+        b = x.shape[0]
+        idx = sample_index(b, index, x.device)
+        with attack_state(self.model, self.model_mode), torch.no_grad():
+            logits = self.model(x)
+        if not self.attacks or logits.shape[1] != self.n_classes:
+            self._build(logits.shape[1])  # n_classes=None: read from the model's output
+        clean = logits.argmax(1) == y
+        robust = clean.clone()
+        adversarial = x.detach().clone()
+        robust_after, seconds = {}, {}
+        for name, atk in self.attacks.items():
+            ids = robust.nonzero()[:, 0]
+            t0 = time.perf_counter()
+            if ids.numel():
+                found = x[ids].detach().clone()
+                have = torch.zeros(ids.numel(), dtype=torch.bool, device=x.device)
+                with _recording_fooling_points(atk, found, have) as last:
+                    mask = atk.robust_mask(x[ids], y[ids], index=idx[ids], early_exit=True,
+                                           batch_restarts=batch_restarts)
+                fooled = ~mask
+                pick = torch.where(have.reshape(-1, *([1] * (x.ndim - 1))), found, last)
+                adversarial[ids[fooled]] = pick[fooled]
+                robust[ids[fooled]] = False
+            seconds[name] = time.perf_counter() - t0
+            robust_after[name] = float(robust.float().mean())
+        problems = gradient_masking_check(robust_after)
+        if problems and self.warn:
+            warnings.warn("autoattack: " + "; ".join(problems), RuntimeWarning, stacklevel=2)
+        return AutoAttackResult(adversarial=adversarial, robust=robust, clean=clean,
+                                robust_after=robust_after, seconds=seconds,
+                                gradient_masking=problems)
+
+    def perturb(self, x: Tensor, y: Tensor, *, target: Optional[Tensor] = None,
+                index: Union[None, int, Tensor] = None, start: Optional[Tensor] = None) -> Tensor:
+        if target is not None or start is not None:
+            raise ValueError("AutoAttack is untargeted and picks its own starts")
+        return self.run(x, y, index=index).adversarial
+
+    def robust_mask(self, x: Tensor, y: Tensor, *, index: Union[None, int, Tensor] = None,
+                    early_exit: bool = True, batch_restarts: bool = False) -> Tensor:
+        """(B,) bool: True where no attack of the suite fooled the model (early exit always)."""
+        return self.run(x, y, index=index, batch_restarts=batch_restarts).robust
+
+
+def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf",
+               eps: float = 8 / 255, version: str = "standard", n_classes: Optional[int] = None,
+               seed: int = 0, lo: float = 0.0, hi: float = 1.0,
+               index: Union[None, int, Tensor] = None, batch_restarts: bool = False,
+               warn: bool = True) -> AutoAttackResult:
+    """AutoAttack on a batch: adversarial examples, the robust mask, per-attack robust
+    accuracy and the gradient-masking check (a RuntimeWarning when it trips, warn=True).
+
+    x: (B, C, H, W) in [lo, hi]; y: (B,) int64; n_classes: read from the model's output
+    when None. See AutoAttack.
+    """
+    return AutoAttack(model, eps=eps, norm=norm, version=version, n_classes=n_classes, seed=seed,
+                      lo=lo, hi=hi, warn=warn).run(x, y, index=index,
+                                                   batch_restarts=batch_restarts)

