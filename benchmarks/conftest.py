@@ -6,6 +6,7 @@ import torch
 
 from robustops import backend
 from robustops.bench.timing import count_dispatched
+from robustops.testing import skip_cuda_tests_without_gpu  # noqa: E402
 
 # The op benchmarks' cases: CPU through the auto backend (the C++ kernels); on a GPU the op
 # library's CUDA kernels and the Triton kernels, one case each (skipped without a GPU).
@@ -15,13 +16,7 @@ DEVICE_BACKENDS = [pytest.param(("cpu", "auto"), id="cpu"),
 
 
 def pytest_collection_modifyitems(config, items):
-    # tests/conftest.py does the same for tests/ (this folder is collected on its own).
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+    skip_cuda_tests_without_gpu(items)  # as tests/conftest.py and benchmarks/conftest.py
 
 
 @pytest.fixture(params=DEVICE_BACKENDS)

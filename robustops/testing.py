@@ -32,3 +32,16 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, msg: str = "") ->
     rtol, atol = tolerance(expected.dtype)
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True,
                                msg=(lambda m: f"{msg}: {m}") if msg else None)
+
+
+def skip_cuda_tests_without_gpu(items) -> None:
+    """pytest_collection_modifyitems body shared by tests/ and benchmarks/: items marked
+    `cuda` are skipped (not deselected) when no CUDA GPU is visible."""
+    if torch.cuda.is_available():
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

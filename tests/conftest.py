@@ -14,6 +14,7 @@ from torch import nn  # noqa: E402
 
 
 from robustops import backend  # noqa: E402
+from robustops.testing import skip_cuda_tests_without_gpu  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -24,12 +25,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+    skip_cuda_tests_without_gpu(items)  # as tests/conftest.py and benchmarks/conftest.py
 
 
 def cpu_kernel_backends():

@@ -283,4 +283,4 @@ def test_eval_recipe_and_robust_accuracy_take_autoattack(mnist_mlp, suite_run):
     (name, atk), = attacks.items()
     assert isinstance(atk, AutoAttack)
     res = robust_accuracy(model, (x[:100], y[:100]), attacks, progress=False)
-    assert res.per_attack[name] == float(suite_run.robust[:100].float().mean())
+    assert res.per_attack[name] == pytest.approx(float(suite_run.robust[:100].double().mean()))

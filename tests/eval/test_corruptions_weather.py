@@ -354,20 +354,6 @@ def test_properties(name):
     assert torch.allclose(y64.float(), corrupt(x, name, 3, seed=1), atol=1e-6)
 
 
-@pytest.fixture
-def fresh_frost(monkeypatch):
-    """frost with empty caches and no source chosen (neither by call nor by environment)."""
-    monkeypatch.delenv(frost_mod.SOURCE_ENV, raising=False)
-    frost_mod.set_frost_source(None)
-    frost_mod._photos.cache_clear()
-    frost_mod._rescaled.cache_clear()
-    yield monkeypatch
-    monkeypatch.undo()
-    frost_mod.set_frost_source(None)
-    frost_mod._photos.cache_clear()
-    frost_mod._rescaled.cache_clear()
-
-
 def test_frost_without_photos_refused_unless_asked(fresh_frost):
     from robustops.eval.corruptions import corruption_sources
 

@@ -276,29 +276,16 @@ class _Constant(torch.nn.Module):
         return torch.zeros(x.shape[0], 2) + self.w
 
 
-@pytest.fixture
-def frost_source(monkeypatch):
-    monkeypatch.delenv(frost_mod.SOURCE_ENV, raising=False)
-    frost_mod.set_frost_source(None)
-    frost_mod._photos.cache_clear()
-    frost_mod._rescaled.cache_clear()
-    yield monkeypatch
-    monkeypatch.undo()
-    frost_mod.set_frost_source(None)
-    frost_mod._photos.cache_clear()
-    frost_mod._rescaled.cache_clear()
-
-
-def test_corruption_accuracy_records_frost_source(tmp_path, frost_source):
+def test_corruption_accuracy_records_frost_source(tmp_path, fresh_frost):
     x, y = torch.rand(4, 3, 16, 16), torch.zeros(4, dtype=torch.long)
     model = _Constant()
-    frost_source.setattr(frost_mod, "_frost_dir", lambda: None)     # imagecorruptions absent
+    fresh_frost.setattr(frost_mod, "_frost_dir", lambda: None)     # imagecorruptions absent
     with pytest.raises(ImportError, match="pip install imagecorruptions"):
         corruption_accuracy(model, (x, y), corruptions=["frost"], progress=False)
     assert model.calls == 0                                         # refused before any work
     assert corruption_accuracy(model, (x, y), corruptions=["contrast"], severities=[1],
                                progress=False).sources == {}
-    frost_source.setenv(frost_mod.SOURCE_ENV, "procedural")
+    fresh_frost.setenv(frost_mod.SOURCE_ENV, "procedural")
     res = corruption_accuracy(model, (x, y), corruptions=["frost"], severities=[1],
                               progress=False)
     assert res.sources == {"frost": "procedural"} and res.accuracy["frost"] == [1.0]
