@@ -16,7 +16,8 @@ DEVICE_BACKENDS = [pytest.param(("cpu", "auto"), id="cpu"),
 
 
 def pytest_collection_modifyitems(config, items):
-    skip_cuda_tests_without_gpu(items)  # as tests/conftest.py and benchmarks/conftest.py
+    # as tests/conftest.py and benchmarks/conftest.py
+    skip_cuda_tests_without_gpu(items, pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
 @pytest.fixture(params=DEVICE_BACKENDS)

@@ -25,7 +25,8 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    skip_cuda_tests_without_gpu(items)  # as tests/conftest.py and benchmarks/conftest.py
+    # as tests/conftest.py and benchmarks/conftest.py
+    skip_cuda_tests_without_gpu(items, pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
 def cpu_kernel_backends():
