@@ -169,6 +169,12 @@ class AutoAttack(Attack):
         if n_classes is not None:
             self._build(n_classes)
 
+    def set_normalization_used(self, mean, std) -> "AutoAttack":
+        super().set_normalization_used(mean, std)
+        if self.attacks:  # already built around the old model
+            self._build(self.n_classes)
+        return self
+
     def _build(self, n_classes: int) -> None:
         self.n_classes = n_classes
         self.attacks = suite(self.model, eps=self.eps, norm=self.norm, version=self.version,

@@ -195,6 +195,16 @@ class Attack:
 
     # ------------------------------------------------------------------ public API
 
+    def set_normalization_used(self, mean, std) -> "Attack":
+        """torchattacks' call for a model that expects inputs normalised per channel:
+        the attack keeps working on [lo, hi] pixels (eps, projections and clamps there) and
+        feeds the model (x - mean) / std. mean, std: one value per channel (or one for all).
+        Calling it again replaces the normalisation. Returns the attack."""
+        from ..nn.normalize import normalized
+        self._unnormalized_model = getattr(self, "_unnormalized_model", self.model)
+        self.model = normalized(self._unnormalized_model, mean, std)
+        return self
+
     def __call__(self, x: Tensor, y: Tensor, *, target: Optional[Tensor] = None,
                  index: Union[None, int, Tensor] = None) -> Tensor:
         return self.perturb(x, y, target=target, index=index)

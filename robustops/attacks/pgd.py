@@ -19,8 +19,9 @@ class PGD(Attack):
     Each step is one forward + backward and one fused `pgd_step_` (no host sync).
     """
 
-    def __init__(self, model, *, eps: Eps = 8 / 255, alpha: Optional[Eps] = None, steps: int = 10,
+    def __init__(self, model, eps: Eps = 8 / 255, alpha: Optional[Eps] = None, steps: int = 10,
                  **kwargs):
+        # eps, alpha, steps also positional, in torchattacks' order: PGD(model, eps, alpha, steps).
         super().__init__(model, eps=eps, **kwargs)
         self.steps = positive_int(steps, "steps")
         self.alpha = None if alpha is None else check_eps(alpha, "alpha")
@@ -54,7 +55,7 @@ class PGD(Attack):
 class FGSM(PGD):
     """Fast gradient sign method: one step of size eps (alpha), no random start by default."""
 
-    def __init__(self, model, *, eps: Eps = 8 / 255, alpha: Optional[Eps] = None,
-                 random_start: bool = False, **kwargs):
+    def __init__(self, model, eps: Eps = 8 / 255, *, alpha: Optional[Eps] = None,
+                 random_start: bool = False, **kwargs):  # FGSM(model, eps), as torchattacks
         super().__init__(model, eps=eps, alpha=eps if alpha is None else alpha, steps=1,
                          random_start=random_start, **kwargs)
