@@ -177,6 +177,24 @@ class Attack:
                 raise ValueError(f"{name} must be an int64 tensor of shape ({x.shape[0]},)")
         if isinstance(self.eps, Tensor) and self.eps.shape[0] != x.shape[0]:
             raise ValueError(f"per-sample eps has {self.eps.shape[0]} entries for a batch of {x.shape[0]}")
+        self._check_box(x)
+
+    def _check_box(self, x: Tensor) -> None:
+        """x within [lo, hi] (normalised data would be clamped into garbage), without a host
+        read: torch._assert_async (on a GPU a device-side assert; on the CPU it raises at
+        once, turned here into the ValueError robust_accuracy's hygiene check gives)."""
+        inside = ((x >= self.lo) & (x <= self.hi)).all()
+        msg = (f"inputs outside [{self.lo}, {self.hi}] (or not finite): the attacks work on "
+               "pixels; normalise inside the model (robustops.normalized(model, mean, std) or "
+               "attack.set_normalization_used(mean, std)), not in the data")
+        if x.device.type != "cpu":
+            torch._assert_async(inside, msg)
+            return
+        try:
+            torch._assert_async(inside, msg)
+        except RuntimeError:
+            raise ValueError(f"inputs span [{x.min().item():.4g}, {x.max().item():.4g}]; "
+                             + msg) from None
 
     def _working_copy(self, x: Tensor) -> Tensor:
         """x detached, in the layout the attack computes in."""

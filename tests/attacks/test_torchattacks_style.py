@@ -69,3 +69,17 @@ def test_autoattack_takes_the_normalisation_into_its_suite():
 def test_bad_normalisation_is_refused():
     with pytest.raises(ValueError):
         PGD(_model(), 8 / 255).set_normalization_used((0.5, 0.5, 0.5), (0.0, 1.0, 1.0))
+
+
+def test_attacks_refuse_normalised_data():
+    # Normalised images (outside [0, 1]) would be clamped into garbage: refused with the
+    # hygiene check's advice; the same model with set_normalization_used takes pixels.
+    model = _model()
+    x, y = _data()
+    xn = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    for attack in (PGD(model, 8 / 255, 2 / 255, 3), FGSM(model, 8 / 255)):
+        with pytest.raises(ValueError, match="normalise inside the model"):
+            attack(xn, y)
+        with pytest.raises(ValueError, match="outside"):
+            attack.robust_mask(torch.full_like(x, float("nan")), y)
+    PGD(model, 8 / 255, 2 / 255, 3).set_normalization_used(MEAN, STD)(x, y)
