@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
+import numpy as np
 import torch
 
 # dtype -> (rtol, atol)
@@ -43,3 +44,21 @@ def skip_cuda_tests_without_gpu(items, skip_marker) -> None:
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip_marker)
+
+
+def vonenet_gabor_kernel(frequency, sigma_x, sigma_y, theta=0, offset=0, ks=61,
+                         dtype=torch.float):
+    """VOneNet's gabor_kernel (dicarlolab/vonenet, vonenet/utils.py), transcribed.
+
+    The one change: the grid's dtype is an argument (VOneNet hard-codes torch.float).
+    """
+    w = ks // 2
+    grid_val = torch.arange(-w, w + 1, dtype=dtype)
+    x, y = torch.meshgrid(grid_val, grid_val, indexing="ij")  # VOneNet's default indexing
+    rotx = x * np.cos(theta) + y * np.sin(theta)
+    roty = -x * np.sin(theta) + y * np.cos(theta)
+    g = torch.zeros(y.shape, dtype=dtype)
+    g[:] = torch.exp(-0.5 * (rotx ** 2 / sigma_x ** 2 + roty ** 2 / sigma_y ** 2))
+    g /= 2 * np.pi * sigma_x * sigma_y
+    g *= torch.cos(2 * np.pi * frequency * rotx + offset)
+    return g

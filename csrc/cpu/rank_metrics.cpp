@@ -246,7 +246,6 @@ RO_CPU_CLONES bool row_metrics_small(const scalar_t* __restrict__ a, const scala
 template <typename scalar_t, typename key_t>
 bool row_metrics(const scalar_t* a, const scalar_t* b, int64_t n, int64_t k, double* topk,
                  double* tau, double* rho, Scratch<key_t>& s) {
-  if (n <= kSmallRow) return row_metrics_small(a, b, n, k, topk, tau, rho);
   double ties_a = 0, ties_b = 0;
   // b first: its sorted keys are needed for b's top-k before a's sort reuses the buffer.
   bool nan = radix_argsort(b, n, s.perm_b, s);
@@ -327,6 +326,14 @@ bool rank_metrics_cpu(at::Tensor& topk, at::Tensor& kendall, at::Tensor& spearma
     const scalar_t* ap = a.const_data_ptr<scalar_t>();
     const scalar_t* bp = b.const_data_ptr<scalar_t>();
     at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      if (n <= kSmallRow) {  // no sorts, so no scratch buffers to size
+        for (int64_t r = begin; r < end; ++r) {
+          if (row_metrics_small(ap + r * n, bp + r * n, n, k, o_topk + r, o_tau + r, o_rho + r)) {
+            any_nan.store(true, std::memory_order_relaxed);
+          }
+        }
+        return;
+      }
       // Rows up to kCachedRow values: buffers kept per thread across calls (a tiny call
       // then allocates nothing here; at most ~1 MiB a thread); longer rows: this task's.
       thread_local Scratch<key_t> cached;

@@ -292,18 +292,21 @@ def _validate(features, num_groups, max_iter, shift_threshold, seed) -> None:
         raise ValueError(f"channel_kmeans: seed must be an int, got {seed!r}")
 
 
+def _check_aux(t, name: str, features: Tensor, shape: tuple, dtypes: tuple, what: str) -> None:
+    """A user-given index tensor: one of `dtypes`, `shape`, on features' device."""
+    if not isinstance(t, Tensor) or t.dtype not in dtypes or tuple(t.shape) != shape:
+        got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"channel_kmeans: {name} must be {what}, got {got}")
+    if t.device != features.device:
+        raise ValueError(f"channel_kmeans: {name} is on {t.device} but features are on "
+                         f"{features.device}")
+
+
 def _check_init_shape(init, features: Tensor, num_groups: int) -> None:
     """A user-given init is a (B, K) int64 tensor on features' device."""
     b = features.shape[0]
-    if not isinstance(init, Tensor) or init.dtype != torch.int64 \
-            or tuple(init.shape) != (b, num_groups):
-        got = (f"{tuple(init.shape)} {init.dtype}" if isinstance(init, Tensor)
-               else type(init).__name__)
-        raise ValueError(f"channel_kmeans: init must be a ({b}, {num_groups}) int64 tensor of "
-                         f"channel indices, got {got}")
-    if init.device != features.device:
-        raise ValueError(f"channel_kmeans: init is on {init.device} but features are on "
-                         f"{features.device}")
+    _check_aux(init, "init", features, (b, num_groups), (torch.int64,),
+               f"a ({b}, {num_groups}) int64 tensor of channel indices")
 
 
 def _check_init(init, features: Tensor, num_groups: int) -> None:
@@ -322,15 +325,8 @@ def _check_init(init, features: Tensor, num_groups: int) -> None:
 
 def _check_index(index, features: Tensor) -> None:
     b = features.shape[0]
-    if not isinstance(index, Tensor) or index.dtype not in (torch.int32, torch.int64) \
-            or tuple(index.shape) != (b,):
-        got = (f"{tuple(index.shape)} {index.dtype}" if isinstance(index, Tensor)
-               else type(index).__name__)
-        raise ValueError(f"channel_kmeans: index must be an integer tensor of shape ({b},), "
-                         f"got {got}")
-    if index.device != features.device:
-        raise ValueError(f"channel_kmeans: index is on {index.device} but features are on "
-                         f"{features.device}")
+    _check_aux(index, "index", features, (b,), (torch.int32, torch.int64),
+               f"an integer tensor of shape ({b},)")
 
 
 # ----------------------------------------------------------------------------- fake kernel

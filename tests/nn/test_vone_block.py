@@ -12,6 +12,7 @@ from robustops.models.gabor_parameters import sample_gabor_parameters
 from robustops.nn import VOneBlock
 from robustops.nn.gabor_conv import GaborConvPlan
 from robustops.nn.vone_block import dense_forward, dense_weights
+from robustops.testing import vonenet_gabor_kernel
 
 SMALL = dict(image_size=64, ksize=13, stride=2, visual_degrees=4.0, simple_channels=24,
              complex_channels=40)
@@ -168,22 +169,6 @@ def test_nan_pixel_gives_nan_output(be, mode):
 
 
 # ----------------------------------------------------------------------------- the original's wiring
-
-
-def vonenet_gabor_kernel(frequency, sigma_x, sigma_y, theta=0, offset=0, ks=61,
-                         dtype=torch.float):
-    """VOneNet's gabor_kernel (dicarlolab/vonenet, vonenet/utils.py), transcribed; the
-    grid's dtype is an argument (float64 here, so only the wiring is compared)."""
-    w = ks // 2
-    grid_val = torch.arange(-w, w + 1, dtype=dtype)
-    x, y = torch.meshgrid(grid_val, grid_val, indexing="ij")
-    rotx = x * np.cos(theta) + y * np.sin(theta)
-    roty = -x * np.sin(theta) + y * np.cos(theta)
-    g = torch.zeros(y.shape, dtype=dtype)
-    g[:] = torch.exp(-0.5 * (rotx ** 2 / sigma_x ** 2 + roty ** 2 / sigma_y ** 2))
-    g /= 2 * np.pi * sigma_x * sigma_y
-    g *= torch.cos(2 * np.pi * frequency * rotx + offset)
-    return g
 
 
 class VOneNetGFB:

@@ -8,27 +8,9 @@ import torch
 from robustops import backend, gabor_bank
 from robustops.models.gabor_parameters import gabor_filter_parameters, sample_gabor_parameters
 from robustops.ops.gabor_bank import _gabor_bank_backward_reference, gabor_bank_reference
-from robustops.testing import assert_close
+from robustops.testing import assert_close, vonenet_gabor_kernel
 
 NAMES = ("frequency", "sigma_x", "sigma_y", "theta", "phase")
-
-
-def vonenet_gabor_kernel(frequency, sigma_x, sigma_y, theta=0, offset=0, ks=61,
-                         dtype=torch.float):
-    """VOneNet's gabor_kernel (dicarlolab/vonenet, vonenet/utils.py), transcribed.
-
-    The one change: the grid's dtype is an argument (VOneNet hard-codes torch.float).
-    """
-    w = ks // 2
-    grid_val = torch.arange(-w, w + 1, dtype=dtype)
-    x, y = torch.meshgrid(grid_val, grid_val, indexing="ij")  # VOneNet's default indexing
-    rotx = x * np.cos(theta) + y * np.sin(theta)
-    roty = -x * np.sin(theta) + y * np.cos(theta)
-    g = torch.zeros(y.shape, dtype=dtype)
-    g[:] = torch.exp(-0.5 * (rotx ** 2 / sigma_x ** 2 + roty ** 2 / sigma_y ** 2))
-    g /= 2 * np.pi * sigma_x * sigma_y
-    g *= torch.cos(2 * np.pi * frequency * rotx + offset)
-    return g
 
 
 def vonenet_params(n, seed=0, dtype=torch.float64, **kw):
