@@ -101,13 +101,17 @@ def _cmd_info(args) -> int:
 # `robustops bench` sections: robustops/bench/<name>.py, each with report(quick) ->
 # (table, records); pgd_step (first) takes shapes and repeats instead.
 BENCH_SECTIONS = ("pgd_step", "corruptions", "vone", "tenet", "part_moments", "attributions",
-                  "attacks", "dispatch", "autoattack")
+                  "attacks", "dispatch", "autoattack", "shared_cpu")
 BENCH_NOTES = {"vone": "baseline: VOneNet's dense formulation (two dense convolutions, eager "
                        "epilogue, torch.randn noise) for VOneBlock rows; three separate "
                        "VOneBlocks for ensembles.",
                "dispatch": "per-call time of each public op on a tiny input against a native "
                            "ATen op through torch.ops (issue 14's goal: <= 1.5x); the public "
-                           "functions left out, and why: EXCLUDED in robustops/bench/dispatch.py."}
+                           "functions left out, and why: EXCLUDED in robustops/bench/dispatch.py.",
+               "shared_cpu": "slowdown = time with one busy background process per core (started "
+                             "and stopped by the bench) / idle time; 'vs eager' divides it by the "
+                             "slowdown of plain eager PyTorch in the same run (issue 16's goal: "
+                             "<= 1.3)."}
 
 
 def _cmd_bench(args) -> int:

@@ -25,6 +25,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..intra_op_threads import intra_op_threads
+
 DeviceLike = Union[str, torch.device, None]
 
 
@@ -187,15 +189,8 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
-@contextlib.contextmanager
-def threads(n: int) -> Iterator[int]:
-    """torch's intra-op thread count set to n inside the block, restored after it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(before)
+# torch's intra-op thread count set to n inside a block, restored after it.
+threads = intra_op_threads
 
 
 def keep_freed_memory() -> bool:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ...counter_rng import sample_index
+from ...intra_op_threads import intra_op_threads, threads_for
 from .base import EXTRA, REGISTRY, SEVERITIES, STANDARD, SampleRandom
 
 # Each corruption lives in its own module named after it; importing registers it.
@@ -64,10 +65,16 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int = 0,
         raise ValueError("empty batch")
     if min(x.shape[-2:]) < 8:
         raise ValueError(f"images must be at least 8x8, got {tuple(x.shape[-2:])}")
-    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise ValueError("x must be finite and in [0, 1] (normalise after corrupting, not before)")
-    rng = SampleRandom(seed, name, severity, sample_index(x.shape[0], index, x.device))
-    out = REGISTRY[name](x.float().contiguous(), severity, rng)
+    # Hundreds of ops on the batch each: threads by the work of one op, so a shared
+    # machine does not stall at every join (robustops/intra_op_threads.py).
+    n_threads = threads_for(x.numel()) if x.device.type == "cpu" else torch.get_num_threads()
+    with intra_op_threads(n_threads):
+        lo, hi = torch.aminmax(x)  # NaN propagates into both, so one test covers it
+        if not (bool(lo >= 0) and bool(hi <= 1)):
+            raise ValueError("x must be finite and in [0, 1] (normalise after corrupting, "
+                             "not before)")
+        rng = SampleRandom(seed, name, severity, sample_index(x.shape[0], index, x.device))
+        out = REGISTRY[name](x.float().contiguous(), severity, rng)
     return out.to(x.dtype)
 
 

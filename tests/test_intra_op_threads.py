@@ -1,0 +1,62 @@
+"""The call-level grain size: corruptions ask for threads by the work of one op, leave
+torch's thread count as they found it, and give the same result whatever it is."""
+import pytest
+import torch
+
+from robustops.eval.corruptions import CORRUPTIONS, corrupt
+from robustops.intra_op_threads import SMALL_OP_GRAIN, intra_op_threads, threads_for
+
+
+def test_threads_for_scales_with_work_and_stays_in_bounds():
+    with intra_op_threads(2):
+        assert threads_for(0) == 1
+        assert threads_for(SMALL_OP_GRAIN - 1) == 1
+        assert threads_for(2 * SMALL_OP_GRAIN) == 2
+        assert threads_for(100 * SMALL_OP_GRAIN) == 2  # never more than torch's count
+    with intra_op_threads(1):
+        assert threads_for(100 * SMALL_OP_GRAIN) == 1
+
+
+def test_intra_op_threads_restores_the_count_even_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with intra_op_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("name", ["glass_blur", "snow", "gaussian_noise"])
+def test_corrupt_runs_small_batches_on_one_thread_and_restores_the_count(name, monkeypatch):
+    from robustops.eval.corruptions import base
+
+    seen = []
+    fn = base.REGISTRY[name]
+    monkeypatch.setitem(base.REGISTRY, name,
+                        lambda x, s, rng: (seen.append(torch.get_num_threads()), fn(x, s, rng))[1])
+    x = torch.rand(4, 3, 16, 16)
+    with intra_op_threads(2):
+        corrupt(x, name, 3, seed=1)
+        assert torch.get_num_threads() == 2
+    assert seen == [1]
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_corruption_results_do_not_depend_on_the_thread_count(name, monkeypatch):
+    # A batch big enough for 2 threads under a grain of 1 element vs the default (1 thread).
+    x = torch.rand(3, 3, 16, 16)
+    one = corrupt(x, name, 4, seed=3)
+    import robustops.eval.corruptions as corruptions
+
+    monkeypatch.setattr(corruptions, "threads_for", lambda n: 2)
+    with intra_op_threads(2):
+        two = corrupt(x, name, 4, seed=3)
+    torch.testing.assert_close(two, one, rtol=0, atol=1e-6)
+
+
+def test_corrupt_refuses_nan_inf_and_out_of_range_in_one_check():
+    for bad in (float("nan"), float("inf"), -float("inf"), 1.5, -0.1):
+        x = torch.rand(2, 3, 8, 8)
+        x[1, 2, 3, 4] = bad
+        with pytest.raises(ValueError, match="finite and in \\[0, 1\\]"):
+            corrupt(x, "contrast", 1)
