@@ -216,9 +216,11 @@ EXTRAS_REQUIRE = {
     "triton": ["triton"],
     # PartImageNet folders: their COCO part masks are decoded by the COCO API.
     "partimagenet": ["pycocotools"],
-    # Peers the tests and benchmarks compare against (tomli: the Python 3.10 path's test).
+    # Peers the tests and benchmarks compare against (tomli: the Python 3.10 path's test;
+    # tensorboard: robustops.train.TensorBoardWriter's test reads its event files back).
     "test": ["pytest", "pytest-benchmark", "hypothesis", "torchattacks", "imagecorruptions",
-             "scikit-image", "scipy", "opencv-python", "captum", "tomli", "pycocotools"],
+             "scikit-image", "scipy", "opencv-python", "captum", "tomli", "pycocotools",
+             "tensorboard"],
 }
 METADATA = dict(
     name="robustops",

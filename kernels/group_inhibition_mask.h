@@ -6,8 +6,9 @@
 //   s_g  = sum_{c in g} w_c                     (group weight)
 //   m_g  = sum_{c in g} w_c F[c]                (an H x W map)
 //   mu_g = mean_hw m_g,  sd_g = sqrt(mean_hw (m_g - mu_g)^2)   (population std)
-//   mask = 1 / (1 + exp((m_g - mu_g) / (sd_g + 1e-8)))  = sigmoid(-z)   if s_g > 0
-//   mask = 1                                                            otherwise
+//   mask = 1 / (1 + exp((m_g - mu_g) / (sd_g + 1e-8)))  = sigmoid(-z)   unless s_g <= 0
+//   mask = 1                                                            if s_g <= 0
+// (a NaN s_g inhibits, as in the paper's code: the mask is NaN, not a silent 1)
 // A flat map (sd_g <= 1024 eps |mu_g|, eps the compute dtype's machine epsilon) has
 // z = 0, so mask 0.5: a constant map's sd is rounding noise of mu_g, and dividing by
 // it would turn that noise into an arbitrary z (0.284 instead of the exact 0.5).
@@ -54,8 +55,16 @@ RO_HOST_DEVICE inline bool gim_flat(T mu, T sd) {
   return sd <= gim_flat_rtol<T>() * ro_abs(mu);
 }
 
-// The mask of one element of group map m (mean mu, std sd), or 1 when the group's
-// weight is not positive; 0.5 (z = 0) when the map is flat.
+// Whether a group of weight s inhibits: the paper's `if weight <= 0: mask = 1`, taken
+// literally, so a NaN weight (a NaN gradient) inhibits and its mask comes out NaN, as in
+// the paper's code, instead of a silent 1.
+template <typename T>
+RO_HOST_DEVICE inline bool gim_inhibits(T s) {
+  return !(s <= T(0));
+}
+
+// The mask of one element of group map m (mean mu, std sd), or 1 when the group does
+// not inhibit (gim_inhibits); 0.5 (z = 0) when the map is flat.
 template <typename T>
 RO_HOST_DEVICE inline T gim_mask_value(T m, T mu, T sd, bool positive) {
   const T z = gim_flat(mu, sd) ? T(0) : (m - mu) / (sd + T(kGimStdEps));

@@ -206,6 +206,7 @@ TRAIN_FLAGS = _DATA_FLAGS + (
     ("--objective", "objective.name"), ("--eps", "objective.eps"), ("--steps", "objective.steps"),
     ("--alpha", "objective.alpha"), ("--beta", "objective.beta"),
     ("--replays", "objective.replays"), ("--layer", "objective.layer"),
+    ("--seg-weight", "objective.seg_weight"), ("--mask-fraction", "data.mask_fraction"),
     ("--epochs", "optim.epochs"),
     ("--batch-size", "optim.batch_size"), ("--optimizer", "optim.optimizer"), ("--lr", "optim.lr"),
     ("--weight-decay", "optim.weight_decay"), ("--schedule", "optim.schedule"),
@@ -213,6 +214,7 @@ TRAIN_FLAGS = _DATA_FLAGS + (
     ("--autocast", "run.autocast"), ("--channels-last", "run.channels_last"),
     ("--compile", "run.compile"), ("--out", "run.out"),
     ("--checkpoint-every", "run.checkpoint_every"), ("--eval-every", "run.eval_every"),
+    ("--tensorboard", "run.tensorboard"),
     ("--norm", "eval.norm"), ("--eval-attack", "eval.attack"), ("--eval-steps", "eval.steps"),
     ("--eval-samples", "eval.samples"))
 EVAL_FLAGS = _DATA_FLAGS + (
@@ -221,6 +223,7 @@ EVAL_FLAGS = _DATA_FLAGS + (
     ("--restarts", "eval.restarts"), ("--samples", "eval.samples"),
     ("--batch-size", "eval.batch_size"), ("--json", "eval.json"),
     ("--stem", "model.stem"), ("--mean", "model.mean"), ("--std", "model.std"),
+    ("--report", "eval.report"), ("--curve-eps", "eval.curve_eps"),
     ("--image-key", "data.image_key"), ("--label-key", "data.label_key"))
 
 
@@ -299,8 +302,8 @@ def _cmd_train(args) -> int:
     import torch
 
     from . import config
-    from .train import Trainer
-    from .train.distributed import shutdown
+    from .train import TensorBoardWriter, Trainer
+    from .distributed import shutdown
 
     cfg = _config(args)
     if args.print_config:
@@ -311,10 +314,13 @@ def _cmd_train(args) -> int:
     if out.exists() and not out.is_dir():
         raise config.ConfigError(f"[run] out: {out} is a file, not a run folder; pick another "
                                  "--out")
+    # Before the data load: a missing tensorboard package fails at once, in one line.
+    callbacks = [TensorBoardWriter(run["tensorboard"])] if run["tensorboard"] else []
     train, meta = config.build_dataset(cfg, "train")
     test, _ = config.build_dataset(cfg, "test")
     torch.manual_seed(run["seed"])
-    model = config.build_model(cfg, meta)
+    # [model] mean/std: the model trains (and is attacked) on [0, 1] pixels through Normalize.
+    model = config.normalized_model(cfg, config.build_model(cfg, meta), meta["in_channels"])
     # The objective checks the model now (TENET's layer), not at its first use.
     objective = config.build_objective(cfg, model, example=train[0][0][None])
     trainer = Trainer(model, objective, train, batch_size=o["batch_size"],
@@ -325,7 +331,7 @@ def _cmd_train(args) -> int:
                       grad_clip=o["grad_clip"], out_dir=run["out"],
                       checkpoint_every=run["checkpoint_every"], eval_fn=_eval_fn(cfg, test),
                       eval_every=run["eval_every"], distributed_eval=True, seed=run["seed"],
-                      device=config.device(cfg), progress=run["progress"])
+                      device=config.device(cfg), progress=run["progress"], callbacks=callbacks)
     if trainer.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_atomic(out / "config.toml", config.dumps(cfg))  # what this run trains with
@@ -338,7 +344,8 @@ def _cmd_train(args) -> int:
     if trainer.rank == 0:
         print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), **metrics}, indent=1))
         print(f"weights: {out}/model.safetensors; metrics: {out}/metrics.jsonl; "
-              f"config: {out}/config.toml")
+              f"config: {out}/config.toml"
+              + (f"; tensorboard: {run['tensorboard']}" if run["tensorboard"] else ""))
     shutdown()
     return 0
 
@@ -384,10 +391,9 @@ def _cmd_eval(args) -> int:
     from . import config
     from .config import ConfigError
     from .eval import robust_accuracy
-    from .nn.normalize import normalized
     from .train import load_weights
     from .train.checkpoint import CheckpointError
-    from .train.distributed import init_from_env, shutdown
+    from .distributed import init_from_env, shutdown
     from .train.foreign_checkpoints import match_names
 
     cfg = _config(args)
@@ -401,10 +407,12 @@ def _cmd_eval(args) -> int:
                           "with --weights (or their run folder with --out)")
     if e["json"]:  # fail now, not after the evaluation
         _check_output_file(e["json"], "[eval] json")
+    if e["report"] and pathlib.Path(e["report"]).is_file():
+        raise ConfigError(f"[eval] report: {e['report']} is a file; name a folder")
     device = config.device(cfg)
     rank, world = init_from_env(device)
     test, meta = config.build_dataset(cfg, "test")
-    norm = config.normalization(cfg, meta["in_channels"])
+    config.normalization(cfg, meta["in_channels"])  # mean/std errors before the model loads
     model = config.build_model(cfg, meta)
     try:
         state = load_weights(weights)  # safetensors, or .pt/.pth read with weights_only=True
@@ -413,11 +421,8 @@ def _cmd_eval(args) -> int:
     state = match_names(model, state)  # DDP / torch.compile / Lightning prefixes
     _check_weights_fit(model, state, weights, cfg)
     model.load_state_dict(state)
-    if norm is not None:  # the model expects normalised inputs: attack it on [0, 1] pixels
-        try:
-            model = normalized(model, *norm)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[model] mean/std: {exc}") from None
+    # A model that expects normalised inputs ([model] mean/std) is attacked on [0, 1] pixels.
+    model = config.normalized_model(cfg, model, meta["in_channels"])
     model.to(device).eval()
     res = robust_accuracy(model, config.eval_data(cfg, test), config.build_attacks(cfg, model),
                           batch_size=e["batch_size"], progress=rank == 0, distributed=True,
@@ -430,8 +435,28 @@ def _cmd_eval(args) -> int:
             _write_atomic(e["json"], json.dumps({"eps": e["eps"], "norm": e["norm"],
                                                  "processes": world, **res.to_dict()},
                                                 indent=1))
+    if e["report"]:
+        _eval_report(cfg, model, test, res, meta, rank)
     shutdown()
     return 0
+
+
+def _eval_report(cfg, model, test, res, meta, rank) -> None:
+    """[eval] report: robust accuracy and the robustness curve, in report.md (rank 0)."""
+    from . import config
+    from .eval.eval_report import write_eval_report
+    from .eval.robustness_curve import robustness_curve
+
+    e = cfg["eval"]
+    curve = robustness_curve(model, config.eval_data(cfg, test),
+                             config.build_curve_attacks(cfg, model), config.curve_eps(cfg),
+                             batch_size=e["batch_size"], max_samples=e["samples"],
+                             checks="off", distributed=True)  # checked by robust_accuracy
+    if rank == 0:
+        what = f"{cfg['model']['name']} on {cfg['data']['dataset']} test"
+        path = write_eval_report(e["report"], res, curve, what=what, eps=e["eps"],
+                                 norm=e["norm"], num_classes=meta.get("num_classes"))
+        print(f"report: {path}")
 
 
 def _cmd_configs(args) -> int:
@@ -463,7 +488,7 @@ def _cmd_quickstart(args) -> int:
     try:
         run(args.out, families=families or None, device=args.device, seed=args.seed,
             settings=TINY if args.size == "tiny" else None, progress=not args.no_progress)
-    except ValueError as err:
+    except (TypeError, ValueError) as err:  # robustops.arguments: wrong type / bad value
         print(f"robustops quickstart: {err}", file=sys.stderr)
         return 2
     print(f"\nreport: {args.out}/report.md")

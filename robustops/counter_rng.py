@@ -10,8 +10,11 @@ numbers come from the fused op robustops::counter_rng (robustops/ops/counter_rng
 """
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 
+from .arguments import require_int
 from .ops.counter_rng import counter_rng
 
 
@@ -19,9 +22,8 @@ def sample_index(batch: int, index, device: torch.device) -> torch.Tensor:
     """Global sample indices (B,) int64: `index` is None (0..B-1), an int offset, or a (B,) tensor."""
     if index is None:
         index = 0
-    if isinstance(index, int):
-        if index < 0:
-            raise ValueError(f"index offset must be >= 0, got {index}")
+    if isinstance(index, Integral):  # a bool too: require_int refuses it
+        index = require_int(index, "index offset", minimum=0)
         return torch.arange(index, index + batch, device=device, dtype=torch.int64)
     if not isinstance(index, torch.Tensor):
         raise TypeError(f"index must be None, an int offset or a (B,) int64 tensor, got {type(index).__name__}")

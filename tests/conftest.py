@@ -83,3 +83,11 @@ def digits_model():
     """(model, x_test (N,1,8,8) in [0,1], y_test) with > 90% clean accuracy."""
     pytest.importorskip("sklearn")
     return _digits_mlp()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """sklearn's digits training split: (x (1, 8, 8) in [0, 1], y) samples (Trainer tests)."""
+    pytest.importorskip("sklearn")
+    from robustops.data import load_sklearn_digits
+    return load_sklearn_digits("train", seed=0)

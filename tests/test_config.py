@@ -8,7 +8,9 @@ import torch
 
 from robustops import cli, config
 from robustops.config import ConfigError
+from robustops.testing import write_part_imagenet_folder
 from robustops.train import Objective
+from robustops.train.objective_registry import OBJECTIVE_ENTRIES
 
 
 # ----------------------------------------------------------------------------- tiny real folders
@@ -49,7 +51,8 @@ def _idx_folder(root):
     return root
 
 
-FOLDERS = {"image_folder": _image_folder, "cifar": _cifar_folder, "idx": _idx_folder}
+FOLDERS = {"image_folder": _image_folder, "cifar": _cifar_folder, "idx": _idx_folder,
+           "part_imagenet": write_part_imagenet_folder}
 
 
 # ----------------------------------------------------------------------------- shipped configs
@@ -78,14 +81,18 @@ def test_shipped_config_parses_and_builds(name, tmp_path):
     overrides = [("run", "out", str(tmp_path / "run"), "test")]
     if dataset in FOLDERS:  # point the example at a tiny folder of the same format
         overrides.append(("data", "root", str(FOLDERS[dataset](tmp_path / "data")), "test"))
-    if dataset == "shapes":  # fewer images, same config otherwise
+    if dataset in ("shapes", "parts"):  # fewer images, same config otherwise
         overrides += [("data", "n_train", 16, "test"), ("data", "n_test", 8, "test")]
     cfg = config.load(name, overrides)
     train, meta = config.build_dataset(cfg, "train")
     test, test_meta = config.build_dataset(cfg, "test")
     assert meta == test_meta and len(train) > 0 and len(test) > 0
-    x, y = train[0]
+    x, y = train[0][:2]
     assert x.shape == (meta["in_channels"], meta["image_size"], meta["image_size"])
+    if OBJECTIVE_ENTRIES[cfg["objective"]["name"]].needs_parts:  # packed [y, mask.flatten()]
+        assert y.shape == (1 + x.shape[-2] * x.shape[-1],)
+        assert int(y[1:].max()) <= meta["num_parts"] and int(y[1:].min()) >= -1
+        y = y[0]
     assert 0 <= int(y) < meta["num_classes"]
     model = config.build_model(cfg, meta).eval()
     with torch.no_grad():

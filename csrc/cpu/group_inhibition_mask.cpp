@@ -109,7 +109,7 @@ void mask_sample(const T* X, const T* G, const int64_t* a, int64_t C, int64_t N,
     T* m = maps.data() + g * N;
     const T mu = row_sum(m, N) / static_cast<T>(N);
     const T sd = gim_std(row_sq_dev(m, mu, N), N);
-    const bool positive = weights[g] > T(0);
+    const bool positive = gim_inhibits(weights[g]);
     for (int64_t i = 0; i < N; ++i) m[i] = gim_mask_value(m[i], mu, sd, positive);
   }
   for (int64_t c = 0; c < C; ++c) {

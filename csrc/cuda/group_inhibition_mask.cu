@@ -116,7 +116,7 @@ __global__ void mask_kernel(T* out, const T* m, const T* mu, const T* sd, const 
     T v = T(1);
     if (gim_valid_label(k, groups)) {
       const int64_t g = b * groups + k;
-      v = gim_mask_value(m[g * n + i], mu[g], sd[g], s[g] > T(0));
+      v = gim_mask_value(m[g * n + i], mu[g], sd[g], gim_inhibits(s[g]));
     }
     out[t] = v;
   }

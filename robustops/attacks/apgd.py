@@ -14,7 +14,6 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from ..ops.pgd_step import pgd_step_
 from ..arguments import positive_int, unit_fraction
 from .base import Attack, Eps, State
 
@@ -38,8 +37,11 @@ class APGD(Attack):
 
     steps: iterations N_iter (>= 1); rho: fraction of increasing steps below
     which a checkpoint halves the step (0.75); momentum: weight alpha of the new
-    direction (0.75). See Attack for eps, norm, restarts, seed, eot_samples.
+    direction (0.75). See Attack for eps, norm, restarts, seed, eot_samples, and lo/hi
+    (which may be per channel).
     """
+
+    per_channel_bounds = True
 
     def __init__(self, model, *, eps: Eps = 8 / 255, steps: int = 100, rho: float = 0.75,
                  momentum: float = 0.75, **kwargs):
@@ -51,8 +53,7 @@ class APGD(Attack):
     def _project_(self, v: Tensor, state: State) -> Tensor:
         # pgd_step with alpha = 0 is a fused projection onto the eps-ball and
         # the box (x_nat stands in for the unused gradient).
-        return pgd_step_(v, state["x_nat"], state["x_nat"], state["eps"], 0.0, norm=self.norm,
-                         lo=self.lo, hi=self.hi)
+        return self._pgd_step_(v, state["x_nat"], state["x_nat"], state["eps"], 0.0)
 
     def _start(self, x0: Tensor, x_nat: Tensor, y: Tensor, target: Optional[Tensor],
                eps: Eps, ids: Optional[Tensor]) -> State:
@@ -94,8 +95,7 @@ class APGD(Attack):
             state["count"] = torch.zeros_like(state["count"])
             state["eta_ckpt"] = state["eta"].clone()
             state["fmax_ckpt"] = state["f_max"].clone()
-        z = pgd_step_(x.clone(), state["x_nat"], g, state["eps"], state["eta"], norm=self.norm,
-                      lo=self.lo, hi=self.hi)
+        z = self._pgd_step_(x.clone(), state["x_nat"], g, state["eps"], state["eta"])
         if k == 0:
             x_next = z
         else:

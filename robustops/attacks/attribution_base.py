@@ -14,7 +14,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..arguments import non_negative, positive_int
+from ..arguments import non_negative, positive_int, require_int
 from ..attributions.integrated_gradients import integrated_gradients
 from ..counter_rng import sample_index
 from ..ops.rank_metrics import kendall_tau
@@ -76,9 +76,7 @@ class AttributionAttack:
         if internal_batch_size is not None:
             positive_int(internal_batch_size, "internal_batch_size")
         self.internal_batch_size = internal_batch_size
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self.seed = seed
+        self.seed = require_int(seed, "seed")
         self.lo, self.hi = float(lo), float(hi)
         if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
             raise ValueError(f"need finite lo < hi, got lo={lo}, hi={hi}")

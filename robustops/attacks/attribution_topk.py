@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..attributions.surrogate import softplus_surrogate
 from ..ops.pgd_step import pgd_step
 from ..random_init import random_init
-from ..arguments import non_negative, positive_int
+from ..arguments import non_negative, positive_int, require_real
 from .attribution_base import AttributionAttack, attribution_map
 
 __all__ = ["TopKAttributionAttack"]
@@ -50,9 +50,7 @@ class TopKAttributionAttack(AttributionAttack):
         self.steps = positive_int(steps, "steps")
         self.restarts = positive_int(restarts, "restarts")
         self.alpha = 2.5 * self.eps / self.steps if alpha is None else non_negative(alpha, "alpha")
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
-            raise ValueError(f"beta must be a number > 0, got {beta!r}")
-        self.beta = float(beta)
+        self.beta = require_real(beta, "beta", low=0, low_open=True)
         self.random_start = bool(random_start)
 
     def _label_kept(self, x: Tensor, y: Tensor) -> Tensor:

@@ -16,16 +16,15 @@ Attack) and records the hits in between on the device.
 """
 from __future__ import annotations
 
-import math
-from numbers import Real
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..arguments import positive_int
+from ..arguments import check_labels, positive_int, require_int, require_real
 from ..counter_rng import sample_index
-from ..ops.pgd_step import normalize_norm
+from ..image_box import Bound, bounds_like, check_bounds, describe_box, outer_box
+from ..ops.pgd_step import normalize_norm, pgd_step_
 from ..random_init import random_init
 from .losses import attack_loss, check_loss_name
 from .model_state import MODES, attack_state, default_eot_samples
@@ -44,37 +43,14 @@ Eps = Union[float, Tensor]
 
 
 def check_eps(eps, name: str = "eps") -> Eps:
-    """A finite float >= 0 or a floating (B,) tensor (values checked when used)."""
+    """A finite float >= 0 or a floating (B,) tensor (values checked when used): a
+    TypeError for another type (a str, None, a bool), a ValueError for nan, inf or < 0."""
     if isinstance(eps, Tensor):
         if not eps.is_floating_point() or eps.ndim != 1:
             raise ValueError(f"{name} as a tensor must be a floating (B,) tensor, got "
                              f"{tuple(eps.shape)} {eps.dtype}")
         return eps
-    if isinstance(eps, bool) or not isinstance(eps, Real) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 (or a (B,) tensor), got {eps!r}")
-    return float(eps)
-
-
-def check_labels(logits: Tensor, y: Tensor, target: Optional[Tensor] = None) -> None:
-    """Refuse labels outside [0, K) for logits (B, K): cross-entropy skips -100 (its
-    ignore_index), so such a sample would never be attacked yet be counted. Called once
-    per attack call: a ValueError on CPU, an asynchronous device assert on a GPU (no host
-    sync)."""
-    k = logits.shape[-1]
-    for name, t in (("y", y), ("target", target)):
-        if t is None:
-            continue
-        what = (f"outside [0, {k}) for a model with {k} classes (-100 is cross-entropy's "
-                "ignore_index): such a sample would never be attacked; drop or relabel it")
-        if t.device.type == "cpu":
-            # Read through numpy: a CPU tensor has no queue to wait for, and SyncCounter
-            # (which counts the calls that would sync on a GPU) need not flag this branch.
-            labels = t.numpy()
-            bad = labels[(labels < 0) | (labels >= k)]
-            if bad.size:
-                raise ValueError(f"{name} holds the label {int(bad[0])}, {what}")
-        else:
-            torch._assert_async(((t >= 0) & (t < k)).all(), f"{name} holds labels {what}")
+    return require_real(eps, name, low=0, what="a finite number >= 0 (or a (B,) tensor)")
 
 
 def compact(state: State, keep: Tensor) -> State:
@@ -86,7 +62,12 @@ class Attack:
     """Base class of the iterative gradient attacks (see module docstring).
 
     model: any nn.Module returning logits (B, K); eps: float or (B,) tensor;
-    norm: 'linf' | 'l2'; loss: 'ce' | 'margin' | 'dlr'; lo, hi: the image box;
+    norm: 'linf' | 'l2'; loss: 'ce' | 'margin' | 'dlr'; lo, hi: the image box, floats
+    or (attacks with per_channel_bounds: PGD, FGSM, APGD) one value per channel, a (C,) or
+    (1, C, 1, 1) tensor, for an attack in a normalised input space ((0 - mean) / std,
+    (1 - mean) / std); mean, std: the model expects inputs normalised so (one value per
+    channel, or one for all): the attack works on [lo, hi] pixels and feeds the model
+    (x - mean) / std (as set_normalization_used);
     model_mode: 'eval' | 'train' | 'as_is' during the attack (restored after);
     eot_samples: gradients averaged over this many forward passes; None (default):
     8 for a model that declares itself stochastic (a submodule with `stochastic =
@@ -101,14 +82,18 @@ class Attack:
     """
 
     steps: int = 1
+    # Whether lo/hi may be per-channel tensors: the attacks whose every clamp goes through
+    # _pgd_step_ / _clamp_box_ say so; the others refuse such bounds with a clear error.
+    per_channel_bounds: bool = False
     # Set by perturb / robust_mask: the next loss_and_grad checks the labels against the
     # model's number of classes (once per call; no host sync per step).
     _labels_unchecked: bool = False
 
     def __init__(self, model: nn.Module, *, eps: Eps = 8 / 255, norm="linf", loss: str = "ce",
-                 random_start: bool = True, restarts: int = 1, lo: float = 0.0, hi: float = 1.0,
+                 random_start: bool = True, restarts: int = 1, lo: Bound = 0.0, hi: Bound = 1.0,
                  model_mode: str = "eval", eot_samples: Optional[int] = None, seed: int = 0,
-                 channels_last: bool = True, check_every: int = DEFAULT_CHECK_EVERY):
+                 channels_last: bool = True, check_every: int = DEFAULT_CHECK_EVERY,
+                 mean=None, std=None):
         if not callable(model):
             raise TypeError(f"model must be an nn.Module returning logits, got {type(model).__name__}")
         self.model = model
@@ -117,18 +102,25 @@ class Attack:
         self.loss = check_loss_name(loss)
         self.random_start = bool(random_start)
         self.restarts = positive_int(restarts, "restarts")
-        self.lo, self.hi = float(lo), float(hi)
-        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
-            raise ValueError(f"need finite lo < hi, got lo={lo}, hi={hi}")
+        name = type(self).__name__
+        self.lo, self.hi = check_bounds(lo, hi, name)
+        if isinstance(self.lo, Tensor) and not self.per_channel_bounds:
+            raise ValueError(f"{name} takes lo/hi as floats, not per channel; attack on [0, 1] "
+                             "pixels with mean=/std= (or robustops.normalized(model, mean, std))")
+        # (device, dtype, ndim) -> lo/hi shaped for such a batch: copied to the device once.
+        self._box_cache: Dict[tuple, tuple] = {}
         if model_mode not in MODES:
             raise ValueError(f"model_mode must be one of {', '.join(MODES)}, got {model_mode!r}")
         self.model_mode = model_mode
         self.eot_samples = positive_int(default_eot_samples(model, eot_samples), "eot_samples")
-        if not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self.seed = seed
+        self.seed = require_int(seed, "seed")
         self.channels_last = bool(channels_last)
         self.check_every = positive_int(check_every, "check_every")
+        if (mean is None) != (std is None):
+            raise ValueError(f"{name}: mean and std go together (the model expects (x - mean) "
+                             "/ std); give both or neither")
+        if mean is not None:
+            self.set_normalization_used(mean, std)
 
     # ------------------------------------------------------------------ subclass hooks
 
@@ -183,10 +175,11 @@ class Attack:
         """x within [lo, hi] (normalised data would be clamped into garbage), without a host
         read: torch._assert_async (on a GPU a device-side assert; on the CPU it raises at
         once, turned here into the ValueError robust_accuracy's hygiene check gives)."""
-        inside = ((x >= self.lo) & (x <= self.hi)).all()
-        msg = (f"inputs outside [{self.lo}, {self.hi}] (or not finite): the attacks work on "
-               "pixels; normalise inside the model (robustops.normalized(model, mean, std) or "
-               "attack.set_normalization_used(mean, std)), not in the data")
+        lo, hi = self._box(x)
+        inside = ((x >= lo) & (x <= hi)).all()
+        msg = (f"inputs outside {describe_box(self.lo, self.hi)} (or not finite): the attacks "
+               "work on pixels; normalise inside the model (robustops.normalized(model, mean, "
+               "std), mean=/std= or attack.set_normalization_used(mean, std)), not in the data")
         if x.device.type != "cpu":
             torch._assert_async(inside, msg)
             return
@@ -195,6 +188,32 @@ class Attack:
         except RuntimeError:
             raise ValueError(f"inputs span [{x.min().item():.4g}, {x.max().item():.4g}]; "
                              + msg) from None
+
+    def _box(self, x: Tensor) -> Tuple[Bound, Bound]:
+        """lo, hi for the batch x: floats, or (1, C, 1, ..., 1) tensors on x's device and
+        dtype (cached: no copy to the device per step)."""
+        if isinstance(self.lo, float):
+            return self.lo, self.hi
+        key = (x.device, x.dtype, x.ndim)
+        if key not in self._box_cache:
+            self._box_cache[key] = bounds_like(self.lo, self.hi, x)
+        return self._box_cache[key]
+
+    def _clamp_box_(self, x: Tensor) -> Tensor:
+        """x clamped into the box in place (per channel where lo/hi are)."""
+        lo, hi = self._box(x)
+        return x.clamp_(lo, hi)
+
+    def _pgd_step_(self, x: Tensor, x_nat: Tensor, grad: Tensor, eps: Eps, alpha: Eps) -> Tensor:
+        """pgd_step_ (in place) in this attack's norm and box. Float bounds: the fused op
+        alone. Per-channel bounds: the op in the range that holds every channel's, then a
+        per-channel clamp; exact, as the op clamps last and elementwise, and clamping into
+        a box after clamping into a larger one is clamping into the box."""
+        if isinstance(self.lo, float):
+            return pgd_step_(x, x_nat, grad, eps, alpha, norm=self.norm, lo=self.lo, hi=self.hi)
+        lo, hi = outer_box(self.lo, self.hi)
+        pgd_step_(x, x_nat, grad, eps, alpha, norm=self.norm, lo=lo, hi=hi)
+        return self._clamp_box_(x)
 
     def _working_copy(self, x: Tensor) -> Tensor:
         """x detached, in the layout the attack computes in."""

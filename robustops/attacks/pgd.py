@@ -1,4 +1,4 @@
-"""PGD (Madry et al.): iterated fused pgd_step from a random start, L-inf or L2."""
+"""PGD (Madry et al.): iterated fused pgd_step from a random start, L-inf or L2; FGSM."""
 from __future__ import annotations
 
 from typing import Optional
@@ -6,7 +6,6 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..ops.pgd_step import pgd_step_
 from ..arguments import positive_int
 from .base import Attack, Eps, State, check_eps
 
@@ -16,8 +15,11 @@ class PGD(Attack):
 
     steps: iterations (>= 1); alpha: step size, float or (B,) tensor, default
     2.5 * eps / steps (Madry et al.'s rule); see Attack for the other arguments.
-    Each step is one forward + backward and one fused `pgd_step_` (no host sync).
+    Each step is one forward + backward and one fused `pgd_step_` (no host sync); lo/hi may
+    be per channel (see Attack).
     """
+
+    per_channel_bounds = True
 
     def __init__(self, model, eps: Eps = 8 / 255, alpha: Optional[Eps] = None, steps: int = 10,
                  **kwargs):
@@ -47,8 +49,7 @@ class PGD(Attack):
 
     def _step(self, state: State, k: int) -> Tensor:
         _, grad, logits = self.loss_and_grad(state["x"], state["y"], state.get("target"))
-        pgd_step_(state["x"], state["x_nat"], grad, state["eps"], state["alpha"], norm=self.norm,
-                  lo=self.lo, hi=self.hi)
+        self._pgd_step_(state["x"], state["x_nat"], grad, state["eps"], state["alpha"])
         return logits
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from ..arguments import require_int
 from .input_x_gradient import input_x_gradient
 from .integrated_gradients import METHODS, integrated_gradients
 from .saliency import saliency
@@ -54,10 +55,10 @@ def _target(cls: str, target: CaptumTarget, x: Tensor) -> Target:
     if isinstance(target, Tensor) and target.ndim == 0:
         return int(target)
     if isinstance(target, list):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
-            raise ValueError(f"{cls}.attribute: a target list must hold one int per sample; "
-                             "targets into outputs of more than two dimensions (tuples) are "
-                             "not supported")
+        for i, t in enumerate(target):
+            require_int(t, f"target[{i}]", where=f"{cls}.attribute",
+                        what="an int (one per sample; targets into outputs of more than two "
+                             "dimensions, tuples, are not supported)")
         return torch.tensor(target, dtype=torch.int64, device=x.device)
     if isinstance(target, tuple):
         raise ValueError(f"{cls}.attribute: tuple targets (into outputs of more than two "

@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..arguments import positive_int, require_int
 from ..ops.ig_accumulate import ig_accumulate
 from .targets import (Output, Target, check_input, check_output, resolve_target,
                       scalar_output)
@@ -37,8 +38,7 @@ METHODS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid
 
 def path_alphas(steps: int, method: str = "riemann_right") -> Tuple[List[float], List[float]]:
     """(alphas, weights) of the S = steps path points: point s is a + alphas[s] (x - a)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    positive_int(steps, "steps")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     m = steps
@@ -62,12 +62,9 @@ def path_alphas(steps: int, method: str = "riemann_right") -> Tuple[List[float],
     return [s / (m - 1) for s in range(m)], weights
 
 
-def _check_internal_batch_size(v) -> Optional[int]:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"internal_batch_size must be None or an int >= 1, got {v!r}")
-    return v
+def _check_internal_batch_size(v, where: Optional[str] = None) -> Optional[int]:
+    return None if v is None else require_int(v, "internal_batch_size", where=where, minimum=1,
+                                              what="None or an int >= 1")
 
 
 def integrated_gradients_multi(model: nn.Module, x: Tensor, targets: Sequence[Target], *,

@@ -16,7 +16,9 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ..arguments import non_negative, positive_int
 from ..counter_rng import counter_normal, sample_index
+from .integrated_gradients import _check_internal_batch_size
 from .targets import (Output, Target, check_input, check_output, leaf_for_grad,
                       resolve_target, scalar_output)
 
@@ -41,19 +43,12 @@ def smoothgrad(model: nn.Module, x: Tensor, target: Target = None, *, samples: i
     """
     check_input("smoothgrad", model, x)
     output = check_output(output)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"smoothgrad: samples must be an int >= 1, got {samples!r}")
-    if isinstance(stdev, bool) or not isinstance(stdev, (int, float)) or not math.isfinite(stdev) \
-            or stdev < 0:
-        raise ValueError(f"smoothgrad: stdev must be a finite number >= 0, got {stdev!r}")
+    positive_int(samples, "samples", where="smoothgrad")
+    non_negative(stdev, "stdev", where="smoothgrad")
     if method not in SMOOTHGRAD_METHODS:
         raise ValueError(f"smoothgrad: method must be one of {', '.join(SMOOTHGRAD_METHODS)}, "
                          f"got {method!r}")
-    if internal_batch_size is not None and (isinstance(internal_batch_size, bool) or
-                                            not isinstance(internal_batch_size, int) or
-                                            internal_batch_size < 1):
-        raise ValueError(f"smoothgrad: internal_batch_size must be None or an int >= 1, got "
-                         f"{internal_batch_size!r}")
+    _check_internal_batch_size(internal_batch_size, "smoothgrad")
     t = resolve_target("smoothgrad", model, x, target)
     b = x.shape[0]
     if b == 0:

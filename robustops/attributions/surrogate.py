@@ -17,6 +17,8 @@ from typing import Iterator, List, Tuple
 
 from torch import nn
 
+from ..arguments import require_real
+
 __all__ = ["softplus_surrogate"]
 
 
@@ -31,8 +33,8 @@ def softplus_surrogate(model: nn.Module, beta: float = 10.0,
     if not isinstance(model, nn.Module):
         raise TypeError(f"softplus_surrogate: model must be an nn.Module, got "
                         f"{type(model).__name__}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
-        raise ValueError(f"softplus_surrogate: beta must be a number > 0, got {beta!r}")
+    require_real(beta, "beta", where="softplus_surrogate", low=0, low_open=True,
+                 what="a number > 0")
     swapped: List[Tuple[nn.Module, str, nn.Module]] = []
     try:
         for parent in list(model.modules()):

@@ -11,11 +11,14 @@ SmoothGrad), so they agree on targets and on the scalar they explain:
 """
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..arguments import require_int, require_tensor
 
 __all__ = ["OUTPUTS", "Output", "Target", "check_output", "check_input", "resolve_target",
            "scalar_output"]
@@ -36,9 +39,9 @@ def check_input(fn: str, model, x) -> None:
     if not callable(model):
         raise TypeError(f"{fn}: model must be a callable (an nn.Module returning (B, K) "
                         f"outputs), got {type(model).__name__}")
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ValueError(f"{fn}: x must be a floating tensor (B, ...), got "
-                         f"{type(x).__name__ if not isinstance(x, Tensor) else x.dtype}")
+    require_tensor(fn, "x", x, "a floating tensor (B, ...)")
+    if not x.is_floating_point():
+        raise ValueError(f"{fn}: x must be a floating tensor (B, ...), got {x.dtype}")
     if x.ndim < 2:
         raise ValueError(f"{fn}: x must be batched (B, ...), got shape {tuple(x.shape)}")
 
@@ -49,15 +52,15 @@ def resolve_target(fn: str, model: nn.Module, x: Tensor, target: Target) -> Tens
     if target is None:
         with torch.no_grad():
             return model(x).argmax(1)
-    if isinstance(target, bool):
-        raise ValueError(f"{fn}: target must be an int, a (B,) int64 tensor or None, got "
-                         f"{target!r}")
-    if isinstance(target, int):
+    what = f"an int, a ({b},) integer tensor or None"
+    if isinstance(target, Integral):  # a bool too: require_int refuses it
+        target = require_int(target, "target", where=fn, what=what)
         return torch.full((b,), target, dtype=torch.int64, device=x.device)
-    if not isinstance(target, Tensor) or target.dtype not in (torch.int64, torch.int32) \
-            or tuple(target.shape) != (b,):
-        got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"{fn}: target must be an int, a ({b},) integer tensor or None, got {got}")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{fn}: target must be {what}, got {type(target).__name__}")
+    if target.dtype not in (torch.int64, torch.int32) or tuple(target.shape) != (b,):
+        raise ValueError(f"{fn}: target must be {what}, got {tuple(target.shape)} "
+                         f"{target.dtype}")
     return target.to(device=x.device, dtype=torch.int64)
 
 

@@ -48,15 +48,15 @@ def busy_background(n: int) -> Iterator[List[subprocess.Popen]]:
 
 def corruption_suite(n: int = 256) -> Callable[[], object]:
     """The 15 corruptions x 5 severities on n smooth 3x32x32 images."""
-    from ..eval.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+    from ..eval.corruptions import SEVERITIES, STANDARD, corrupt
     from .corruptions import smooth_images
 
     x = smooth_images(n)
-    for name in CORRUPTIONS:  # lazy set-up (assets, dispatch) outside the timing
+    for name in STANDARD:  # lazy set-up (assets, dispatch) outside the timing
         corrupt(x[:1], name, 1, seed=0)
 
     def run():
-        for name in CORRUPTIONS:
+        for name in STANDARD:
             for s in SEVERITIES:
                 corrupt(x, name, s, seed=0)
     return run

@@ -14,6 +14,7 @@ from torch import Tensor
 
 # The integer hash of robustops::counter_rng's reference, applied here to the
 # dataset's own keys (plain tensor ops: no custom-op set-up when generating data).
+from ..arguments import positive_int, require_int
 from ..ops.counter_rng import fmix32, mul32
 
 _MASK64 = (1 << 64) - 1
@@ -53,17 +54,13 @@ def generator(*keys: int) -> torch.Generator:
 
 
 def check_int(name: str, value, minimum: int) -> int:
-    """Raise ValueError unless value is an int (not a bool) >= minimum; return it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    """value if it is an int (not a bool) >= minimum: TypeError / ValueError otherwise."""
+    return positive_int(value, name, minimum)
 
 
 def check_seed(seed) -> int:
-    """Raise ValueError unless seed is an int (not a bool); return it."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    return seed
+    """seed if it is an int (not a bool), else a TypeError."""
+    return require_int(seed, "seed")
 
 
 def check_choice(name: str, value, choices: tuple[str, ...]) -> int:

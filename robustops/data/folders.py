@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
+from ..arguments import require_int
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
@@ -48,9 +50,8 @@ class ImageFolderDataset(Dataset):
         root = pathlib.Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist")
-        if image_size is not None and (isinstance(image_size, bool) or
-                                       not isinstance(image_size, int) or image_size < 1):
-            raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+        if image_size is not None:
+            require_int(image_size, "image_size", minimum=1, what="a positive int or None")
         self.classes: List[str] = sorted(p.name for p in root.iterdir() if p.is_dir())
         if not self.classes:
             raise ValueError(f"{root} has no class sub-folders (expected root/<class>/<image>)")

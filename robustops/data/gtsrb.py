@@ -22,6 +22,7 @@ import os
 import pathlib
 from typing import List, Optional, Tuple
 
+from ..arguments import require_real
 from .folders import IMAGE_EXTENSIONS
 from .image_files import FileListDataset, check_image_size, split_indices
 
@@ -119,9 +120,8 @@ def load_gtsrb(root: os.PathLike, split: str = "train", *, image_size: Optional[
     ds = FileListDataset(files, labels, image_size, rois if crop_roi else None, transform)
     if split == "test" or (split == "train" and val_fraction == 0.0):
         return ds
-    if not isinstance(val_fraction, (int, float)) or isinstance(val_fraction, bool) \
-            or not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"split='val' needs val_fraction in (0, 1), got {val_fraction!r}")
+    require_real(val_fraction, "val_fraction", low=0, high=1, low_open=True, high_open=True,
+                 what="a number in (0, 1) for split='val'")
     idx = split_indices(ds.labels, "test" if split == "val" else "train", seed=seed,
                         test_fraction=val_fraction)
     return ds.subset(idx)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from ..arguments import require_real
 from .image_files import split_indices
 
 __all__ = ["read_idx", "load_mnist_idx", "load_fashion_mnist_idx"]
@@ -86,9 +87,8 @@ def load_mnist_idx(root: os.PathLike, split: str = "train", *, val_fraction: flo
     x, y = _load_split(root, "train")
     if val_fraction == 0.0 and split == "train":
         return TensorDataset(x, y)
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
-            or not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"split='val' needs val_fraction in (0, 1), got {val_fraction!r}")
+    require_real(val_fraction, "val_fraction", low=0, high=1, low_open=True, high_open=True,
+                 what="a number in (0, 1) for split='val'")
     idx = split_indices(y, "test" if split == "val" else "train", seed=seed,
                         test_fraction=val_fraction)
     return TensorDataset(x[idx], y[idx])

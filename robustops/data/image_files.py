@@ -15,16 +15,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..arguments import require_int, require_real
 from .folders import read_image
 
 __all__ = ["FileListDataset", "check_image_size", "split_indices"]
 
 
 def check_image_size(image_size) -> Optional[int]:
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
-                                   or image_size < 1):
-        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
-    return image_size
+    """image_size if it is None or an int >= 1: TypeError for another type, ValueError < 1."""
+    return None if image_size is None else require_int(image_size, "image_size", minimum=1,
+                                                       what="a positive int or None")
 
 
 def split_indices(labels: Tensor, split: str, *, seed: int, test_fraction: float,
@@ -45,9 +45,7 @@ def split_indices(labels: Tensor, split: str, *, seed: int, test_fraction: float
     rest, test = stratified_split(labels, test_fraction, seed)
     if split == "test":
         return test
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
-            or not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+    require_real(val_fraction, "val_fraction", low=0, high=1, high_open=True)
     if val_fraction == 0.0:
         if split == "val":
             raise ValueError("split='val' needs val_fraction > 0")

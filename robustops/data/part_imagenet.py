@@ -20,7 +20,7 @@ The JSON is COCO-style:
   pycocotools trusts them (an RLE whose counts exceed the image overruns its buffer).
 
 Samples are (x (3, H, W) float32 in [0, 1], y () int64, mask (H, W) int64) with the
-has-mask convention of robustops.train.objectives.part_loss: 0 = background, k = the
+has-mask convention of robustops.data.part_targets: 0 = background, k = the
 k-th part category (categories sorted by id, 1-based), later annotations drawn over
 earlier ones. Classes are the supercategories in order of first appearance (categories
 sorted by id); an image's label is the supercategory of its parts. An image without any
@@ -43,8 +43,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..train.objectives.part_loss import NO_MASK, pack_part_targets
+from .part_targets import NO_MASK, pack_part_targets
 from .folders import read_image
+from .image_files import check_image_size
 
 __all__ = ["PartImageNetDataset", "load_part_annotations", "rasterize_segmentation",
            "decode_rle"]
@@ -314,9 +315,7 @@ class PartImageNetDataset(Dataset):
         root = pathlib.Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"PartImageNet root {root} does not exist")
-        if image_size is not None and (isinstance(image_size, bool) or
-                                       not isinstance(image_size, int) or image_size < 1):
-            raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
+        check_image_size(image_size)
         ann_path = pathlib.Path(annotation_file) if annotation_file is not None else _find(
             root, [root / "annotations" / f"{split}.json",
                    root / "annotations" / split / f"{split}.json"],

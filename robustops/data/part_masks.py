@@ -1,6 +1,6 @@
 """Images with part masks for semi-supervised part-model training: (x, y, mask) samples.
 
-The has-mask convention (robustops.train.objectives.part_loss): a mask is (H, W) int64,
+The has-mask convention (robustops.data.part_targets): a mask is (H, W) int64,
 0 = background, 1..K = parts, -1 = unlabelled; an image WITHOUT a mask has -1
 everywhere. ``PartSegmentationDataset`` wraps images, labels and masks (e.g. a
 ``PartsDataset`` via ``from_parts``), keeps the masks of a seeded fraction of the images
@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..train.objectives.part_loss import NO_MASK, pack_part_targets
+from ..arguments import require_real
+from .part_targets import NO_MASK, pack_part_targets
 
 __all__ = ["PartSegmentationDataset"]
 
@@ -45,11 +46,9 @@ class PartSegmentationDataset(Dataset):
         if masks.dtype != torch.int64:
             raise ValueError(f"masks must be int64 (-1 unlabelled, 0 background, 1..K), got "
                              f"{masks.dtype}")
-        if isinstance(mask_fraction, bool) or not isinstance(mask_fraction, (int, float)) \
-                or not 0.0 <= float(mask_fraction) <= 1.0:
-            raise ValueError(f"mask_fraction must be a number in [0, 1], got {mask_fraction!r}")
         self.images, self.labels, self.masks = images, labels, masks
-        self.mask_fraction, self.seed, self.packed = float(mask_fraction), seed, bool(packed)
+        self.mask_fraction = require_real(mask_fraction, "mask_fraction", low=0, high=1)
+        self.seed, self.packed = seed, bool(packed)
         keep = round(self.mask_fraction * n)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         self.has_mask = torch.zeros(n, dtype=torch.bool)

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..arguments import require_bool, require_real
 from . import _render as R
 from .shapes import TEXTURE_NAMES, _texture
 
@@ -221,11 +222,8 @@ def make_parts(n: int, *, split: str = "train", image_size: int = 64, seed: int 
     split_id = R.check_choice("split", split, R.SPLITS)
     R.check_int("image_size", image_size, 32)
     R.check_seed(seed)
-    if isinstance(spurious, bool) or not isinstance(spurious, (int, float)) \
-            or not 0.0 <= float(spurious) <= 1.0:  # NaN fails both comparisons
-        raise ValueError(f"spurious must be a number in [0, 1], got {spurious!r}")
-    if not isinstance(mismatch, bool):
-        raise ValueError(f"mismatch must be a bool, got {mismatch!r}")
+    require_real(spurious, "spurious", low=0, high=1)
+    require_bool(mismatch, "mismatch")
 
     keys = (R.TAG_PARTS, seed, split_id)
     p = _draw_params(n, keys, float(spurious), mismatch)

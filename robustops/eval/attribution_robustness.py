@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
+from ..arguments import positive_int
 from ..attacks.attribution_base import AttributionAttack
 from ..attacks.base import Attack
 from ..attacks.model_state import attack_state
@@ -84,8 +85,7 @@ def attribution_robustness(model: nn.Module, data: Data, attack: AttributionAtta
         raise TypeError(f"attack must be an AttributionAttack, got {type(attack).__name__}")
     if attack.model is not model:
         raise ValueError("attack.model must be the evaluated model")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    k = positive_int(k, "k")
     n = correct = robust = 0
     topk: List[Tensor] = []
     tau: List[Tensor] = []

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Optional, Tuple, Union
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..arguments import positive_int
 from ..data.batches import batch_images_labels, check_data, num_samples, take
 
 Data = Union[Iterable[Any], Tuple[Tensor, Tensor], Dataset]
@@ -31,8 +32,7 @@ def shard_batches(data: Data, batch_size: int, max_samples: Optional[int] = None
     Dict samples or batches are read at image_key / label_key (None: the usual names,
     see robustops.data.batches).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = positive_int(batch_size, "batch_size")
     if not 0 <= rank < world:
         raise ValueError(f"need 0 <= rank < world, got rank {rank} of {world}")
     check_data(data)

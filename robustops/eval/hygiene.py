@@ -13,7 +13,8 @@ from typing import List, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..attacks.base import check_labels
+from ..arguments import check_labels
+from ..image_box import bounds_like, check_bounds, describe_box
 
 ACTIONS = ("raise", "warn", "off")
 
@@ -28,10 +29,13 @@ def _same_outputs(a: Tensor, b: Tensor) -> bool:
     return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
-def find_problems(model: nn.Module, x: Tensor, y: Tensor, *, lo: float, hi: float,
+def find_problems(model: nn.Module, x: Tensor, y: Tensor, *, lo, hi,
                   uses_eot: bool) -> List[str]:
     """Human-readable problems of evaluating `model` on the batch (x, y); empty if none."""
     problems = []
+    # lo, hi: numbers, or an attack's per-channel values (robustops.image_box).
+    lo, hi = check_bounds(lo, hi, "find_problems", strict=False)
+    box = bounds_like(lo, hi, x)
     finite = bool(torch.isfinite(x).all())
     if not finite:
         nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
@@ -39,9 +43,10 @@ def find_problems(model: nn.Module, x: Tensor, y: Tensor, *, lo: float, hi: floa
                             if w)
         problems.append(f"inputs contain {what} (of {x.numel()} values); check the data "
                         "pipeline")
-    elif x.min() < lo or x.max() > hi:
+    elif not bool(((x >= box[0]) & (x <= box[1])).all()):
         problems.append(f"inputs span [{x.min().item():.4g}, {x.max().item():.4g}] but the attacks "
-                        f"assume [{lo}, {hi}]; normalise inside the model, not in the data")
+                        f"assume {describe_box(lo, hi)}; normalise inside the model, not in the "
+                        "data")
     training = [name or "<model>" for name, m in model.named_modules() if m.training]
     if training:
         problems.append(f"model is in train mode ({', '.join(training[:3])}"

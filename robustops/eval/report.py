@@ -3,7 +3,8 @@
 `Report(folder)` collects headings, text, tables and figures and writes
 folder/report.md (atomically) with the PNGs beside it. The plot helpers draw
 the standard figures: accuracy per corruption and severity, bars per model,
-grids of example images (corrupted images, attribution maps).
+accuracy against eps (the robustness curve), grids of example images (corrupted
+images, attribution maps).
 
 Conventions, so that every report reads the same way:
 
@@ -30,10 +31,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from torch import Tensor
 
+from ..arguments import require_int
+
 FLOAT_DIGITS = 3
 CHANCE_Z = 2.0
 TITLE_WIDTH = 60  # characters per title line
 SampleSize = Union[int, str, Mapping[str, int]]
+SAMPLE_SIZE = "an int >= 0, a str or a mapping of str to int"  # format_n's n, for errors
 
 
 def _plt():
@@ -52,15 +56,13 @@ def format_value(v) -> str:
 
 def format_n(n: SampleSize) -> str:
     """'n = 400' for an int, 'n: clean 400, corruptions 96' for a mapping, a str as is."""
-    if isinstance(n, bool):
-        raise TypeError("n must be an int, a str or a mapping of str to int, got bool")
-    if isinstance(n, int):
-        return f"n = {n}"
+    if isinstance(n, int):  # a bool too: require_int refuses it
+        return f"n = {require_int(n, 'n', minimum=0, what=SAMPLE_SIZE)}"
     if isinstance(n, str):
         return n
     if isinstance(n, Mapping):
         return "n: " + ", ".join(f"{k} {v}" for k, v in n.items())
-    raise TypeError(f"n must be an int, a str or a mapping of str to int, got {type(n).__name__}")
+    raise TypeError(f"n must be {SAMPLE_SIZE}, got {type(n).__name__}")
 
 
 def chance_margin(n: int, num_classes: int, z: float = CHANCE_Z) -> float:
@@ -327,6 +329,41 @@ def corruption_section(report: Report, results: Dict[str, "CorruptionAccuracy"],
 def _corruption_n(results) -> SampleSize:
     sizes = sorted({r.n for r in results.values()})
     return sizes[0] if len(sizes) == 1 else "n = " + ", ".join(map(str, sizes))
+
+
+def plot_robustness_curve(curve: "RobustnessCurve", title: str,  # noqa: F821
+                          chance: Optional[float] = None):
+    """Accuracy (%) against eps, a line per attack (and the worst case), from
+    robustness_curve; the clean accuracy as a dotted line, the chance level dashed, n in
+    the title."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    for name, acc in curve.accuracy.items():
+        ax.plot(curve.eps, [100 * a for a in acc], marker="o", ms=4, label=name,
+                lw=2 if name == "worst case" else 1.2)
+    ax.axhline(100 * curve.clean, ls=":", lw=1, color="gray",
+               label=f"clean {_pct(curve.clean)}")
+    _chance_line(ax, chance, True)
+    ax.set_xlabel(f"eps ({curve.norm})")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(_titled(title, curve.n), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def robustness_curve_section(report: Report, curve: "RobustnessCurve",  # noqa: F821
+                             chance: Optional[float] = None, what: str = "") -> Report:
+    """The robustness curve: a table (eps, accuracy % per attack, n) and its plot.
+    what: names the model and data in the plot's title."""
+    report.heading("Robustness curve: accuracy against eps")
+    report.table(["eps", *(f"{name} accuracy" for name in curve.accuracy), "n"], curve.rows(),
+                 n=curve.n)
+    title = "Accuracy against eps" + (f", {what}" if what else "")
+    return report.figure(plot_robustness_curve(curve, title, chance), "robustness_curve",
+                         f"accuracy (%) against eps ({curve.norm}), n = {curve.n}")
 
 
 def plot_image_grid(images: Tensor, titles: Optional[Sequence[str]] = None, cols: int = 8,

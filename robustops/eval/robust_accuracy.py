@@ -8,7 +8,8 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..attacks.base import Attack, check_labels
+from ..arguments import check_labels
+from ..attacks.base import Attack
 from .dataset_batches import Data, shard_batches
 from .hygiene import enforce, find_problems
 
@@ -55,6 +56,22 @@ def _named(attacks) -> Dict[str, Attack]:
     return named
 
 
+def evaluation_setup(model, named: Dict[str, "Attack"], distributed: bool, device):
+    """(rank, world, device, first attack, uses_eot) of an evaluation over `named` attacks:
+    the process's shard (rank 0 of 1 unless distributed), the device (the model's when
+    None), the attack whose box the hygiene check uses, and whether every attack is EOT."""
+    rank, world = 0, 1
+    if distributed:
+        from ..distributed import rank_world
+
+        rank, world = rank_world()
+    if device is None:
+        p = next(iter(model.parameters()), None)
+        device = p.device if p is not None else torch.device("cpu")
+    first = next(iter(named.values()))
+    return rank, world, device, first, all(a.eot_samples > 1 for a in named.values())
+
+
 def robust_accuracy(model: nn.Module, data: Data,
                     attacks: Union[Sequence[Attack], Mapping[str, Attack]], *,
                     early_exit: bool = True, batch_restarts: bool = False,
@@ -92,16 +109,7 @@ def robust_accuracy(model: nn.Module, data: Data,
     sync; read at the end), with the wall clock elsewhere.
     """
     named = _named(attacks)
-    rank, world = 0, 1
-    if distributed:
-        from ..train.distributed import rank_world
-
-        rank, world = rank_world()
-    if device is None:
-        p = next(iter(model.parameters()), None)
-        device = p.device if p is not None else torch.device("cpu")
-    first = next(iter(named.values()))
-    uses_eot = all(a.eot_samples > 1 for a in named.values())
+    rank, world, device, first, uses_eot = evaluation_setup(model, named, distributed, device)
     n = 0
     # Device counts, read once at the end (no host sync per batch).
     tally = torch.zeros(2 + len(named), dtype=torch.int64, device=device)  # clean, worst, attacks
@@ -218,7 +226,7 @@ class _Stopwatch:
 
 def _sum_over_ranks(n, clean_correct, worst_correct, counts, seconds, device):
     """The counts summed over ranks, the seconds of the slowest rank (every rank gets them)."""
-    from ..train.distributed import all_reduce
+    from ..distributed import all_reduce
 
     totals = all_reduce(torch.tensor([n, clean_correct, worst_correct, *counts.values()],
                                      dtype=torch.int64, device=device)).tolist()

@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..arguments import positive_int
+from ..arguments import positive_int, require_bool
 from ..ops.part_moments import part_moments
 
 __all__ = ["PartHead", "DownsampledHead", "BBoxHead", "WeightedBBoxHead", "TwoHead",
@@ -106,9 +106,7 @@ class BBoxHead(PartHead):
 
     def __init__(self, num_parts: int, num_classes: int, background: bool = True):
         super().__init__(num_parts, num_classes)
-        if not isinstance(background, bool):
-            raise ValueError(f"background must be a bool, got {background!r}")
-        self.background = background
+        self.background = require_bool(background, "background")
         d = 5 * (num_parts + int(background))
         self.net = nn.Sequential(
             nn.Flatten(), nn.BatchNorm1d(d), nn.Linear(d, HIDDEN), nn.ReLU(inplace=True),

@@ -25,6 +25,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from ..arguments import require_int, require_real
 from .small_cnn import _require_positive
 
 __all__ = ["ResNeXt29", "resnext29", "RESNEXT29_CONFIGS", "TENET_LAYER"]
@@ -82,13 +83,14 @@ class ResNeXt29(nn.Module):
         super().__init__()
         _require_positive(num_classes=num_classes, in_channels=in_channels,
                           cardinality=cardinality, base_width=base_width, stem_width=stem_width)
+        require_real(widen_factor, "widen_factor",
+                     what="a number that makes 64 * widen_factor a positive integer")
         width = 64 * widen_factor
-        if isinstance(widen_factor, bool) or not isinstance(widen_factor, (int, float)) \
-                or width < 1 or width != int(width):
+        if width < 1 or width != int(width):
             raise ValueError(f"widen_factor must make 64 * widen_factor a positive integer "
                              f"(e.g. 4, 1, 0.25), got {widen_factor!r}")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 11 \
-                or (depth - 2) % 9:
+        require_int(depth, "depth", what="9 * n + 2 with n >= 1 (29 for ResNeXt-29)")
+        if depth < 11 or (depth - 2) % 9:
             raise ValueError(f"depth must be 9 * n + 2 with n >= 1 (29 for ResNeXt-29), "
                              f"got {depth!r}")
         blocks = (depth - 2) // 9

@@ -12,15 +12,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..arguments import require_int
+
 # Below this side length the two (unpadded conv, conv, pool) blocks leave no pixels.
 MIN_IMAGE_SIZE = 16
 
 
 def _require_positive(**values: int) -> None:
-    """Raise ValueError naming the first argument that is not an integer >= 1."""
+    """Raise a TypeError (not an int) or ValueError (< 1) naming the first bad argument."""
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        require_int(value, name, minimum=1, what="an integer >= 1")
 
 
 def _feature_side(image_size: int) -> int:

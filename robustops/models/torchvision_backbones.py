@@ -9,12 +9,12 @@ machine here can download weights) and optionally adapts its input stem:
   convolution becomes 3x3 stride 1, and the early downsampling that would shrink
   such images to a few pixels is removed (the CIFAR variants of these networks).
 
-``build_model`` picks a family by name (``MODEL_NAMES``), SmallCNN included.
+``robustops.models.registry`` names them (``build_model``, ``MODEL_NAMES``).
 All models map x: (B, C, H, W) float in [0, 1] to (B, num_classes) logits.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 from torch import nn
 from torchvision import models as tvm
@@ -107,41 +107,3 @@ def resnet50(num_classes: int = 1000, small_input: bool = False, in_channels: in
              **kwargs: Any) -> tvm.ResNet:
     """Untrained ResNet-50; same options as ``resnet18``."""
     return _resnet(tvm.resnet50, num_classes, small_input, in_channels, **kwargs)
-
-
-def _small_cnn(num_classes: int = 10, small_input: bool = True, in_channels: int = 1,
-               **kwargs: Any) -> SmallCNN:
-    """SmallCNN for the registry: it is a small-image model whatever ``small_input`` says.
-
-    ``image_size`` defaults to 28 for one channel (MNIST) and 32 otherwise (CIFAR).
-    """
-    kwargs.setdefault("image_size", 28 if in_channels == 1 else 32)
-    return SmallCNN(in_channels=in_channels, num_classes=num_classes, **kwargs)
-
-
-_BUILDERS: Dict[str, Callable[..., nn.Module]] = {
-    "small_cnn": _small_cnn,
-    "alexnet": alexnet,
-    "googlenet": googlenet,
-    "resnet18": resnet18,
-    "resnet50": resnet50,
-}
-
-MODEL_NAMES = tuple(_BUILDERS)
-
-
-def build_model(name: str, num_classes: int, small_input: bool = False, in_channels: int = 3,
-                **kw: Any) -> nn.Module:
-    """Build an untrained model of family ``name`` (one of ``MODEL_NAMES``).
-
-    ``small_input`` adapts the stem to 28/32-pixel images; ``in_channels`` sets the
-    image channels; ``kw`` goes to the family's builder (e.g. ``image_size`` and
-    ``width`` for ``small_cnn``, ``dropout`` for ``alexnet``).
-    Raises ValueError for an unknown name, ``num_classes < 1`` or ``in_channels < 1``.
-    """
-    try:
-        builder = _BUILDERS[name]
-    except (KeyError, TypeError):
-        known = ", ".join(MODEL_NAMES)
-        raise ValueError(f"unknown model {name!r}; known models: {known}") from None
-    return builder(num_classes=num_classes, small_input=small_input, in_channels=in_channels, **kw)

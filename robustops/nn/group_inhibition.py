@@ -34,7 +34,7 @@ from typing import Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..attacks.base import check_labels
+from ..arguments import check_labels, positive_int
 from ..ops.channel_kmeans import channel_kmeans
 from ..ops.group_inhibition_mask import group_inhibition_mask
 from ..ops.group_orthogonality_loss import group_orthogonality_loss
@@ -92,9 +92,7 @@ class GroupInhibition(nn.Module):
     def __init__(self, model: nn.Module, layer: str, num_groups: int = 6, *,
                  max_iter: int = 50, shift_threshold: float = 1e-4, seed: int = 0):
         super().__init__()
-        if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
-            raise ValueError(f"GroupInhibition: num_groups must be an int >= 1, got "
-                             f"{num_groups!r}")
+        positive_int(num_groups, "num_groups", where="GroupInhibition")
         inner = unwrap_model(model)
         self.__dict__["model"] = inner  # not a submodule: no parameters of its own
         self.layer_name = layer

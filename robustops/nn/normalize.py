@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from numbers import Real
 from typing import Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+
+from ..arguments import require_real
 
 __all__ = ["Normalize", "normalized"]
 
@@ -24,7 +27,10 @@ Values = Union[float, Sequence[float], Tensor]
 
 def _channel_values(name: str, v: Values) -> Tensor:
     """v as a (C,) float64 tensor; TypeError / ValueError naming `name` otherwise."""
-    if isinstance(v, (str, bytes)) or isinstance(v, bool):
+    if isinstance(v, Real):  # a bool too: require_real refuses it
+        v = require_real(v, name, where="Normalize", finite=False,
+                         what="a float, a sequence of floats (one per channel) or a 1-D tensor")
+    if isinstance(v, (str, bytes)):
         raise TypeError(f"Normalize: {name} must be a float, a sequence of floats (one per "
                         f"channel) or a 1-D tensor, got {type(v).__name__}")
     if isinstance(v, Tensor):

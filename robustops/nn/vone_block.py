@@ -24,18 +24,18 @@ then measures the energy of one colour channel).
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..arguments import require_bool, require_int, require_real
 from ..counter_rng import sample_index
-from ..models.gabor_parameters import gabor_filter_parameters, sample_gabor_parameters
 from ..ops.gabor_bank import gabor_bank
 from ..ops.v1_response import v1_noise_normals, v1_response
 from .gabor_conv import GaborConvPlan, dense_gabor_weight
+from .gabor_parameters import gabor_filter_parameters, sample_gabor_parameters
 
 NOISE_MODES = ("off", "fixed", "fresh")
 QUADRATURE_CHANNELS = ("independent", "tied")
@@ -44,16 +44,11 @@ _PARAMS = ("frequency", "sigma_x", "sigma_y", "theta", "phase")
 
 def _real(value, name: str) -> float:
     """float(value) for a finite real number (bools and strings refused), naming the knob."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ValueError(f"VOneBlock: {name} must be a finite real number, got {value!r}"
-                         + (f" ({type(value).__name__})" if not isinstance(value, Real) else ""))
-    return float(value)
+    return require_real(value, name, where="VOneBlock", what="a finite real number")
 
 
 def _int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"VOneBlock: {name} must be an int, got {value!r} ({type(value).__name__})")
-    return int(value)
+    return require_int(value, name, where="VOneBlock")
 
 
 def draw_filter_channels(gabor_seed: int, out_channels: int, in_channels: int):
@@ -100,8 +95,7 @@ class VOneBlock(nn.Module):
                             ("complex_channels", complex_channels, 0), ("ksize", ksize, 1),
                             ("stride", stride, 1), ("in_channels", in_channels, 1),
                             ("image_size", image_size, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"VOneBlock: {name} must be an int >= {lo}, got {v!r}")
+            require_int(v, name, where="VOneBlock", minimum=lo)
         if simple_channels + complex_channels == 0:
             raise ValueError("VOneBlock: simple_channels + complex_channels must be > 0")
         if ksize % 2 == 0:
@@ -124,7 +118,9 @@ class VOneBlock(nn.Module):
         self.noise_mode, self.noise_seed = noise_mode, noise_seed
         self.noise_scale, self.noise_level, self.k_exc = noise_scale, noise_level, k_exc
         self.image_size, self.visual_degrees = image_size, visual_degrees
-        self.gabor_seed, self.learnable, self.normalize = gabor_seed, bool(learnable), bool(normalize)
+        self.gabor_seed, self.learnable, self.normalize = (
+            gabor_seed, require_bool(learnable, "learnable", where="VOneBlock"),
+            require_bool(normalize, "normalize", where="VOneBlock"))
         self.quadrature_channels = quadrature_channels
         self.config = dict(sf_corr=sf_corr, sf_max=sf_max, sf_min=sf_min, rand_param=rand_param,
                            gabor_seed=gabor_seed, simple_channels=simple_channels,

@@ -75,13 +75,13 @@ No gradient: the assignment is discrete (the input is detached).
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 from torch.compiler import is_compiling
 
+from ..arguments import non_negative, positive_int, require_bool, require_int, require_tensor
 from .. import backend
 from ..counter_rng import sample_index
 from .counter_rng import stream_base
@@ -267,9 +267,7 @@ def channel_kmeans_reference(features: Tensor, init: Tensor, max_iter: int,
 def _validate(features, num_groups, max_iter, shift_threshold, seed) -> None:
     """The checks of csrc/ops/channel_kmeans.py on the Python arguments (same messages), for
     the backends that do not run it, the fake kernel and clearer errors."""
-    if not isinstance(features, Tensor):
-        raise ValueError(f"channel_kmeans: features must be a tensor, got "
-                         f"{type(features).__name__}")
+    require_tensor("channel_kmeans", "features", features)
     if features.ndim != 4:
         raise ValueError(f"channel_kmeans: features must be 4-D (B, C, H, W), got shape "
                          f"{tuple(features.shape)}")
@@ -277,26 +275,20 @@ def _validate(features, num_groups, max_iter, shift_threshold, seed) -> None:
         raise ValueError(f"channel_kmeans: features must be float32 or float64, got "
                          f"{features.dtype} (cast half/bfloat16 features to float32)")
     c = features.shape[1]
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
-        raise ValueError(f"channel_kmeans: num_groups must be an int, got {num_groups!r}")
+    require_int(num_groups, "num_groups", where="channel_kmeans")
     if num_groups < 1 or num_groups > c:
         raise ValueError(f"channel_kmeans: num_groups must be in [1, C] = [1, {c}] (K "
                          f"distinct channels start the groups), got {num_groups}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"channel_kmeans: max_iter must be an int >= 1, got {max_iter!r}")
-    if isinstance(shift_threshold, bool) or not isinstance(shift_threshold, Real) \
-            or not math.isfinite(float(shift_threshold)) or shift_threshold < 0:
-        raise ValueError(f"channel_kmeans: shift_threshold must be a finite real >= 0, got "
-                         f"{shift_threshold!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"channel_kmeans: seed must be an int, got {seed!r}")
+    positive_int(max_iter, "max_iter", where="channel_kmeans")
+    non_negative(shift_threshold, "shift_threshold", where="channel_kmeans")
+    require_int(seed, "seed", where="channel_kmeans")
 
 
 def _check_aux(t, name: str, features: Tensor, shape: tuple, dtypes: tuple, what: str) -> None:
     """A user-given index tensor: one of `dtypes`, `shape`, on features' device."""
-    if not isinstance(t, Tensor) or t.dtype not in dtypes or tuple(t.shape) != shape:
-        got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"channel_kmeans: {name} must be {what}, got {got}")
+    require_tensor("channel_kmeans", name, t, what)
+    if t.dtype not in dtypes or tuple(t.shape) != shape:
+        raise ValueError(f"channel_kmeans: {name} must be {what}, got {tuple(t.shape)} {t.dtype}")
     if t.device != features.device:
         raise ValueError(f"channel_kmeans: {name} is on {t.device} but features are on "
                          f"{features.device}")
@@ -446,9 +438,7 @@ def channel_kmeans(features: Tensor, num_groups: int = 6, *, max_iter: int = 50,
     usual k-means repair: a different grouping, usually of lower k-means objective).
     Returns ChannelKMeans(assignment (B, C), medoids (B, K), iterations (B,)), int64.
     """
-    if not isinstance(reseed_farthest, bool):
-        raise TypeError(f"channel_kmeans: reseed_farthest must be a bool, got "
-                        f"{reseed_farthest!r}")
+    require_bool(reseed_farthest, "reseed_farthest", where="channel_kmeans")
     if type(num_groups) is not int or type(max_iter) is not int or type(seed) is not int \
             or type(shift_threshold) is not float or index is not None:
         # Python argument forms: checked (and converted) here; the op checks the tensors.
@@ -474,16 +464,13 @@ def check_assignment(op: str, features: Tensor, assignment: Tensor, num_groups) 
     """Clear ValueErrors unless assignment is (B, C) int64 on features' device and
     1 <= num_groups <= C (shared by the ops that take a channel_kmeans assignment)."""
     b, c = features.shape[:2]
-    if not isinstance(assignment, Tensor):
-        raise ValueError(f"{op}: assignment must be a ({b}, {c}) int64 tensor, got "
-                         f"{type(assignment).__name__}")
+    require_tensor(op, "assignment", assignment, f"a ({b}, {c}) int64 tensor")
     if assignment.dtype != torch.int64 or tuple(assignment.shape) != (b, c):
         raise ValueError(f"{op}: assignment must be a ({b}, {c}) int64 tensor (one group label "
                          f"per channel), got {tuple(assignment.shape)} {assignment.dtype}")
     if assignment.device != features.device:
         raise ValueError(f"{op}: assignment is on {assignment.device} but features are on "
                          f"{features.device}")
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
-        raise ValueError(f"{op}: num_groups must be an int, got {num_groups!r}")
+    require_int(num_groups, "num_groups", where=op)
     if num_groups < 1 or num_groups > c:
         raise ValueError(f"{op}: num_groups must be in [1, C] = [1, {c}], got {num_groups}")

@@ -15,12 +15,12 @@ the public function (one call of the op), the fake kernel, the plain-PyTorch ref
 """
 from __future__ import annotations
 
-from numbers import Integral
 
 import torch
 from torch.compiler import is_compiling
 from torch import Tensor
 
+from ..arguments import require_int, require_tensor
 from .. import backend
 
 OP = "counter_rng"
@@ -41,21 +41,13 @@ def fmix32_int(h: int) -> int:
     return h ^ (h >> 16)
 
 
-def _as_int(v, name: str) -> int:
-    """v as a Python int: ints and integer types (numpy's) pass, bools and the rest raise
-    a TypeError naming the argument."""
-    if isinstance(v, bool) or not isinstance(v, Integral):
-        raise TypeError(f"{name} must be an int, got {v!r} ({type(v).__name__})")
-    return int(v)
-
-
 def stream_base(seed: int, stream: int) -> int:
     """The 32-bit key of (seed, stream): fmix32(fold32(seed) ^ (stream + 1) * GOLDEN).
 
     seed, stream: ints (any size; the seed is read modulo 2**64); anything else is a
     TypeError naming the argument."""
     if type(seed) is not int or type(stream) is not int:
-        seed, stream = _as_int(seed, "seed"), _as_int(stream, "stream")
+        seed, stream = require_int(seed, "seed"), require_int(stream, "stream")
     s = seed & ((1 << 64) - 1)
     return fmix32_int((s ^ (s >> 32)) & MASK ^ (((stream + 1) * GOLDEN) & MASK))
 
@@ -105,10 +97,10 @@ def _validate(index, numel, dtype) -> None:
     """The checks of csrc/ops/counter_rng.cpp (same messages), for the backends that do
     not run it (reference, triton), the fake kernel, and clearer errors for arguments
     the op's schema rejects."""
-    if not isinstance(index, Tensor) or index.dtype != torch.int64 or index.ndim != 1:
+    require_tensor("counter_rng", "index", index, "a (B,) int64 tensor of global sample indices")
+    if index.dtype != torch.int64 or index.ndim != 1:
         raise ValueError("index must be a (B,) int64 tensor of global sample indices")
-    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
-        raise ValueError(f"numel must be an int >= 0, got {numel!r}")
+    require_int(numel, "numel", minimum=0)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
 
@@ -171,7 +163,7 @@ def counter_rng(index: Tensor, numel: int, seed: int, stream: int, *, normal: bo
     if type(numel) is not int or type(seed) is not int or type(stream) is not int:
         # The schema's int takes a bool; seed and stream are keys of a cache (1.0 == 1).
         _validate(index, numel, dtype)
-        seed, stream = _as_int(seed, "seed"), _as_int(stream, "stream")
+        seed, stream = require_int(seed, "seed"), require_int(stream, "stream")
     base1, base2 = _bases(seed, stream, normal)
     try:
         name = backend.python_path(index, OP, BACKENDS)

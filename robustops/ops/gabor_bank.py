@@ -7,7 +7,7 @@
 exactly VOneNet's ``gabor_kernel`` (dicarlolab/vonenet, vonenet/utils.py), whose
 ``torch.meshgrid(grid, grid)`` 'ij' indexing makes x run down the rows. Units:
 frequency in cycles/pixel, sigma_x / sigma_y in pixels, theta and phase in radians
-(robustops.models.gabor_parameters converts VOneNet's biological units).
+(robustops.nn.gabor_parameters converts VOneNet's biological units).
 
 All backends compute in float64 and round once to the parameters' dtype: the
 cosine's argument reaches ~50 rad for fine filters, where float32 arithmetic
@@ -31,6 +31,7 @@ import torch
 from torch.compiler import is_compiling
 from torch import Tensor
 
+from ..arguments import require_int, require_tensor
 from .. import backend
 
 __all__ = ["gabor_bank", "gabor_bank_reference"]
@@ -98,9 +99,7 @@ def _validate(params: tuple, ksize) -> None:
     that do not run it (reference, triton), the fake kernel, and clearer errors for
     arguments the op's schema rejects."""
     for name, t in zip(PARAM_NAMES, params):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"gabor_bank: {name} must be a 1-D float tensor (one value per "
-                             f"filter), got {type(t).__name__}")
+        require_tensor("gabor_bank", name, t, "a 1-D float tensor (one value per filter)")
         if t.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"gabor_bank: {name} has dtype {t.dtype}; the parameters must be "
                              "float32 or float64 (the filters get their dtype)")
@@ -118,8 +117,7 @@ def _validate(params: tuple, ksize) -> None:
         if t.device != first.device:
             raise ValueError(f"gabor_bank: {name} is on {t.device} but frequency is on "
                              f"{first.device}; the parameters must share one device")
-    if isinstance(ksize, bool) or not isinstance(ksize, int):
-        raise ValueError(f"gabor_bank: ksize must be an odd int >= 1, got {ksize!r}")
+    require_int(ksize, "ksize", where="gabor_bank", what="an odd int >= 1")
     if ksize < 1 or ksize % 2 == 0:
         raise ValueError(f"gabor_bank: ksize must be an odd int >= 1 (the filter is centred "
                          f"on a pixel), got {ksize}")

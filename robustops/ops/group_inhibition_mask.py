@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 from torch.compiler import is_compiling
 
+from ..arguments import require_tensor
 from .. import backend
 from .channel_kmeans import check_assignment
 
@@ -88,7 +89,7 @@ def group_inhibition_mask_reference(features: Tensor, grad: Tensor, assignment: 
     z = torch.where(flat, torch.zeros((), dtype=x.dtype, device=x.device),
                     (m - mu) / (sd + STD_EPS))
     gm = 1.0 / (1.0 + torch.exp(z))
-    positive = (s > 0)[..., None]
+    positive = ~(s <= 0)[..., None]  # a NaN weight inhibits (NaN mask): the paper's test
     positive[:, k] = False
     gm = torch.where(positive, gm, torch.ones((), dtype=x.dtype, device=x.device))
     return gm.gather(1, a[..., None].expand(b, c, n)).reshape(b, c, h, w)
@@ -116,9 +117,7 @@ def _validate(features, grad, assignment, num_groups) -> None:
     """The checks of csrc/ops/group_inhibition_mask.cpp but the labels' values (same
     messages), for the backends that do not run it, the fake kernel and clearer errors."""
     for name, t in (("features", features), ("grad", grad)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"group_inhibition_mask: {name} must be a tensor, got "
-                             f"{type(t).__name__}")
+        require_tensor("group_inhibition_mask", name, t)
         if t.ndim != 4:
             raise ValueError(f"group_inhibition_mask: {name} must be 4-D (B, C, H, W), got "
                              f"shape {tuple(t.shape)}")

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from torch.compiler import is_compiling
 
+from ..arguments import require_tensor
 from .. import backend
 from .channel_kmeans import check_assignment
 from .group_inhibition_mask import _check_labels
@@ -106,8 +107,7 @@ def group_orthogonality_loss_backward_reference(grad_out: Tensor, features: Tens
 def _validate(features, assignment, num_groups, op: str = "group_orthogonality_loss") -> None:
     """The checks of csrc/ops/group_orthogonality_loss.cpp but the labels' values (same
     messages), for the backends that do not run it, the fake kernels and clearer errors."""
-    if not isinstance(features, Tensor):
-        raise ValueError(f"{op}: features must be a tensor, got {type(features).__name__}")
+    require_tensor(op, "features", features)
     if features.ndim != 4:
         raise ValueError(f"{op}: features must be 4-D (B, C, H, W), got shape "
                          f"{tuple(features.shape)}")

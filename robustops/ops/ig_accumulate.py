@@ -38,7 +38,6 @@ extension) and the Triton backend (robustops/triton/ig_accumulate.py) as
 """
 from __future__ import annotations
 
-import math
 from numbers import Real
 from typing import Optional, Sequence, Union
 
@@ -47,6 +46,7 @@ from torch.compiler import is_compiling
 from torch import Tensor
 from torch._prims_common import is_non_overlapping_and_dense_or_false as _dense
 
+from ..arguments import require_real, require_tensor
 from .. import backend
 from .pgd_step import _opmath
 
@@ -145,8 +145,8 @@ def _like(t: Tensor, ref: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _check_tensors(path_grads, x, baseline) -> None:
     for name, t in (("path_grads", path_grads), ("x", x), ("baseline", baseline)):
-        if t is not None and not isinstance(t, Tensor):
-            raise ValueError(f"ig_accumulate: {name} must be a tensor, got {type(t).__name__}")
+        if t is not None:
+            require_tensor("ig_accumulate", name, t)
 
 
 def _check_float(t: Tensor, name: str, op: str = "ig_accumulate") -> None:
@@ -230,18 +230,17 @@ def path_weights(weights: Union[None, float, Sequence[float], Tensor], steps: in
     ct = _opmath(dtype)
     if weights is None:
         return torch.full((steps,), 1.0 / steps, dtype=ct, device=device)
-    if isinstance(weights, Real) and not isinstance(weights, bool):
-        if not math.isfinite(float(weights)):
-            raise ValueError(f"ig_accumulate: weights must be finite, got {weights!r}")
-        return torch.full((steps,), float(weights), dtype=ct, device=device)
+    if isinstance(weights, Real):  # a bool too: require_real refuses it with a TypeError
+        w = require_real(weights, "weights", where="ig_accumulate")
+        return torch.full((steps,), w, dtype=ct, device=device)
     if isinstance(weights, Tensor):
         _check_weights(weights, steps)
         return weights.to(device=device, dtype=ct)
     try:
         w = torch.tensor([float(v) for v in weights], dtype=ct, device=device)
     except (TypeError, ValueError):
-        raise ValueError(f"ig_accumulate: weights must be None, a float, a sequence of floats or "
-                         f"a (S,) tensor, got {type(weights).__name__}") from None
+        raise TypeError(f"ig_accumulate: weights must be None, a float, a sequence of floats or "
+                        f"a (S,) tensor, got {type(weights).__name__}") from None
     if w.shape[0] != steps:
         raise ValueError(f"ig_accumulate: {w.shape[0]} weights for {steps} path points")
     if not bool(torch.isfinite(w).all()):

@@ -76,6 +76,7 @@ import torch
 from torch.compiler import is_compiling
 from torch import Tensor
 
+from ..arguments import require_bool, require_tensor
 from .. import backend
 
 __all__ = ["part_moments", "part_moments_reference", "part_moments_backward_reference",
@@ -231,9 +232,7 @@ def _validate(logits, weighted) -> None:
     """The checks of csrc/ops/part_moments.cpp, for the backends that do not run it
     (reference, triton), for the fake kernels and for non-tensor arguments (same
     messages)."""
-    if not isinstance(logits, Tensor):
-        raise ValueError(f"part_moments: logits must be a (B, K+1, H, W) tensor, got "
-                         f"{type(logits).__name__}")
+    require_tensor("part_moments", "logits", logits, "a (B, K+1, H, W) tensor")
     if logits.dtype not in _FLOAT_DTYPES:
         raise ValueError(f"part_moments: logits must be float32, float64, float16 or bfloat16, "
                          f"got {logits.dtype}")
@@ -246,8 +245,7 @@ def _validate(logits, weighted) -> None:
     if logits.shape[2] == 0 or logits.shape[3] == 0:
         raise ValueError(f"part_moments: logits need at least one pixel, got shape "
                          f"{tuple(logits.shape)}")
-    if not isinstance(weighted, bool):
-        raise ValueError(f"part_moments: weighted must be a bool, got {weighted!r}")
+    require_bool(weighted, "weighted", where="part_moments")
 
 
 def _validate_backward(op: str, grad: Tensor, logits: Tensor, stats: Tensor, softmax: Tensor,

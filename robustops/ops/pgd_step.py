@@ -34,6 +34,7 @@ import torch
 from torch.compiler import is_compiling
 from torch import Tensor
 
+from ..arguments import require_real, require_tensor
 from .. import backend
 
 __all__ = ["pgd_step", "pgd_step_", "pgd_step_reference", "normalize_norm"]
@@ -149,17 +150,15 @@ def _pgd_step_backward_reference(grad_out: Tensor, x: Tensor, x_nat: Tensor, gra
 
 def _check_tensors(x, x_nat, grad) -> None:
     for name, t in (("x", x), ("x_nat", x_nat), ("grad", grad)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"pgd_step: {name} must be a torch.Tensor, got {type(t).__name__}")
+        require_tensor("pgd_step", name, t)
 
 
 def _split_scalar(v, name: str, op: str = "pgd_step") -> tuple[float, Optional[Tensor]]:
     """eps/alpha as (float, None) or (0.0, per-sample tensor); the op checks the values."""
     if isinstance(v, Tensor):
         return 0.0, v
-    if type(v) is not float and (isinstance(v, bool) or not isinstance(v, Real)):
-        raise TypeError(f"{op}: {name} must be a float or a (B,) tensor, got {type(v).__name__}")
-    return float(v), None
+    # finite=False: _check_scalar and the op check the value with their own message.
+    return require_real(v, name, where=op, finite=False, what="a float or a (B,) tensor"), None
 
 
 def _arguments(eps, alpha, norm):
@@ -199,10 +198,8 @@ def _check_scalar(v, name: str, batch: int, device, op: str = "pgd_step",
 
 def _check_box(lo, hi, op: str = "pgd_step") -> tuple[float, float]:
     """lo, hi as floats: finite reals with lo <= hi (pgd_step's check and message)."""
-    for name, v in (("lo", lo), ("hi", hi)):
-        if isinstance(v, bool) or not isinstance(v, Real):
-            raise TypeError(f"{op}: {name} must be a real number, got {type(v).__name__}")
-    lo, hi = float(lo), float(hi)
+    # finite=False: non-finite bounds get the op's own message below.
+    lo, hi = (require_real(v, name, where=op, finite=False) for name, v in (("lo", lo), ("hi", hi)))
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
         raise ValueError(f"{op}: need finite lo <= hi, got lo={lo}, hi={hi}")
     return lo, hi

@@ -41,7 +41,7 @@ from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
-from ..arguments import per_sample_vector
+from ..arguments import per_sample_vector, require_tensor
 from .pgd_step import _opmath
 
 __all__ = ["pixel_softmax_kl", "pixel_softmax_kl_reference",
@@ -85,8 +85,7 @@ def pixel_softmax_kl_backward_reference(grad_out: Tensor, lse: Tensor, attr: Ten
 
 
 def _check_tensor(attr) -> None:
-    if not isinstance(attr, Tensor):
-        raise ValueError(f"pixel_softmax_kl: attr must be a tensor, got {type(attr).__name__}")
+    require_tensor("pixel_softmax_kl", "attr", attr)
 
 
 def _validate(attr: Tensor) -> None:

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from torch.compiler import is_compiling
 
+from ..arguments import require_int, require_tensor
 from .. import backend
 
 __all__ = ["rank_metrics", "topk_intersection", "kendall_tau", "spearman_rho",
@@ -140,8 +141,7 @@ def _check(a, b, k, need_k: bool, fn: str) -> int:
     """The checks of csrc/ops/rank_metrics.cpp (same messages, `fn` naming the function);
     returns N, the values per map."""
     for name, t in (("a", a), ("b", b)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{fn}: {name} must be a tensor, got {type(t).__name__}")
+        require_tensor(fn, name, t)
         if t.is_complex() or t.dtype == torch.bool:
             raise ValueError(f"{fn}: {name} must be real-valued, got {t.dtype}")
         if t.ndim < 2:
@@ -155,8 +155,8 @@ def _check(a, b, k, need_k: bool, fn: str) -> int:
     if n == 0:
         raise ValueError(f"{fn}: the maps are empty (shape {tuple(a.shape)})")
     if need_k:
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-            raise ValueError(f"{fn}: k must be an int in [1, {n}] (the map size), got {k!r}")
+        require_int(k, "k", where=fn, minimum=1, maximum=n,
+                    what=f"an int in [1, {n}] (the map size)")
     return n
 
 

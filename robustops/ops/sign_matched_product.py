@@ -35,7 +35,7 @@ from torch.compiler import is_compiling
 from torch import Tensor
 
 from .. import backend
-from ..arguments import per_sample_vector
+from ..arguments import per_sample_vector, require_tensor
 from .pgd_step import _opmath
 
 __all__ = ["sign_matched_product", "sign_matched_product_reference",
@@ -80,9 +80,7 @@ def sign_matched_product_backward_reference(grad_out: Tensor, b: Tensor, d: Tens
 
 def _check_tensors(b, d) -> None:
     for name, t in (("b", b), ("d", d)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"sign_matched_product: {name} must be a tensor, got "
-                             f"{type(t).__name__}")
+        require_tensor("sign_matched_product", name, t)
 
 
 def _validate(b: Tensor, d: Tensor) -> None:

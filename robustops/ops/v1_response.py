@@ -58,13 +58,13 @@ Triton backend (robustops/triton/v1_response.py) as ``robustops::v1_response_tri
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Optional, Union
 
 import torch
 from torch.compiler import is_compiling
 from torch import Tensor
 
+from ..arguments import require_bool, require_int, require_real, require_tensor
 from .. import backend
 from ..counter_rng import counter_uniform, sample_index
 from .counter_rng import stream_base
@@ -217,20 +217,13 @@ def v1_response_backward_reference(grad_out: Tensor, q0: Tensor, q1: Tensor, k_e
 # ----------------------------------------------------------------------------- python checks
 
 
-def _real(v, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(float(v)):
-        raise ValueError(f"v1_response: {name} must be a finite real number, got {v!r}")
-    return float(v)
-
-
 def _validate(q0, q1, k_exc, noise_scale, noise_level, noise, seed):
     """The checks of csrc/ops/v1_response.cpp (same messages), for the backends that do
     not run it (reference, triton), the fake kernel, and clearer errors for arguments
     the op's schema rejects or takes loosely (a bool for a float, an int for a bool).
     Returns the scalars as the op takes them (floats; the seed folded to int64)."""
     for name, t in (("q0", q0), ("q1", q1)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"v1_response: {name} must be a tensor, got {type(t).__name__}")
+        require_tensor("v1_response", name, t)
         if t.ndim != 4:
             raise ValueError(f"v1_response: {name} must be 4-D (B, C, H, W), got shape "
                              f"{tuple(t.shape)}")
@@ -248,15 +241,14 @@ def _validate(q0, q1, k_exc, noise_scale, noise_level, noise, seed):
             f"v1_response: q1 must be (B, Cc, H, W) with q0's B, H, W and Cc <= q0's "
             f"channels (q0 = simple then complex channels); got q0 {tuple(q0.shape)}, "
             f"q1 {tuple(q1.shape)}")
-    k_exc = _real(k_exc, "k_exc")
-    noise_scale = _real(noise_scale, "noise_scale")
-    if noise_scale <= 0:
+    op = "v1_response"
+    k_exc = require_real(k_exc, "k_exc", where=op)
+    noise_scale = require_real(noise_scale, "noise_scale", where=op)
+    if noise_scale <= 0:  # the C++ op's message (a float 0.0 skips these checks)
         raise ValueError(f"v1_response: noise_scale must be > 0, got {noise_scale}")
-    noise_level = _real(noise_level, "noise_level")
-    if not isinstance(noise, bool):
-        raise ValueError(f"v1_response: noise must be a bool, got {noise!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"v1_response: seed must be an int, got {seed!r}")
+    noise_level = require_real(noise_level, "noise_level", where=op)
+    require_bool(noise, "noise", where=op)
+    seed = require_int(seed, "seed", where=op)
     return k_exc, noise_scale, noise_level, _fold_seed(seed)
 
 

@@ -18,23 +18,24 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import operator
 import os
 import pathlib
 import shutil
 import time
 import warnings
 import weakref
-from typing import Callable, Dict, Iterator, Optional, Union
+from typing import Callable, Dict, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from .callbacks import Callback, callback_key, callback_list
 from .checkpoint import (CheckpointError, RunFolderInUse, RunFolderLock, atomic_write_text,
                          checkpoint_folders, load_checkpoint, remove_stale_temporaries,
                          save_checkpoint, save_weights)
-from .distributed import all_mean, all_reduce, barrier, init_from_env
+from ..arguments import positive_int, require_int, require_real
+from ..distributed import all_mean, all_reduce, barrier, init_from_env
 from .objectives import Objective
 
 # Checkpoints kept on disk: the newest and its predecessor (in case the newest is damaged).
@@ -118,6 +119,10 @@ class Trainer:
     eval_fn(model) -> dict runs every `eval_every` epochs on rank 0; with
     distributed_eval=True it runs on every rank, which must then shard the work and
     return the same dict everywhere (e.g. robust_accuracy(..., distributed=True)).
+    callbacks: Callback instances (robustops.train.callbacks; e.g. TensorBoardWriter) whose
+    hooks run on rank 0 at the logging points, evaluations, epoch ends and checkpoints
+    (never between logging points: no host sync added); their state_dict() is
+    checkpointed and restored on resume.
     """
 
     def __init__(self, model: nn.Module, objective: Objective, train_set: Dataset, *,
@@ -131,21 +136,17 @@ class Trainer:
                  eval_every: int = 1, log_every: int = 20, seed: int = 0,
                  device: Union[None, str, torch.device] = None, progress: bool = True,
                  num_workers: int = 0, drop_last: bool = True, distributed_eval: bool = False,
-                 image_key: Optional[str] = None, label_key: Optional[str] = None):
+                 image_key: Optional[str] = None, label_key: Optional[str] = None,
+                 callbacks: Optional[Sequence[Callback]] = None):
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be a robustops Objective, got {type(objective).__name__}")
-        for name, v in (("batch_size", batch_size), ("epochs", epochs), ("eval_every", eval_every),
-                        ("log_every", log_every)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        batch_size, epochs = positive_int(batch_size, "batch_size"), positive_int(epochs, "epochs")
+        eval_every = positive_int(eval_every, "eval_every")
+        log_every = positive_int(log_every, "log_every")
         # torch's generators take 64 bits and the sampler adds the epoch: 63 bits, as the CLI.
-        try:
-            seed_int = None if isinstance(seed, bool) else operator.index(seed)
-        except TypeError:
-            seed_int = None
-        if seed_int is None or not 0 <= seed_int <= 2**63 - 1:
-            raise ValueError(f"seed must be an int in [0, 2**63 - 1], got {seed!r}")
-        seed = int(seed_int)
+        seed = require_int(seed, "seed", minimum=0, maximum=2**63 - 1,
+                           what="an int in [0, 2**63 - 1]")
+        self.callbacks = callback_list(callbacks)  # before _resume(), which restores their state
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         if schedule not in SCHEDULES:
@@ -259,7 +260,9 @@ class Trainer:
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "objective": self.objective.state_dict(),
                 "window": {"sums": window, "count": self._window[1]},
-                "rng": torch.get_rng_state(), "world": self.world}
+                "rng": torch.get_rng_state(), "world": self.world,
+                "callbacks": {callback_key(i, cb): cb.state_dict()
+                              for i, cb in enumerate(self.callbacks)}}
 
     def _checkpoint_root(self) -> pathlib.Path:
         return self.out_dir / "checkpoints"
@@ -323,6 +326,7 @@ class Trainer:
                     old.unlink()
                 else:
                     shutil.rmtree(old, ignore_errors=True)
+            self._callback("on_checkpoint", self.global_step)
         barrier()
 
     def _resume(self) -> None:
@@ -365,9 +369,14 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.objective.load_state_dict(state["objective"])
             torch.set_rng_state(state["rng"])
+            saved = state.get("callbacks", {})  # none in checkpoints older than callbacks
+            for i, cb in enumerate(self.callbacks):
+                if callback_key(i, cb) in saved:  # a callback new to this run starts afresh
+                    cb.load_state_dict(saved[callback_key(i, cb)])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
-            raise CheckpointError(f"checkpoint {path} does not fit this run's model, optimizer "
-                                  f"or objective ({type(exc).__name__}: {str(exc)[:400]})") from exc
+            raise CheckpointError(f"checkpoint {path} does not fit this run's model, optimizer, "
+                                  f"objective or callbacks ({type(exc).__name__}: "
+                                  f"{str(exc)[:400]})") from exc
         self.epoch, self.step_in_epoch, self.global_step = epoch, step_in_epoch, global_step
         self._window = window
         self._trim_metrics()
@@ -379,22 +388,32 @@ class Trainer:
         def bad(what: str) -> CheckpointError:
             return CheckpointError(f"checkpoint {path}: {what}")
 
+        def entry(check, value, name: str, **bounds):
+            # The scalar checks of robustops.arguments; a damaged checkpoint is a
+            # CheckpointError (the resume falls back to the previous one), not a TypeError.
+            try:
+                return check(value, name, **bounds)
+            except (TypeError, ValueError) as err:
+                raise bad(f"entry {err}") from None
+
         for key, kind in (("model", dict), ("optimizer", dict), ("objective", dict), ("rng", Tensor)):
             if not isinstance(state.get(key), kind):
                 raise bad(f"entry {key!r} is missing or not a {kind.__name__}")
         if not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state["model"].items()):
             raise bad("entry 'model' is not a state_dict of tensors")
         for key in ("epoch", "step_in_epoch", "global_step", "world"):
-            v = state.get(key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise bad(f"entry {key!r} is missing or not an int >= 0 (got {v!r})")
+            entry(require_int, state.get(key), repr(key), minimum=0)  # None when missing
         window = state.get("window", {"sums": {}, "count": 0})
         sums = window.get("sums") if isinstance(window, dict) else None
-        count = window.get("count") if isinstance(window, dict) else None
-        if not (isinstance(sums, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
-                                               and not isinstance(v, bool) for k, v in sums.items())
-                and isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+        if not (isinstance(sums, dict) and all(isinstance(k, str) for k in sums)):
             raise bad("entry 'window' is not {'sums': {name: number}, 'count': int >= 0}")
+        for k, v in sums.items():  # a diverged run's NaN loss resumes as it was saved
+            entry(require_real, v, f"'window' sum {k!r}", finite=False)
+        count = entry(require_int, window.get("count"), "'window' count", minimum=0)
+        saved = state.get("callbacks", {})
+        if not (isinstance(saved, dict) and all(isinstance(k, str) and isinstance(v, dict)
+                                                for k, v in saved.items())):
+            raise bad("entry 'callbacks' is not {name: state dict}")
         return dict(sums), count
 
     def _trim_metrics(self) -> None:
@@ -432,6 +451,13 @@ class Trainer:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+        self._callback("on_log", record["step"], record)
+
+    def _callback(self, hook: str, *args) -> None:
+        """Call `hook` of every callback, on rank 0 (where metrics.jsonl is written)."""
+        if self.rank == 0:
+            for cb in self.callbacks:
+                getattr(cb, hook)(*args)
 
     # ------------------------------------------------------------------ training
 
@@ -536,10 +562,14 @@ class Trainer:
         self._lock()
         self._fitting = True
         try:
+            self._callback("on_fit_start", self)
             return self._fit()
         finally:
             self._fitting = False
-            self.close()
+            try:
+                self._callback("close")
+            finally:
+                self.close()
 
     def _fit(self) -> dict:
         bar = None
@@ -590,9 +620,11 @@ class Trainer:
                     self._log({"step": self.global_step, "epoch": self.epoch, "eval": result})
                     last = {**last, **{f"eval_{k}": v for k, v in result.items()}}
                 barrier()
+            self._callback("on_epoch_end", self.epoch, last)
             self.save()
         if self.out_dir is not None and self.rank == 0:
             save_weights(self.model.state_dict(), self.out_dir / "model.safetensors")
         barrier()
         self.model.eval()
+        self._callback("on_fit_end", last)
         return last

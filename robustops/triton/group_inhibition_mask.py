@@ -116,7 +116,8 @@ def _mask_kernel(out_ptr, m_ptr, mu_ptr, sd_ptr, s_ptr, a_ptr, channels, n, grou
     flat = sd <= FLAT_RTOL * tl.abs(mu)
     z = tl.where(ok & (flat == 0)[:, None], (mv - mu[:, None]) / (sd[:, None] + STD_EPS), 0.0)
     val = 1.0 / (1.0 + tl.exp(z))
-    val = tl.where((valid & (s > 0))[:, None], val, 1.0)
+    # not (s <= 0): a NaN group weight inhibits (NaN mask), as kernels/gim_inhibits
+    val = tl.where((valid & ~(s <= 0))[:, None], val, 1.0)
     tl.store(out_ptr + (b * channels + c)[:, None] * n + i[None, :],
              val.to(out_ptr.dtype.element_ty), mask=cm[:, None] & im[None, :])
 

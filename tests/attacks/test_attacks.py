@@ -287,7 +287,7 @@ def test_attack_under_autocast(digits_model):
     (dict(eps=-0.1), ValueError, "eps must be a finite number >= 0"),
     (dict(eps=float("nan")), ValueError, "eps must be"),
     (dict(steps=0), ValueError, "steps must be an int >= 1"),
-    (dict(steps=2.5), ValueError, "steps must be an int"),
+    (dict(steps=2.5), TypeError, r"steps must be an int >= 1, got 2.5 \(float\)"),
     (dict(norm="l1"), ValueError, "norm must be"),
     (dict(loss="hinge"), ValueError, "unknown attack loss"),
     (dict(restarts=0), ValueError, "restarts must be"),
@@ -316,10 +316,11 @@ def test_bad_batches(digits_model):
         APGD(model, rho=0)
 
 
-@pytest.mark.parametrize("value", ["x", float("nan"), 0.0, 1.5, True])
+@pytest.mark.parametrize("value, error", [("x", TypeError), (float("nan"), ValueError),
+                                          (0.0, ValueError), (1.5, ValueError), (True, TypeError)])
 @pytest.mark.parametrize("name", ["rho", "momentum"])
-def test_apgd_names_the_bad_argument(name, value):
-    with pytest.raises(ValueError, match=rf"^{name} must be a number in \(0, 1\], got"):
+def test_apgd_names_the_bad_argument(name, value, error):
+    with pytest.raises(error, match=rf"^{name} must be a number in \(0, 1\], got"):
         APGD(nn.Linear(4, 3), **{name: value})
 
 

@@ -6,6 +6,7 @@ from torch import nn
 
 from robustops import normalized
 from robustops.attacks import FGSM, PGD, AutoAttack
+from robustops.testing import small_conv_classifier
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -13,10 +14,7 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def _model(seed=0):
-    """A small conv net that expects normalised inputs (as torchvision-style models do)."""
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-                         nn.Flatten(), nn.Linear(128, 10)).eval()
+    return small_conv_classifier(seed)
 
 
 def _data(n=16, seed=1):

@@ -195,12 +195,20 @@ def test_softplus_surrogate_swaps_and_restores():
     ("output", dict(output="softmax"), "output must be one of"),
     ("baseline", dict(baseline=torch.zeros(3, 1, 4, 4)), "does not broadcast"),
     ("x", dict(x=torch.zeros(3, 1, 8, 8, dtype=torch.int64)), "floating tensor"),
+    # A wrong type is a TypeError.
+    ("steps float", dict(steps=4.0), r"steps must be an int >= 1, got 4.0 \(float\)", TypeError),
+    ("ibs bool", dict(internal_batch_size=True), "internal_batch_size must be None or an int",
+     TypeError),
+    ("target bool", dict(target=True), r"integrated_gradients: target must be an int, .*\(bool\)",
+     TypeError),
+    ("target str", dict(target="1"), "integrated_gradients: target must be an int", TypeError),
+    ("x list", dict(x=[[0.0]]), "integrated_gradients: x must be a floating tensor", TypeError),
 ], ids=lambda c: c[0])
 def test_bad_input_raises_clear_error(case):
-    _, override, match = case
+    _, override, match, *error = case
     args = dict(x=_x(3), target=1, steps=4)
     args.update(override)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error[0] if error else ValueError, match=match):
         integrated_gradients(_cnn(), args.pop("x"), args.pop("target"), **args)
 
 
@@ -210,3 +218,11 @@ def test_bad_smoothgrad_arguments():
                       (dict(method="x"), "method")):
         with pytest.raises(ValueError, match=match):
             smoothgrad(model, x, 1, **kw)
+    for kw, match in ((dict(samples=2.0), "smoothgrad: samples must be an int"),
+                      (dict(stdev="0.1"), "smoothgrad: stdev must be a finite number"),
+                      (dict(internal_batch_size=1.5), "smoothgrad: internal_batch_size")):
+        with pytest.raises(TypeError, match=match):
+            smoothgrad(model, x, 1, **kw)
+    with pytest.raises(TypeError, match="softplus_surrogate: beta must be a number > 0"):
+        with softplus_surrogate(model, beta="1"):
+            pass

@@ -85,3 +85,9 @@ def test_what_captum_has_and_these_lack_is_refused():
         Saliency(model).attribute(x, target=(0, 1))
     with pytest.raises(TypeError, match="forward_func must be a callable"):
         Saliency("model")
+    # A list target holds one int per sample: a tuple or a bool in it is a wrong type.
+    with pytest.raises(TypeError, match=r"Saliency.attribute: target\[1\] must be an int .*"
+                                        r"tuples, are not supported\), got \(0, 1\)"):
+        Saliency(model).attribute(x, target=[0, (0, 1), 2])
+    with pytest.raises(TypeError, match=r"target\[0\] must be an int .*got True \(bool\)"):
+        Saliency(model).attribute(x, target=[True, 1, 2])

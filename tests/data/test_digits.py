@@ -56,9 +56,11 @@ def test_stratified_split_seeded():
     assert torch.equal(a[1], d[1])
 
 
-@pytest.mark.parametrize("f", [0.0, 1.0, -0.1, 1.5, float("nan"), "0.2", True])
-def test_stratified_split_bad_fraction(f):
-    with pytest.raises(ValueError, match="test_fraction"):
+@pytest.mark.parametrize("f, error", [(0.0, ValueError), (1.0, ValueError), (-0.1, ValueError),
+                                      (1.5, ValueError), (float("nan"), ValueError),
+                                      ("0.2", TypeError), (True, TypeError)])
+def test_stratified_split_bad_fraction(f, error):
+    with pytest.raises(error, match=r"test_fraction must be a number in \(0, 1\)"):
         stratified_split(torch.arange(10) % 2, f, seed=0)
 
 
@@ -234,8 +236,9 @@ def test_loader_on_mnist(mnist_all):
     assert torch.equal(first[0], first[1]) and first[0].shape == (32,)
 
 
-@pytest.mark.parametrize("bs", [0, -1, 2.5, True])
-def test_loader_bad_batch_size(bs):
+@pytest.mark.parametrize("bs, error", [(0, ValueError), (-1, ValueError), (2.5, TypeError),
+                                       (True, TypeError)])
+def test_loader_bad_batch_size(bs, error):
     ds = torch.utils.data.TensorDataset(torch.arange(10))
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(error, match="batch_size must be an int >= 1"):
         make_loader(ds, batch_size=bs, shuffle=False)

@@ -147,18 +147,20 @@ def test_small_images_keep_parts():
         assert float(visible.all(1).float().mean()) >= 0.9
 
 
-@pytest.mark.parametrize("kwargs, match", [
+# (kwargs, match[, error]): the error is a ValueError unless one is given.
+@pytest.mark.parametrize("kwargs, match, error", [(*c, ValueError)[:3] for c in [
     ({"n": 0}, "n must be an int >= 1"),
     ({"n": 3, "image_size": 31}, "image_size must be an int >= 32"),
     ({"n": 3, "split": "dev"}, "split must be one of 'train', 'val', 'test'"),
     ({"n": 3, "spurious": 1.5}, r"spurious must be a number in \[0, 1\]"),
     ({"n": 3, "spurious": -0.1}, r"spurious must be a number in \[0, 1\]"),
     ({"n": 3, "spurious": float("nan")}, r"spurious must be a number in \[0, 1\]"),
-    ({"n": 3, "spurious": True}, r"spurious must be a number in \[0, 1\]"),
-    ({"n": 3, "mismatch": 1}, "mismatch must be a bool"),
-    ({"n": 3, "seed": "0"}, "seed must be an int"),
-])
-def test_validation(kwargs, match):
+    ({"n": 3, "spurious": True}, r"spurious must be a number in \[0, 1\]", TypeError),
+    ({"n": 3, "mismatch": 1}, r"mismatch must be a bool, got 1 \(int\)", TypeError),
+    ({"n": 3, "seed": "0"}, "seed must be an int", TypeError),
+    ({"n": 2.0}, "n must be an int >= 1", TypeError),
+]])
+def test_validation(kwargs, match, error):
     n = kwargs.pop("n")
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         make_parts(n, **kwargs)

@@ -211,20 +211,21 @@ def test_other_image_sizes():
     assert one.images.shape == (1, 3, 16, 16)
 
 
-@pytest.mark.parametrize("kwargs, match", [
+# (kwargs, match[, error]): the error is a ValueError unless one is given.
+@pytest.mark.parametrize("kwargs, match, error", [(*c, ValueError)[:3] for c in [
     ({"n": 0}, "n must be an int >= 1"),
-    ({"n": 2.0}, "n must be an int >= 1"),
-    ({"n": True}, "n must be an int >= 1"),
+    ({"n": 2.0}, r"n must be an int >= 1, got 2.0 \(float\)", TypeError),
+    ({"n": True}, r"n must be an int >= 1, got True \(bool\)", TypeError),
     ({"n": 4, "image_size": 15}, "image_size must be an int >= 16"),
     ({"n": 4, "split": "all"}, "split must be one of 'train', 'val', 'test'"),
     ({"n": 4, "mode": "stylized"}, "mode must be one of 'consistent', 'cue_conflict', "
                                    "'silhouette', 'texture'"),
-    ({"n": 4, "seed": 1.5}, "seed must be an int"),
+    ({"n": 4, "seed": 1.5}, "seed must be an int", TypeError),
     ({"n": 4, "target": "colour"}, "target must be one of 'shape', 'texture'"),
-])
-def test_validation(kwargs, match):
+]])
+def test_validation(kwargs, match, error):
     n = kwargs.pop("n")
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         make_shapes(n, **kwargs)
 
 

@@ -88,7 +88,7 @@ def test_bbox_head_keeps_the_background_by_default(dtype):
     assert build_part_model(K, CLASSES, head="bbox",
                             head_kwargs={"background": False}).head.background is False
     assert WeightedBBoxHead(K, CLASSES).background is False
-    with pytest.raises(ValueError, match="background must be a bool"):
+    with pytest.raises(TypeError, match="background must be a bool, got 'yes' \\(str\\)"):
         BBoxHead(K, CLASSES, background="yes")
 
 

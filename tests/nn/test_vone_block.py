@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from robustops import backend
-from robustops.models.gabor_parameters import sample_gabor_parameters
+from robustops.nn.gabor_parameters import sample_gabor_parameters
 from robustops.nn import VOneBlock
 from robustops.nn.gabor_conv import GaborConvPlan
 from robustops.nn.vone_block import dense_forward, dense_weights
@@ -138,12 +138,17 @@ def test_bad_input_and_knobs():
 @pytest.mark.parametrize("knob", ["noise_scale", "noise_level", "k_exc", "visual_degrees"])
 @pytest.mark.parametrize("value", ["0.3", None, True, float("nan")])
 def test_real_knobs_named_in_errors(knob, value):
-    # Not "must be real number, not str", and no string silently converted by float().
-    with pytest.raises(ValueError, match=f"VOneBlock: {knob} must be a finite real number"):
+    # Not "must be real number, not str", and no string silently converted by float():
+    # a wrong type is a TypeError, a non-finite number a ValueError.
+    error = ValueError if isinstance(value, float) else TypeError
+    with pytest.raises(error, match=f"VOneBlock: {knob} must be a finite real number"):
         VOneBlock(**{**SMALL, knob: value})
     for knob in ("gabor_seed", "noise_seed"):
-        with pytest.raises(ValueError, match=f"VOneBlock: {knob} must be an int"):
+        with pytest.raises(TypeError, match=f"VOneBlock: {knob} must be an int"):
             VOneBlock(**{knob: 1.5}, **SMALL)
+    for flag in ("learnable", "normalize"):
+        with pytest.raises(TypeError, match=f"VOneBlock: {flag} must be a bool, got 1"):
+            VOneBlock(**{flag: 1}, **SMALL)
     with pytest.raises(ValueError, match="quadrature_channels must be one of"):
         VOneBlock(quadrature_channels="shared", **SMALL)
 
@@ -199,7 +204,7 @@ class VOneNetBlock:
     """VOneNet's VOneBlock (vonenet/modules.py) built as its VOneNet() builder does
     (vonenet/vonenet.py: unit conversions), transcribed; noise_mode None (its noise_f is
     then a ReLU). The parameters come from sample_gabor_parameters, which
-    tests/models/test_gabor_parameters.py checks against generate_gabor_param."""
+    tests/nn/test_gabor_parameters.py checks against generate_gabor_param."""
 
     def __init__(self, seed, simple_channels, complex_channels, image_size, visual_degrees,
                  ksize, stride, sf_max, k_exc=25):

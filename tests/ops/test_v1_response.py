@@ -452,19 +452,22 @@ def test_bad_inputs_raise_clear_errors():
         (dict(noise_scale=-1.0), "noise_scale must be > 0"),
         (dict(noise_scale=float("nan")), "noise_scale must be a finite"),
         (dict(noise_level=float("inf")), "noise_level must be a finite"),
-        (dict(k_exc="25"), "k_exc must be a finite"),
-        (dict(noise=1), "noise must be a bool"),
-        (dict(seed=1.5), "seed must be an int"),
         (dict(index=torch.arange(3)), r"shape \(2,\)"),
         (dict(index=torch.zeros(2, 1, dtype=torch.int64)), r"shape \(2,\)"),
-        (dict(index=-1), "offset must be >= 0"),
-        (dict(q0="x"), "must be a tensor"),
+        (dict(index=-1), "index offset must be an int >= 0, got -1"),
     ]
     for kw, match in cases:
         args = dict(q0=q0, q1=q1)
         args.update(kw)
         with pytest.raises(ValueError, match=match):
             v1_response(args.pop("q0"), args.pop("q1"), **args)
+    # A wrong type is a TypeError (the schema would take a bool for an int loosely).
+    for kw, match in [(dict(k_exc="25"), "k_exc must be a finite number, got '25' \\(str\\)"),
+                      (dict(noise=1), "noise must be a bool, got 1 \\(int\\)"),
+                      (dict(seed=1.5), "seed must be an int, got 1.5 \\(float\\)"),
+                      (dict(k_exc=True), "k_exc must be a finite number, got True")]:
+        with pytest.raises(TypeError, match=match):
+            v1_response(q0, q1, **kw)
 
 
 def test_op_checks_its_index():

@@ -115,10 +115,11 @@ def test_early_exit_drops_broken_samples_at_checks_only(digits_batch):
     assert rows(c) == [every[(k // c) * c] for k in range(STEPS)]
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
-def test_check_every_is_validated(digits_model, bad):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError),
+                                        (True, TypeError), ("2", TypeError)])
+def test_check_every_is_validated(digits_model, bad, error):
     model = digits_model[0]
-    with pytest.raises(ValueError, match="check_every must be an int >= 1"):
+    with pytest.raises(error, match="check_every must be an int >= 1"):
         PGD(model, check_every=bad)
 
 

@@ -11,13 +11,6 @@ from robustops.train import PGDAT, CrossEntropy, Trainer
 BATCH = 32
 
 
-@pytest.fixture(scope="module")
-def digits():
-    pytest.importorskip("sklearn")
-    from robustops.data import load_sklearn_digits
-    return load_sklearn_digits("train", seed=0)
-
-
 def _mlp():
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))

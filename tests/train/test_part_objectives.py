@@ -8,8 +8,8 @@ from robustops.data.part_masks import PartSegmentationDataset
 from robustops.data.parts import make_parts
 from robustops.models import build_part_model
 from robustops.train import PartMAT, PartSemiSupervised, PartTRADES, Trainer
-from robustops.train.objectives.part_loss import (NO_MASK, pack_part_targets, segmentation_loss,
-                                                  semi_supervised_part_loss, unpack_part_targets)
+from robustops.data.part_targets import NO_MASK, pack_part_targets, unpack_part_targets
+from robustops.train.objectives.part_loss import segmentation_loss, semi_supervised_part_loss
 
 K, CLASSES = 6, 5
 

@@ -13,13 +13,6 @@ from robustops.train import (MAT, PGDAT, TRADES, CrossEntropy, FastAT, FreeAT, T
 from robustops.train.checkpoint import CheckpointError, checkpoint_folders
 
 
-@pytest.fixture(scope="module")
-def digits():
-    pytest.importorskip("sklearn")
-    from robustops.data import load_sklearn_digits
-    return load_sklearn_digits("train", seed=0)
-
-
 def _mlp(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -160,7 +153,7 @@ def test_autocast_channels_last_and_clipping(digits):
     assert torch.isfinite(torch.tensor(metrics["loss"]))
 
 
-@pytest.mark.parametrize("kwargs,match", [
+@pytest.mark.parametrize("case", [
     (dict(optimizer="lbfgs"), "optimizer must be"),
     (dict(schedule="exp"), "schedule must be"),
     (dict(autocast="fp8"), "autocast must be"),
@@ -172,11 +165,15 @@ def test_autocast_channels_last_and_clipping(digits):
     (dict(seed=2**70), r"seed must be an int in \[0, 2\*\*63 - 1\], got 1180591620717411303424"),
     (dict(seed=2**63), "seed must be"),
     (dict(seed=-1), "seed must be"),
-    (dict(seed=1.5), "seed must be"),
-    (dict(seed=True), "seed must be"),
+    # A wrong type is a TypeError (robustops.arguments), a bad value a ValueError.
+    (dict(seed=1.5), r"seed must be an int in \[0, 2\*\*63 - 1\], got 1.5 \(float\)", TypeError),
+    (dict(seed=True), r"seed must be .*, got True \(bool\)", TypeError),
+    (dict(epochs=2.0), r"epochs must be an int >= 1, got 2.0 \(float\)", TypeError),
+    (dict(batch_size="64"), "batch_size must be", TypeError),
 ])
-def test_bad_arguments(digits, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_arguments(digits, case):
+    kwargs, match, *error = case
+    with pytest.raises(error[0] if error else ValueError, match=match):
         Trainer(_mlp(), CrossEntropy(), digits, progress=False, **kwargs).fit()
     with pytest.raises(TypeError, match="Objective"):
         Trainer(_mlp(), nn.CrossEntropyLoss(), digits)

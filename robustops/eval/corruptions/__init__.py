@@ -16,6 +16,7 @@ from typing import Dict, Iterable, Union
 import torch
 from torch import Tensor
 
+from ...arguments import require_int
 from ...counter_rng import sample_index
 from ...intra_op_threads import intra_op_threads, threads_for
 from .base import EXTRA, REGISTRY, SEVERITIES, STANDARD, SampleRandom
@@ -54,8 +55,7 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int = 0,
     if name not in REGISTRY:
         known = ", ".join(CORRUPTIONS)
         raise ValueError(f"unknown corruption {name!r}; available: {known}")
-    if isinstance(severity, bool) or severity not in SEVERITIES:
-        raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
+    require_int(severity, "severity", minimum=min(SEVERITIES), maximum=max(SEVERITIES))
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim != 4:
         raise TypeError("x must be a floating tensor (B, C, H, W) in [0, 1] "
                         "(convert uint8 images with x.float() / 255)")

@@ -1,4 +1,6 @@
-"""Training objectives, pluggable into the Trainer (subclass Objective for your own)."""
+"""Training objectives, pluggable into the Trainer (subclass Objective for your own).
+
+The names `robustops train` knows: robustops.train.objective_registry."""
 from .base import Objective
 from .cacr_wacr import CACRWACR
 from .ce import CrossEntropy
@@ -14,12 +16,7 @@ from .rar import IGNorm, IGSumNorm
 from .tenet import TenetFreeAT, TenetObjective
 from .trades import TRADES
 
-OBJECTIVES = {c.name: c for c in (CrossEntropy, PGDAT, TRADES, MAT, FastAT, FreeAT)}
-OBJECTIVES.update({c.name: c for c in (IGNorm, IGSumNorm, CACRWACR)})
-OBJECTIVES.update({c.name: c for c in (PartSemiSupervised, PartTRADES, PartMAT)})
-OBJECTIVES.update({c.name: c for c in (TenetObjective, TenetFreeAT)})
-
-__all__ = ["Objective", "CrossEntropy", "PGDAT", "TRADES", "MAT", "FastAT", "FreeAT", "Distillation", "OBJECTIVES",
+__all__ = ["Objective", "CrossEntropy", "PGDAT", "TRADES", "MAT", "FastAT", "FreeAT", "Distillation",
            "IGNorm", "IGSumNorm", "CACRWACR"]
 __all__ += ["PartSemiSupervised", "PartTRADES", "PartMAT"]
 __all__ += ["TenetObjective", "TenetFreeAT"]

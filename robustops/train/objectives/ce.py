@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from ...arguments import require_real
 from .base import Objective, accuracy
 
 
@@ -12,9 +13,8 @@ class CrossEntropy(Objective):
     name = "ce"
 
     def __init__(self, label_smoothing: float = 0.0):
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = require_real(label_smoothing, "label_smoothing", low=0, high=1,
+                                            high_open=True)
 
     def compute(self, model, x, y, *, replay=0):
         logits = model(x)

@@ -1,12 +1,11 @@
 """Knowledge distillation: temperature-scaled KL to a teacher (e.g. a V1 ensemble) plus CE."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...arguments import require_real
 from ...attacks.model_state import attack_state
 from .base import Objective, accuracy
 
@@ -25,12 +24,9 @@ class Distillation(Objective):
     def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9):
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.teacher = teacher
-        self.temperature, self.alpha = float(temperature), float(alpha)
+        self.temperature = require_real(temperature, "temperature", low=0, low_open=True)
+        self.alpha = require_real(alpha, "alpha", low=0, high=1)
 
     def compute(self, model, x, y, *, replay=0):
         # Every submodule's mode is restored as found (the teacher may mix modes).

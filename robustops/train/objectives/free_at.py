@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...arguments import positive_int
 from ...ops.pgd_step import pgd_step_
 from .base import Objective, accuracy
 
@@ -18,9 +19,8 @@ class FreeAT(Objective):
     name = "free_at"
 
     def __init__(self, eps: float = 4 / 255, replays: int = 4, lo: float = 0.0, hi: float = 1.0):
-        if replays < 1:
-            raise ValueError(f"replays must be >= 1, got {replays}")
-        self.eps, self.replays, self.lo, self.hi = float(eps), int(replays), lo, hi
+        self.replays = positive_int(replays, "replays")
+        self.eps, self.lo, self.hi = float(eps), lo, hi
         self.delta: Optional[Tensor] = None
         self._x_adv: Optional[Tensor] = None
         self._x: Optional[Tensor] = None

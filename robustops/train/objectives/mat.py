@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from ...arguments import require_real
 from .base import accuracy
 from .pgd_at import PGDAT
 
@@ -13,10 +14,9 @@ class MAT(PGDAT):
     name = "mat"
 
     def __init__(self, beta: float = 0.5, **pgd_kwargs):
-        if not 0 <= beta <= 1:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        beta = require_real(beta, "beta", low=0, high=1, what="in [0, 1]")
         super().__init__(**pgd_kwargs)
-        self.beta = float(beta)
+        self.beta = beta
 
     def compute(self, model, x, y, *, replay=0):
         x_adv = self.adversarial(model, x, y)

@@ -1,8 +1,8 @@
-"""The semi-supervised part-model loss and the part-mask target convention.
+"""The semi-supervised part-model loss.
 
-Masks (the has-mask convention of every part dataset here): a part mask is (H, W)
-int64 with 0 = background, 1..K = parts and -1 = unlabelled. An image WITHOUT a mask has
--1 everywhere (``NO_MASK``); -1 on some pixels only marks those pixels unlabelled.
+Masks follow the has-mask convention of robustops.data.part_targets: (H, W) int64, 0 =
+background, 1..K = parts, -1 = unlabelled (``NO_MASK``; everywhere for an image without
+a mask).
 
 Per sample (METHODS.md section 1; the paper's SemiSumLoss):
 
@@ -11,8 +11,8 @@ Per sample (METHODS.md section 1; the paper's SemiSumLoss):
 with Seg_i = 0 for an image without a mask, so it contributes only its classification
 term; the loss is the batch mean of L_i (c = 0.5).
 
-The Trainer's batches are (x, y) pairs, so a part dataset hands it packed targets:
-``pack_part_targets(y, mask)`` -> (B, 1 + H*W) int64 rows [y, mask.flatten()];
+The Trainer's batches are (x, y) pairs, so a part dataset hands it packed targets
+(robustops.data.part_targets.pack_part_targets: (B, 1 + H*W) rows [y, mask.flatten()]);
 the part objectives accept either such packed targets or plain (B,) labels (no masks:
 classification only).
 """
@@ -20,41 +20,14 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NO_MASK", "pack_part_targets", "unpack_part_targets", "segmentation_loss",
-           "semi_supervised_part_loss", "forward_with_parts"]
+from ...data.part_targets import NO_MASK
 
-NO_MASK = -1  # the mask value of unlabelled pixels (everywhere: an image without a mask)
+__all__ = ["segmentation_loss", "semi_supervised_part_loss", "forward_with_parts"]
+
 SEG_WEIGHT = 0.5  # c
-
-
-def pack_part_targets(labels: Tensor, masks: Tensor) -> Tensor:
-    """labels (B,) or () and masks (B, H, W) or (H, W) int -> (B, 1 + H*W) or (1 + H*W,)
-    int64 rows [label, mask.flatten()]: the Trainer's y for part objectives."""
-    if masks.ndim == 2:
-        return torch.cat([labels.reshape(1).to(torch.int64), masks.reshape(-1).to(torch.int64)])
-    if masks.ndim != 3 or labels.shape != masks.shape[:1]:
-        raise ValueError(f"pack_part_targets: need labels (B,) and masks (B, H, W), got "
-                         f"{tuple(labels.shape)} and {tuple(masks.shape)}")
-    return torch.cat([labels.reshape(-1, 1).to(torch.int64),
-                      masks.reshape(masks.shape[0], -1).to(torch.int64)], 1)
-
-
-def unpack_part_targets(y: Tensor, size: Tuple[int, int]) -> Tuple[Tensor, Optional[Tensor]]:
-    """y: (B,) labels -> (labels, None); (B, 1 + H*W) packed -> (labels, masks (B, H, W)).
-
-    size: (H, W) of the images (the masks must have it)."""
-    if y.ndim == 1:
-        return y, None
-    h, w = size
-    if y.ndim != 2 or y.shape[1] != 1 + h * w:
-        raise ValueError(f"part targets must be labels (B,) or packed (B, 1 + H*W) = "
-                         f"(B, {1 + h * w}) for {h}x{w} images (pack_part_targets), got "
-                         f"{tuple(y.shape)}")
-    return y[:, 0], y[:, 1:].reshape(-1, h, w)
 
 
 def segmentation_loss(part_logits: Tensor, masks: Tensor) -> Tensor:

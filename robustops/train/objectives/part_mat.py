@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from ...arguments import require_real
+from ...data.part_targets import unpack_part_targets
 from .base import accuracy
-from .part_loss import SEG_WEIGHT, forward_with_parts, segmentation_loss, unpack_part_targets
+from .part_loss import SEG_WEIGHT, forward_with_parts, segmentation_loss
 from .part_semi import check_seg_weight, mask_metrics
 from .pgd_at import PGDAT
 
@@ -22,11 +24,10 @@ class PartMAT(PGDAT):
 
     def __init__(self, beta: float = 0.5, seg_weight: float = SEG_WEIGHT,
                  eps: float = 8 / 255, alpha=None, steps: int = 10, **pgd_kwargs):
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
-            raise ValueError(f"beta must be in [0, 1], got {beta!r}")
+        beta = require_real(beta, "beta", low=0, high=1, what="in [0, 1]")
         super().__init__(eps=eps, alpha=1.25 * eps / steps if alpha is None else alpha,
                          steps=steps, **pgd_kwargs)
-        self.beta = float(beta)
+        self.beta = beta
         self.seg_weight = check_seg_weight(seg_weight)
 
     def compute(self, model, x, y, *, replay=0):

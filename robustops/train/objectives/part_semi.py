@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import torch
 
+from ...arguments import require_real
+from ...data.part_targets import unpack_part_targets
 from .base import Objective, accuracy
-from .part_loss import (SEG_WEIGHT, forward_with_parts, segmentation_loss,
-                        semi_supervised_part_loss, unpack_part_targets)
+from .part_loss import SEG_WEIGHT, forward_with_parts, segmentation_loss, semi_supervised_part_loss
 
 
 def check_seg_weight(c) -> float:
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= 1:
-        raise ValueError(f"seg_weight (c) must be a number in [0, 1], got {c!r}")
-    return float(c)
+    """float(c) for the part objectives' seg_weight c in [0, 1] (TypeError for a non-number)."""
+    return require_real(c, "seg_weight (c)", low=0, high=1)
 
 
 def mask_metrics(masks) -> dict:

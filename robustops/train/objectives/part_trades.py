@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from ...arguments import non_negative
+from ...data.part_targets import unpack_part_targets
 from .base import Objective, accuracy
-from .part_loss import SEG_WEIGHT, forward_with_parts, segmentation_loss, unpack_part_targets
+from .part_loss import SEG_WEIGHT, forward_with_parts, segmentation_loss
 from .part_semi import check_seg_weight, mask_metrics
 from .trades import trades_adversarial
 
@@ -24,9 +26,7 @@ class PartTRADES(Objective):
     def __init__(self, beta: float = 6.0, seg_weight: float = SEG_WEIGHT,
                  eps: float = 8 / 255, alpha=None, steps: int = 10, norm: str = "linf",
                  seed: int = 0):
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
-            raise ValueError(f"beta must be a number >= 0, got {beta!r}")
-        self.beta = float(beta)
+        self.beta = non_negative(beta, "beta")
         self.seg_weight = check_seg_weight(seg_weight)
         self.eps, self.steps, self.norm, self.seed = eps, steps, norm, seed
         self.alpha = 1.25 * eps / steps if alpha is None else alpha

@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...arguments import non_negative, positive_int, require_int
+from ...distributed import rank_world
 from ...nn.group_inhibition import GroupInhibition, find_layer, unwrap_model
-from ..distributed import rank_world
 from .base import Objective
 from .ce import CrossEntropy
 from .free_at import FreeAT
@@ -54,18 +55,22 @@ class TenetObjective(Objective):
                  every: int = 3, tenet_weight: float = 0.1, orth_weight: float = 1e-3,
                  base: Optional[Objective] = None, max_iter: int = 50,
                  shift_threshold: float = 1e-4, seed: int = 0):
-        for key, v, lo in (("warmup_iters", warmup_iters, 0), ("every", every, 1),
-                           ("num_groups", num_groups, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"TenetObjective: {key} must be an int >= {lo}, got {v!r}")
-        if tenet_weight < 0 or orth_weight < 0:
-            raise ValueError("TenetObjective: tenet_weight and orth_weight must be >= 0")
+        where = "TenetObjective"
+        warmup_iters = require_int(warmup_iters, "warmup_iters", where=where, minimum=0)
+        every = require_int(every, "every", where=where, minimum=1)
+        num_groups = require_int(num_groups, "num_groups", where=where, minimum=1)
+        tenet_weight = non_negative(tenet_weight, "tenet_weight", where=where)
+        orth_weight = non_negative(orth_weight, "orth_weight", where=where)
+        # channel_kmeans' own checks, here so that a bad value fails now, not at warmup_iters.
+        max_iter = positive_int(max_iter, "max_iter", where=where)
+        shift_threshold = non_negative(shift_threshold, "shift_threshold", where=where)
+        seed = require_int(seed, "seed", where=where)
         if base is not None and (isinstance(base, TenetObjective)
                                  or not isinstance(base, Objective)):
             raise TypeError("TenetObjective: base must be a (non-TENET) robustops Objective")
         self.layer, self.num_groups = layer, num_groups
         self.warmup_iters, self.every = warmup_iters, every
-        self.tenet_weight, self.orth_weight = float(tenet_weight), float(orth_weight)
+        self.tenet_weight, self.orth_weight = tenet_weight, orth_weight
         self.max_iter, self.shift_threshold, self.seed = max_iter, shift_threshold, seed
         self.base = base if base is not None else CrossEntropy()
         self.iteration = 0     # completed iterations (minibatches)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...arguments import non_negative
 from ...attacks import PGD
 from .base import Objective, accuracy
 
@@ -36,10 +37,8 @@ class TRADES(Objective):
 
     def __init__(self, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
                  beta: float = 6.0, norm: str = "linf", seed: int = 0):
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
         self.eps, self.alpha, self.steps, self.beta, self.norm, self.seed = \
-            eps, alpha, steps, float(beta), norm, seed
+            eps, alpha, steps, non_negative(beta, "beta"), norm, seed
         self._calls = 0
 
     def compute(self, model, x, y, *, replay=0):

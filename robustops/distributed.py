@@ -1,4 +1,5 @@
-"""torch.distributed set-up for the Trainer: works unchanged alone or under torchrun."""
+"""torch.distributed helpers shared by the Trainer, the evaluators and the CLI: each works
+unchanged alone (rank 0 of 1) or under torchrun."""
 from __future__ import annotations
 
 import os

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from robustops import gabor_bank
-from robustops.models.gabor_parameters import (N_BINS, N_JOINT_COUNTS, ORI_BINS, ORI_COUNTS,
-                                               SF_BINS, SF_COUNTS, gabor_filter_parameters,
-                                               sample_gabor_parameters)
+from robustops.nn.gabor_parameters import (N_BINS, N_JOINT_COUNTS, ORI_BINS, ORI_COUNTS,
+                                           SF_BINS, SF_COUNTS, gabor_filter_parameters,
+                                           sample_gabor_parameters)
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -264,7 +264,6 @@ def test_filter_parameters_units_and_bank():
 
 @pytest.mark.parametrize("kw,match", [
     (dict(n=-1), "n must be an int >= 0"),
-    (dict(n=2.0), "n must be an int"),
     (dict(seed=-1), "seed must be an int"),
     (dict(sf_corr=1.5), r"sf_corr is a correlation, it must be in \[-1, 1\]"),
     (dict(sf_corr=float("nan")), "sf_corr must be a finite number"),
@@ -276,6 +275,17 @@ def test_filter_parameters_units_and_bank():
 def test_sampling_bad_arguments(kw, match):
     kw = {"n": 10, **kw}
     with pytest.raises(ValueError, match=match):
+        sample_gabor_parameters(kw.pop("n"), **kw)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(n=2.0), r"sample_gabor_parameters: n must be an int >= 0, got 2.0 \(float\)"),
+    (dict(seed=True), r"seed must be an int in \[0, 2\*\*32\), got True \(bool\)"),
+    (dict(sf_min="0.5"), "sf_min must be a finite number, got '0.5' \\(str\\)"),
+])
+def test_sampling_arguments_of_a_wrong_type(kw, match):
+    kw = {"n": 10, **kw}
+    with pytest.raises(TypeError, match=match):
         sample_gabor_parameters(kw.pop("n"), **kw)
 
 

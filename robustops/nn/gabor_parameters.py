@@ -39,12 +39,13 @@ ny / frequency pixels, theta and phase in radians.
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Dict
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..arguments import require_int, require_real
 
 __all__ = ["sample_gabor_parameters", "gabor_filter_parameters", "ORI_BINS", "ORI_COUNTS",
            "N_BINS", "N_JOINT_COUNTS", "SF_BINS", "SF_COUNTS"]
@@ -93,13 +94,12 @@ def _sf_bins(sf_min: float, sf_max: float, strict_max: bool):
 
 
 def _check_args(n, seed, sf_corr, sf_min, sf_max) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"sample_gabor_parameters: n must be an int >= 0, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
-        raise ValueError(f"sample_gabor_parameters: seed must be an int in [0, 2**32), got {seed!r}")
+    where = "sample_gabor_parameters"
+    require_int(n, "n", where=where, minimum=0)
+    require_int(seed, "seed", where=where, minimum=0, maximum=2 ** 32 - 1,
+                what="an int in [0, 2**32)")
     for name, v in (("sf_corr", sf_corr), ("sf_min", sf_min), ("sf_max", sf_max)):
-        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
-            raise ValueError(f"sample_gabor_parameters: {name} must be a finite number, got {v!r}")
+        require_real(v, name, where=where)
     if not -1.0 <= sf_corr <= 1.0:
         raise ValueError(f"sample_gabor_parameters: sf_corr is a correlation, it must be in "
                          f"[-1, 1], got {sf_corr}")
@@ -182,8 +182,8 @@ def gabor_filter_parameters(params: Dict[str, Tensor], image_size: int = 224,
         raise ValueError(f"gabor_filter_parameters: params lacks {missing}; expected the keys "
                          f"{list(_KEYS)} of sample_gabor_parameters")
     for name, v in (("image_size", image_size), ("visual_degrees", visual_degrees)):
-        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"gabor_filter_parameters: {name} must be a number > 0, got {v!r}")
+        require_real(v, name, where="gabor_filter_parameters", low=0, low_open=True,
+                     what="a number > 0")
     p = {k: torch.as_tensor(params[k]) for k in _KEYS}
     # VOneNet's conversion, in its order of operations.
     ppd = image_size / visual_degrees
