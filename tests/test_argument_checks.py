@@ -226,6 +226,18 @@ def test_converted_packages_have_no_inline_scalar_checks():
 # ----------------------------------------------------------------------------- call sites
 
 
+
+def _check_call_sites(calls):
+    """Each (call, wrong type, bad value or None, argument name): the wrong type raises a
+    TypeError and the bad value a ValueError, both naming the argument."""
+    for call, wrong_type, bad_value, name in calls:
+        with pytest.raises(TypeError, match=name):
+            call(wrong_type)
+        if bad_value is not None:
+            with pytest.raises(ValueError, match=name):
+                call(bad_value)
+
+
 def test_converted_call_sites_raise_type_errors_for_wrong_types():
     # One argument per converted package: a wrong type is a TypeError, a bad value of the
     # right type is still a ValueError.
@@ -246,12 +258,7 @@ def test_converted_call_sites_raise_type_errors_for_wrong_types():
         (lambda v: SmallCNN(num_classes=v), 10.0, 0, "num_classes"),
         (lambda v: make_loader(ds, batch_size=v, shuffle=False), "2", 0, "batch_size"),
     ]
-    for call, wrong_type, bad_value, name in calls:
-        with pytest.raises(TypeError, match=name):
-            call(wrong_type)
-        if bad_value is not None:
-            with pytest.raises(ValueError, match=name):
-                call(bad_value)
+    _check_call_sites(calls)
 
 
 def test_attack_train_and_eval_call_sites_raise_type_errors_for_wrong_types(tmp_path):
@@ -292,9 +299,4 @@ def test_attack_train_and_eval_call_sites_raise_type_errors_for_wrong_types(tmp_
         (lambda v: next(shard_batches(data, v)), 1.5, 0, "batch_size"),
         (lambda v: format_n(v), True, -1, "n"),
     ]
-    for call, wrong_type, bad_value, name in calls:
-        with pytest.raises(TypeError, match=name):
-            call(wrong_type)
-        if bad_value is not None:
-            with pytest.raises(ValueError, match=name):
-                call(bad_value)
+    _check_call_sites(calls)

@@ -8,8 +8,13 @@ Versions (the reference's, fra31/auto-attack):
 - rand: APGD-CE and APGD-DLR with EOT over 20 forward passes, for randomised models.
 
 Each attack runs only on the samples every earlier attack left standing, with early
-exit inside the attack (a sample leaves as soon as an iterate fools the model) and, with
-batch_restarts, all restarts / target classes of an attack in one replicated batch.
+exit inside the attack (a sample leaves as soon as an iterate fools the model); the 9
+target classes of APGD-T and FAB-T run in one replicated batch (with batch_restarts, the
+restarts of the other attacks too). Both give the robust mask of the sequential run.
+Square evaluates several queries per pass where a pass costs its call more than its rows
+(see Square's queries_per_pass: the same search). On the CPU the suite runs with the
+intra-op threads its largest op is worth (robustops.intra_op_threads): thousands of
+passes of small ops, each a fork-join that stalls on a loaded machine.
 """
 from __future__ import annotations
 
@@ -17,12 +22,13 @@ import contextlib
 import dataclasses
 import time
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..counter_rng import sample_index
+from ..intra_op_threads import SMALL_OP_GRAIN, intra_op_threads, threads_for
 from .apgd import APGD
 from .apgd_targeted import APGDTargeted
 from .base import Attack, Eps
@@ -34,6 +40,15 @@ VERSIONS = ("standard", "plus", "rand")
 # The reference's check: Square lowering the robust accuracy of the white-box attacks by
 # more than this fraction flags the evaluation as unreliable (gradient masking).
 BLACK_BOX_GAP = 0.002
+# Elements of the suite's largest op per intra-op thread on the CPU (threads_for's grain):
+# FAB-T on 126 MNIST images (9 x 126 rows of 784; ops of 1.8 M elements) took 6.1-7.3 s
+# on 1 thread and 43-44 s on 2, 2 cores at load 1.5-3.3: its ~20 ops per step are
+# fork-joins that each wait for a descheduled thread.
+SUITE_OP_GRAIN = 8 * SMALL_OP_GRAIN
+# Square's queries per pass at most: on an MNIST MLP (35 samples, 5000 queries, 2 cores
+# under load) 8 per pass took 2.0 s, 16 2.1 s, 4 2.7 s, 1 8.2 s (the later queries of
+# a pass are wasted once one improves).
+SQUARE_MOST_QUERIES_PER_PASS = 8
 
 
 def suite(model: nn.Module, *, eps: Eps, norm: str = "linf", version: str = "standard",
@@ -122,29 +137,74 @@ class AutoAttackResult:
 
 @contextlib.contextmanager
 def _recording_fooling_points(atk: Attack, found: Tensor, have: Tensor):
-    """While robust_mask runs, copy into found[i] the iterate that fooled sample i (its
-    _step returns the logits of the iterate it started from; the last iterate is kept
-    for samples fooled only by it). have[i] marks the recorded ones."""
+    """While robust_mask runs, copy into found[i] an iterate that fooled sample i (its
+    _step returns the logits of the iterate it started from) and mark have[i]; after the
+    last step, the final iterate (which robust_mask evaluates without a _step) is checked
+    once more, so every sample robust_mask counts as fooled has its point recorded, the
+    copy (restart / target class) that fooled it included when they run batched."""
     inner = atk._step
-    last = found.clone()
+
+    def record_fooled(state, fooled: Tensor, x: Optional[Tensor] = None) -> None:
+        """Rows `fooled` of the state were fooled by x (default: state["x"], as Square's
+        Q-queries-per-pass rounds report)."""
+        # The read costs nothing on the CPU; on a GPU it is one sync per step beside the
+        # early-exit check's (the fooled rows are few and change at few steps).
+        if bool(fooled.any()):
+            rows = state["_owner"][fooled]
+            found[rows] = (state["x"] if x is None else x)[fooled].to(found.dtype)
+            have[rows] = True
+
+    def record(x: Tensor, logits: Tensor, state) -> None:
+        record_fooled(state, logits.argmax(1) != state["y"], x)
 
     def step(state, k):
-        x_old = state["x"].clone()
+        x_old = state["x"]
+        version = x_old._version
         logits = inner(state, k)
-        fooled = logits.argmax(1) != state["y"]
-        owner = state["_owner"]
-        if bool(fooled.any()):
-            found[owner[fooled]] = x_old[fooled].to(found.dtype)
-            have[owner[fooled]] = True
+        if x_old._version != version:  # the steps replace state["x"]; none writes into it
+            raise RuntimeError(f"internal: {type(atk).__name__}._step wrote into state['x']")
+        record(x_old, logits, state)
         if k == atk.steps - 1:
-            last[owner] = state["x"].to(last.dtype)
+            record(state["x"], atk.model(state["x"]), state)
         return logits
 
     atk._step = step
+    if hasattr(atk, "_record_fooled"):
+        atk._record_fooled = record_fooled
     try:
-        yield last
+        yield
     finally:
         del atk._step
+        atk.__dict__.pop("_record_fooled", None)
+
+
+def square_queries_per_pass(work: int, most: int = SQUARE_MOST_QUERIES_PER_PASS) -> int:
+    """Square's queries per pass (a power of two, 1 to `most`) for a model whose largest
+    op on the attacked samples has `work` elements: as many as keep that op within one
+    small op's work (robustops.intra_op_threads.SMALL_OP_GRAIN), where a pass costs its
+    call more than its rows."""
+    q = 1
+    while q < most and 2 * q * work <= SMALL_OP_GRAIN:
+        q *= 2
+    return q
+
+
+def _logits_and_largest_activation(model: nn.Module, x: Tensor) -> Tuple[Tensor, int]:
+    """model(x) and the most elements any of its submodules output on x (the work of the
+    largest op of a pass, which sets the CPU threads worth using)."""
+    largest = [x.numel()]
+
+    def hook(_module, _inputs, out):
+        if isinstance(out, Tensor):
+            largest[0] = max(largest[0], out.numel())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, largest[0]
 
 
 class AutoAttack(Attack):
@@ -183,33 +243,50 @@ class AutoAttack(Attack):
 
     def run(self, x: Tensor, y: Tensor, *, index: Union[None, int, Tensor] = None,
             batch_restarts: bool = False) -> AutoAttackResult:
-        """The suite on (x (B, ...) in [lo, hi], y (B,) int64), AutoAttack's order, early exit."""
+        """The suite on (x (B, ...) in [lo, hi], y (B,) int64), AutoAttack's order, early exit.
+
+        The target classes of APGD-T and FAB-T always run in one replicated batch (the
+        robust mask of the sequential run, one pass per step instead of one per target
+        and step); batch_restarts batches the restarts of the other attacks too ('plus').
+        """
         self._check_batch(x, y, None)
         b = x.shape[0]
         idx = sample_index(b, index, x.device)
         with attack_state(self.model, self.model_mode), torch.no_grad():
-            logits = self.model(x)
+            logits, activation = _logits_and_largest_activation(self.model, x)
         if not self.attacks or logits.shape[1] != self.n_classes:
             self._build(logits.shape[1])  # n_classes=None: read from the model's output
         clean = logits.argmax(1) == y
         robust = clean.clone()
         adversarial = x.detach().clone()
         robust_after, seconds = {}, {}
-        for name, atk in self.attacks.items():
-            ids = robust.nonzero()[:, 0]
-            t0 = time.perf_counter()
-            if ids.numel():
-                found = x[ids].detach().clone()
-                have = torch.zeros(ids.numel(), dtype=torch.bool, device=x.device)
-                with _recording_fooling_points(atk, found, have) as last:
-                    mask = atk.robust_mask(x[ids], y[ids], index=idx[ids], early_exit=True,
-                                           batch_restarts=batch_restarts)
-                fooled = ~mask
-                pick = torch.where(have.reshape(-1, *([1] * (x.ndim - 1))), found, last)
-                adversarial[ids[fooled]] = pick[fooled]
-                robust[ids[fooled]] = False
-            seconds[name] = time.perf_counter() - t0
-            robust_after[name] = float(robust.float().mean())
+        # On the CPU the suite is thousands of passes of ops on a few rows: threads in
+        # proportion to the largest op's work (the targeted attacks replicate the batch).
+        widest = max(getattr(a, "n_target_classes", 1) for a in self.attacks.values())
+        threads = threads_for(activation * widest, SUITE_OP_GRAIN) if x.device.type == "cpu" \
+            else torch.get_num_threads()
+        with intra_op_threads(threads):
+            for name, atk in self.attacks.items():
+                ids = robust.nonzero()[:, 0]
+                t0 = time.perf_counter()
+                if ids.numel():
+                    found = x[ids].detach().clone()
+                    have = torch.zeros(ids.numel(), dtype=torch.bool, device=x.device)
+                    batch = batch_restarts or getattr(atk, "n_target_classes", 1) > 1
+                    if isinstance(atk, Square):
+                        atk.queries_per_pass = square_queries_per_pass(
+                            activation // b * ids.numel())
+                    with _recording_fooling_points(atk, found, have):
+                        mask = atk.robust_mask(x[ids], y[ids], index=idx[ids], early_exit=True,
+                                               batch_restarts=batch)
+                    fooled = ~mask
+                    if not bool(have[fooled].all()):
+                        raise RuntimeError(f"internal: {name} fooled samples without a "
+                                           "recorded adversarial example")
+                    adversarial[ids[fooled]] = found[fooled]
+                    robust[ids[fooled]] = False
+                seconds[name] = time.perf_counter() - t0
+                robust_after[name] = float(robust.float().mean())
         problems = gradient_masking_check(robust_after)
         if problems and self.warn:
             warnings.warn("autoattack: " + "; ".join(problems), RuntimeWarning, stacklevel=2)

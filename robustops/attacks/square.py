@@ -28,7 +28,7 @@ from torch import Tensor
 from ..arguments import positive_int, unit_fraction
 from ..counter_rng import counter_uniform
 from ..ops.pgd_step import pgd_step_
-from .base import Attack, Eps, State
+from .base import Attack, Eps, State, compact
 from .row_keys import RowKeys
 
 # The reference's schedule: p = p_init / 2**j after these query numbers (of 10,000).
@@ -79,18 +79,28 @@ class Square(RowKeys, Attack):
     """Square attack with AutoAttack's defaults (5000 queries, p_init 0.8, margin loss).
 
     n_queries: queries after the initial one (Attack.steps); p_init: initial fraction of
-    pixels per square. Images must be 4-D (B, C, H, W). Each query is one forward pass
-    on the samples still standing; no gradients. See Attack for eps, norm, restarts, seed.
+    pixels per square. Images must be 4-D (B, C, H, W). Each query is one model
+    evaluation of a sample still standing; no gradients. See Attack for eps, norm,
+    restarts, seed.
+
+    queries_per_pass (L-inf, robust_mask): evaluate each standing sample's next Q queries
+    in one pass, all drawn around its current best point, and keep the first that
+    improves (the later ones assumed the earlier ones rejected: they are dropped and
+    drawn again around the new point). The same search and robust mask as Q = 1, as
+    each (sample, query) has its own random draws; for passes whose cost is the call,
+    not the rows (a small model, few samples), Q times fewer passes while most queries
+    are rejected. AutoAttack picks Q from the model's work per pass.
     """
 
     def __init__(self, model, *, eps: Eps = 8 / 255, n_queries: int = 5000, p_init: float = 0.8,
-                 **kwargs):
+                 queries_per_pass: int = 1, **kwargs):
         for bad in ("loss", "random_start", "eot_samples"):
             if bad in kwargs:
                 raise ValueError(f"Square takes no {bad} (a margin-loss random search)")
         super().__init__(model, eps=eps, loss="margin", **kwargs)
         self.steps = positive_int(n_queries, "n_queries")
         self.p_init = unit_fraction(p_init, "p_init")
+        self.queries_per_pass = positive_int(queries_per_pass, "queries_per_pass")
 
     # -------------------------------------------------------------- initial point
 
@@ -130,6 +140,12 @@ class Square(RowKeys, Attack):
         return {"x": x0, "x_nat": x_nat, "y": y, "eps": eps, "logits": logits,
                 "margin": m, "loss": m.clone(), "key": self.rng_key(index, restart)}
 
+    def _draws(self, key: Tensor, query, c: int) -> Tensor:
+        """(N, 5 + C) uniforms of query `query` (int or (N,) int64) for rows keyed `key`
+        (N,): window corners, the L2 flip, one sign per channel. Keyed per (sample,
+        restart, query), so a query draws the same whichever pass evaluates it."""
+        return counter_uniform(self.seed, 1, key * self.steps + query, 5 + c).to(key.device)
+
     def _side(self, k: int, h: int, w: int, c: int) -> int:
         p = square_p(k, self.steps, self.p_init)
         s = int(round(math.sqrt(p * h * w)))  # p of the C*H*W features, as C x s x s
@@ -142,7 +158,7 @@ class Square(RowKeys, Attack):
         x, x_nat = state["x"], state["x_nat"]
         b, c, h, w = x.shape
         s = self._side(k, h, w, c)
-        u = counter_uniform(self.seed, k + 1, state["key"], 5 + c).to(x.device)
+        u = self._draws(state["key"], k, c)
         top = (u[:, 0] * (h - s + 1)).floor().clamp_max(h - s).long()
         left = (u[:, 1] * (w - s + 1)).floor().clamp_max(w - s).long()
         signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype)               # (B, C)
@@ -172,6 +188,90 @@ class Square(RowKeys, Attack):
         state["x"] = torch.where(take[:, None, None, None], cand, x)
         state["logits"] = torch.where(take[:, None], logits, old)
         return old
+
+    # -------------------------------------------------------------- Q queries per pass
+
+    def _record_fooled(self, state: State, fooled: Tensor) -> None:
+        """Hook, called by the Q-queries-per-pass rounds before they drop the rows that
+        `fooled` (N,) bool marks: state["x"] holds the points that fooled them."""
+
+    def _attack_round(self, state: State, b: int, early_exit: bool) -> Tensor:
+        """Attack._attack_round, Q = queries_per_pass queries per pass (L-inf); (b,) int32
+        per sample: > 0 where fooled. Fooled rows, and rows out of queries, leave the
+        batch after each pass (one host read per pass), early_exit or not: the point of
+        a fooled sample no longer changes."""
+        if self.queries_per_pass == 1 or self.norm != "linf":
+            return super()._attack_round(state, b, early_exit)
+        owner = state["_owner"]
+        hits = torch.zeros(b, dtype=torch.int32, device=owner.device)
+        _, c, h, w = state["x"].shape
+        sides = [self._side(k, h, w, c) for k in range(self.steps)]
+        state["query"] = torch.zeros_like(owner)
+        # In a window, a channel goes to the corner of the eps-ball its sign points to,
+        # inside the box (what _step's projection of the +-2 eps patch gives).
+        e = state["eps"].reshape(-1, 1, 1, 1) if isinstance(state["eps"], Tensor) \
+            else state["eps"]
+        state["up"] = (state["x_nat"] + e).clamp_(self.lo, self.hi)
+        state["down"] = (state["x_nat"] - e).clamp_(self.lo, self.hi)
+        side = torch.tensor(sides, device=owner.device)
+        fooled = state["logits"].argmax(1) != state["y"]  # the starting point
+        passes = 0
+        while True:
+            hits.index_add_(0, state["_owner"], fooled.int())
+            self._record_fooled(state, fooled)
+            # _step leaves a point with margin <= 0 as it is (a tie counts as no hit).
+            keep = ((state["margin"] > 0) & (state["query"] < self.steps)).nonzero()[:, 0]
+            if keep.numel() == 0:
+                return hits
+            if keep.numel() < fooled.numel():
+                state = compact(state, keep)
+            # Each pass takes at least one query of every row, and the sides do not grow
+            # with the query: no row's next query comes before `passes` (no host read).
+            fooled = self._queries_pass(state, side, sides[passes])
+            passes += 1
+
+    def _queries_pass(self, state: State, side: Tensor, widest: int) -> Tensor:
+        """Each row's next Q queries in one pass; the first improving candidate (if any)
+        becomes its point. side: (steps,) the window side of each query; widest: at
+        least the side of every query of the pass. Returns (N,) bool: the rows whose new
+        point fools the model."""
+        x, y = state["x"], state["y"]
+        n, c, h, w = x.shape
+        q = self.queries_per_pass
+        query = state["query"][:, None] + torch.arange(q, device=x.device)         # (N, Q)
+        valid = query < self.steps
+        query = query.clamp_max(self.steps - 1)
+        u = self._draws(state["key"].repeat_interleave(q), query.reshape(-1), c).reshape(n, q, -1)
+        s = side[query]
+        top = (u[..., 0] * (h - s + 1)).floor().clamp_max(h - s).long()
+        left = (u[..., 1] * (w - s + 1)).floor().clamp_max(w - s).long()
+        # The windows of _step as flat pixel indices (N, Q, widest**2); a narrower window
+        # repeats its last row and column (writing the same values twice).
+        off = torch.minimum(torch.arange(widest, device=x.device), s[..., None] - 1)
+        win = ((top[..., None] + off)[..., :, None] * w
+               + (left[..., None] + off)[..., None, :]).reshape(n, q, 1, -1).expand(-1, -1, c, -1)
+        up = (u[..., 5:] >= 0.5)[..., None]                                       # (N, Q, C, 1)
+        at = (n, q, c, h * w)
+        patch = torch.where(up, state["up"].reshape(n, 1, c, -1).expand(at).gather(3, win),
+                            state["down"].reshape(n, 1, c, -1).expand(at).gather(3, win))
+        cand = x.reshape(n, 1, c, -1).expand(at).clone(memory_format=torch.contiguous_format)
+        cand = cand.scatter_(3, win, patch)
+        cand = cand.reshape(n * q, c, h, w)
+        logits = self.model(cand).detach()
+        m = margin(logits, y.repeat_interleave(q)).reshape(n, q)
+        better = (m < state["loss"][:, None]) & valid
+        took = better.any(1)
+        first = better.int().argmax(1)              # the first improving query (0 if none)
+        row = torch.arange(n, device=x.device)
+        used = torch.where(took, first + 1, valid.sum(1))
+        new_logits = logits.reshape(n, q, -1)[row, first]
+        state["x"] = torch.where(took[:, None, None, None],
+                                 cand.reshape(n, q, c, h, w)[row, first], x)
+        state["logits"] = torch.where(took[:, None], new_logits, state["logits"])
+        state["loss"] = torch.where(took, m[row, first], state["loss"])
+        state["margin"] = torch.where(took, m[row, first], state["margin"])
+        state["query"] = state["query"] + used
+        return took & (new_logits.argmax(1) != y)
 
     def _l2_candidate(self, x: Tensor, x_nat: Tensor, eps, s: int, win: Tensor, win2: Tensor,
                       signs: Tensor, flip: Tensor) -> Tensor:

@@ -5,11 +5,16 @@ Two torchattacks baselines: its suite at the reference's schedule (APGD-CE, APGD
 FAB-T with 100 iterations, Square with 5000 queries: the same attacks as robustops runs),
 and torchattacks.AutoAttack as shipped (which leaves APGD, APGD-T and FAB at their
 10-step defaults: a weaker and cheaper evaluation than the reference's).
+
+On the CPU robustops runs the suite with the intra-op threads its ops' size is worth
+(robustops.intra_op_threads: one for this MLP); torchattacks runs with torch's default,
+which on a loaded machine stalls at every op's join. `torch_threads` runs the
+torchattacks baselines with that many threads instead, to tell the two effects apart.
 """
 from __future__ import annotations
 
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -47,24 +52,30 @@ def torchattacks_reference_suite(model, eps: float, norm: str = "Linf"):
         torchattacks.Square(model, norm=norm, eps=eps, n_queries=5000, n_restarts=1, seed=0)])
 
 
-def side_by_side(model, x, y, eps: float, model_name: str) -> dict:
-    """Seconds and robust accuracy of each evaluation of (x, y), one after the other."""
+def side_by_side(model, x, y, eps: float, model_name: str,
+                 torch_threads: Optional[int] = None) -> dict:
+    """Seconds and robust accuracy of each evaluation of (x, y), one after the other;
+    torch_threads: intra-op threads for the torchattacks runs (None: torch's default)."""
     import torchattacks
+
+    from ..intra_op_threads import intra_op_threads
 
     def accuracy(adv):
         with torch.no_grad():
             return float((model(adv).argmax(1) == y).float().mean())
 
-    out = {"model": model_name, "n": x.shape[0], "eps": eps}
+    out = {"model": model_name, "n": x.shape[0], "eps": eps,
+           "torchattacks_threads": torch_threads or torch.get_num_threads()}
     t0 = time.perf_counter()
     res = autoattack(model, x, y, eps=eps, warn=False)
     out["robustops"] = {"seconds": time.perf_counter() - t0, "robust": res.robust_accuracy,
                         "clean": res.clean_accuracy, "per_attack_seconds": res.seconds}
     for name, atk in (("torchattacks_reference_schedule", torchattacks_reference_suite(model, eps)),
                       ("torchattacks_AutoAttack", torchattacks.AutoAttack(model, eps=eps, seed=0))):
-        t0 = time.perf_counter()
-        adv = atk(x, y)
-        out[name] = {"seconds": time.perf_counter() - t0, "robust": accuracy(adv)}
+        with intra_op_threads(torch_threads or torch.get_num_threads()):
+            t0 = time.perf_counter()
+            adv = atk(x, y)
+            out[name] = {"seconds": time.perf_counter() - t0, "robust": accuracy(adv)}
     return out
 
 
@@ -83,8 +94,10 @@ def report(quick: bool = False) -> Tuple[str, List[dict]]:
              f"{ref['seconds']:.1f} s ({100 * ref['robust']:.1f}%)",
              f"{ref['seconds'] / ours['seconds']:.1f}x",
              f"torchattacks.AutoAttack as shipped (10-step APGD/FAB): {shipped['seconds']:.1f} s "
-             f"({100 * shipped['robust']:.1f}%); clean {100 * ours['clean']:.1f}%; "
-             f"load average {os.getloadavg()[0]:.1f}"]]
+             f"({100 * shipped['robust']:.1f}%, {shipped['seconds'] / ours['seconds']:.1f}x); "
+             f"torchattacks on {r['torchattacks_threads']} thread(s); robustops per attack: "
+             + ", ".join(f"{k} {v:.1f} s" for k, v in ours["per_attack_seconds"].items())
+             + f"; clean {100 * ours['clean']:.1f}%; load average {os.getloadavg()[0]:.1f}"]]
     table = format_table(["case", "robustops (robust acc)", "torchattacks, same schedule",
                           "speedup", "notes"], rows)
     return table, [{"case": "autoattack_standard", **r}]

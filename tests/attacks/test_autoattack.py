@@ -81,8 +81,11 @@ def test_box_hyperplane_step_matches_fab_reference(norm):
         w[:, :2] = 0  # coordinates the hyperplane ignores
         b = (w * torch.rand(96, d, generator=gen)).sum(1) * 1.5  # some rows miss the box
         ref = (projection_linf if norm == "linf" else projection_l2)(t, w, b)
-        ours = box_hyperplane_step(t, w, b, norm)
-        torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
+        # newton: Newton steps first, the sort for the rows they leave unsettled (1: most
+        # rows, 4: few or none); None: every row sorted.
+        for newton in (None, 1, 4):
+            ours = box_hyperplane_step(t, w, b, norm, newton=newton)
+            torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
 
 
 N_ATTACK = 100
@@ -145,6 +148,43 @@ def test_square_p_schedule_is_the_references():
     ref = torchattacks.Square(nn.Identity(), n_queries=5000)
     for it in (0, 5, 6, 25, 26, 100, 101, 250, 500, 1000, 2000, 3000, 4000, 4999):
         assert square_p(it, 5000) == ref.p_selection(it)
+
+
+def test_square_queries_per_pass_is_the_same_search(mnist_mlp):
+    """Q queries per pass (drawn around the current point, the first improving one kept)
+    reproduce the one-query-per-pass search: the same robust mask and the same points,
+    with samples that fall at different queries (eps 0.2) and ones that never do."""
+    from robustops.attacks.autoattack import square_queries_per_pass
+
+    model, x, y = mnist_mlp
+    x, y = x[:40], y[:40]
+    masks, points = {}, {}
+    for q in (1, 3, 8):
+        atk = Square(model, eps=0.2, n_queries=200, queries_per_pass=q)
+        found = torch.zeros_like(x)
+
+        def record(state, fooled, found=found):
+            found[state["_owner"][fooled]] = state["x"][fooled]
+
+        atk._record_fooled = record
+        masks[q] = atk.robust_mask(x, y, index=7)
+        points[q] = found
+    assert 0 < float(masks[1].float().mean()) < 1
+    for q in (3, 8):
+        assert torch.equal(masks[q], masks[1])
+    # The Q = 1 path (Attack._attack_round) does not call the hook; Q = 3 and 8 do.
+    torch.testing.assert_close(points[3][~masks[3]], points[8][~masks[8]], rtol=0, atol=0)
+    assert float((model(points[8][~masks[8]]).argmax(1) != y[~masks[8]]).float().mean()) == 1.0
+    # AutoAttack's rule: the most queries (a power of two, at most 8) that keep a pass's
+    # largest op within one small op's work.
+    from robustops.intra_op_threads import SMALL_OP_GRAIN
+
+    for work in (1, 784 * 35, SMALL_OP_GRAIN // 3, SMALL_OP_GRAIN, 4 * SMALL_OP_GRAIN):
+        q = square_queries_per_pass(work)
+        assert q in (1, 2, 4, 8) and (q == 1 or q * work <= SMALL_OP_GRAIN)
+        assert q == 8 or 2 * q * work > SMALL_OP_GRAIN
+    with pytest.raises(ValueError, match="queries_per_pass"):
+        Square(model, queries_per_pass=0)
 
 
 def test_square_stops_changing_a_fooled_sample(mnist_mlp):
