@@ -20,7 +20,7 @@ def test_shared_cpu_slowdown_vs_eager(benchmark, monkeypatch):
 
     x = smooth_images(16)
     ours = [corrupt(x, n, 3, seed=0) for n in CORRUPTIONS]
-    monkeypatch.setattr(corruptions, "threads_for", lambda n: torch.get_num_threads())
+    monkeypatch.setattr(corruptions, "threads_for", lambda n, g=None: torch.get_num_threads())
     with intra_op_threads(2):
         every = [corrupt(x, n, 3, seed=0) for n in CORRUPTIONS]
     monkeypatch.undo()

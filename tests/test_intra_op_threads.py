@@ -38,7 +38,7 @@ def test_corrupt_runs_small_batches_on_one_thread_and_restores_the_count(name, m
     with intra_op_threads(2):
         corrupt(x, name, 3, seed=1)
         assert torch.get_num_threads() == 2
-    assert seen == [1]
+    assert seen == [1]  # 4 x 3 x 16 x 16: under CORRUPTION_GRAIN
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS)
@@ -48,7 +48,7 @@ def test_corruption_results_do_not_depend_on_the_thread_count(name, monkeypatch)
     one = corrupt(x, name, 4, seed=3)
     import robustops.eval.corruptions as corruptions
 
-    monkeypatch.setattr(corruptions, "threads_for", lambda n: 2)
+    monkeypatch.setattr(corruptions, "threads_for", lambda n, g=None: 2)
     with intra_op_threads(2):
         two = corrupt(x, name, 4, seed=3)
     torch.testing.assert_close(two, one, rtol=0, atol=1e-6)
@@ -60,3 +60,29 @@ def test_corrupt_refuses_nan_inf_and_out_of_range_in_one_check():
         x[1, 2, 3, 4] = bad
         with pytest.raises(ValueError, match="finite and in \\[0, 1\\]"):
             corrupt(x, "contrast", 1)
+
+
+def test_threads_for_leaves_the_cores_busy_processes_take(monkeypatch):
+    import robustops.intra_op_threads as T
+
+    with intra_op_threads(2):
+        monkeypatch.setattr(T, "free_cores", lambda: 0)
+        assert threads_for(100 * SMALL_OP_GRAIN) == 1
+        monkeypatch.setattr(T, "free_cores", lambda: 1)
+        assert threads_for(100 * SMALL_OP_GRAIN) == 1
+        monkeypatch.setattr(T, "free_cores", lambda: None)  # unknown: by the work alone
+        assert threads_for(100 * SMALL_OP_GRAIN) == 2
+
+
+def test_free_cores_sees_busy_background_processes():
+    from robustops.bench.shared_cpu import busy_background
+    from robustops.bench.timing import usable_cores
+    from robustops.intra_op_threads import free_cores
+
+    if free_cores() is None:
+        pytest.skip("free cores cannot be told here (not Linux, or a cpuset)")
+    with busy_background(usable_cores()):
+        import time
+
+        time.sleep(0.3)
+        assert free_cores() == 0

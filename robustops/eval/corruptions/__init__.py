@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ...arguments import require_int
 from ...counter_rng import sample_index
-from ...intra_op_threads import intra_op_threads, threads_for
+from ...intra_op_threads import CORRUPTION_GRAIN, intra_op_threads, threads_for
 from .base import EXTRA, REGISTRY, SEVERITIES, STANDARD, SampleRandom
 
 # Each corruption lives in its own module named after it; importing registers it.
@@ -65,9 +65,10 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int = 0,
         raise ValueError("empty batch")
     if min(x.shape[-2:]) < 8:
         raise ValueError(f"images must be at least 8x8, got {tuple(x.shape[-2:])}")
-    # Hundreds of ops on the batch each: threads by the work of one op, so a shared
-    # machine does not stall at every join (robustops/intra_op_threads.py).
-    n_threads = threads_for(x.numel()) if x.device.type == "cpu" else torch.get_num_threads()
+    # Hundreds of ops on the batch each: threads by the work of one op and the free cores,
+    # so a shared machine does not stall at every join (robustops/intra_op_threads.py).
+    n_threads = (threads_for(x.numel(), CORRUPTION_GRAIN) if x.device.type == "cpu"
+                 else torch.get_num_threads())
     with intra_op_threads(n_threads):
         lo, hi = torch.aminmax(x)  # NaN propagates into both, so one test covers it
         if not (bool(lo >= 0) and bool(hi <= 1)):
