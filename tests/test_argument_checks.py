@@ -113,14 +113,10 @@ def test_finite_false_leaves_non_finite_values_to_the_caller():
 # The packages converted to the helpers: an `if` whose test checks a scalar's type inline
 # (isinstance(v, bool / int / float / Real / Integral), type(v) is int) and whose body
 # raises belongs in robustops/arguments.py.
-# robustops/attacks: file by file while fab.py, square.py, apgd_targeted.py, autoattack.py
-# and row_keys.py are being converted (then the whole folder).
 CONVERTED = ["robustops/ops", "robustops/nn", "robustops/models", "robustops/data",
              "robustops/attributions", "robustops/eval", "robustops/train",
-             "robustops/counter_rng.py", "robustops/image_box.py", "robustops/random_init.py",
-             *(f"robustops/attacks/{name}.py" for name in (
-                 "__init__", "apgd", "attribution_base", "attribution_random_sign",
-                 "attribution_topk", "base", "losses", "model_state", "pgd"))]
+             "robustops/attacks", "robustops/counter_rng.py", "robustops/image_box.py",
+             "robustops/random_init.py"]
 SCALAR_TYPES = {"bool", "int", "float", "complex", "Real", "Integral", "Number", "Rational"}
 # (file, function) -> why its inline check stays.
 ALLOWED: dict = {
@@ -290,6 +286,8 @@ def test_attack_train_and_eval_call_sites_raise_type_errors_for_wrong_types(tmp_
         (lambda v: random_init(x, 0.1, restart=v), 1.0, -1, "restart"),
         (lambda v: Trainer(net, CrossEntropy(), data, batch_size=v), 2.0, 0, "batch_size"),
         (lambda v: Trainer(net, CrossEntropy(), data, seed=v), True, -1, "seed"),
+        (lambda v: Trainer(net, CrossEntropy(), data, lr=v), "0.1", 0.0, "lr"),
+        (lambda v: Trainer(net, CrossEntropy(), data, grad_clip=v), "1", -1.0, "grad_clip"),
         (lambda v: TenetObjective(every=v), 3.0, 0, "every"),
         (lambda v: TenetObjective(orth_weight=v), None, -1e-3, "orth_weight"),
         (lambda v: PartTRADES(beta=v), "6", -1, "beta"),

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..arguments import positive_int, unit_fraction
+from ..arguments import positive_int, require_real, unit_fraction
 from ..random_init import random_init
 from .apgd_targeted import target_by_rank
 from .base import Attack, Eps, State
@@ -169,9 +169,8 @@ class FAB(RowKeys, Attack):
         self.steps = positive_int(steps, "steps")
         self.alpha_max = unit_fraction(alpha_max, "alpha_max")
         self.beta = unit_fraction(beta, "beta")
-        if not (isinstance(eta, (int, float)) and eta >= 1):
-            raise ValueError(f"eta must be a number >= 1 (the extrapolation factor), got {eta!r}")
-        self.eta = float(eta)
+        self.eta = require_real(eta, "eta", low=1, what="a number >= 1 (the extrapolation "
+                                "factor)")
 
     def _initial_point(self, x_nat: Tensor, eps, index: Tensor, restart: int) -> Tensor:
         if restart % self.restarts_per_target == 0:

@@ -153,8 +153,11 @@ class Trainer:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if autocast not in AUTOCAST:
             raise ValueError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}")
-        if not lr > 0 or weight_decay < 0 or (grad_clip is not None and grad_clip <= 0):
-            raise ValueError("need lr > 0, weight_decay >= 0 and grad_clip > 0 (or None)")
+        lr = require_real(lr, "lr", low=0, low_open=True)
+        weight_decay = require_real(weight_decay, "weight_decay", low=0)
+        if grad_clip is not None:
+            grad_clip = require_real(grad_clip, "grad_clip", low=0, low_open=True,
+                                     what="a finite number > 0 (or None: no clipping)")
         # A DataLoader (its dataset: the Trainer batches, shards and resumes itself),
         # (x, y) tensors, or dict samples -> a map-style dataset of (x, y, ...) samples.
         from ..data.batches import sample_dataset

@@ -159,7 +159,10 @@ def test_autocast_channels_last_and_clipping(digits):
     (dict(autocast="fp8"), "autocast must be"),
     (dict(epochs=0), "epochs must be"),
     (dict(batch_size=0), "batch_size must be"),
-    (dict(lr=-1.0), "lr > 0"),
+    (dict(lr=-1.0), "lr must be a finite number > 0, got -1.0"),
+    (dict(lr="0.1"), "lr must be", TypeError),
+    (dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0"),
+    (dict(grad_clip=0.0), r"grad_clip must be a finite number > 0 \(or None"),
     (dict(batch_size=100000), "exceeds"),
     # torch's "Overflow when unpacking long long" named nothing; -1 was taken silently.
     (dict(seed=2**70), r"seed must be an int in \[0, 2\*\*63 - 1\], got 1180591620717411303424"),
