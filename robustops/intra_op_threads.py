@@ -27,7 +27,7 @@ SMALL_OP_GRAIN = 1 << 20
 CORRUPTION_GRAIN = 1 << 18
 
 
-def free_cores(samples: int = 3) -> Optional[int]:
+def free_cores(samples: int = 3, enough: Optional[int] = None) -> Optional[int]:
     """Cores not wanted right now by other processes' runnable threads (>= 0), or None
     where it cannot be told: not Linux, or a process pinned to some cores (a cpuset:
     /proc/loadavg counts the whole machine, not our cores).
@@ -35,7 +35,8 @@ def free_cores(samples: int = 3) -> Optional[int]:
     /proc/loadavg's running count is taken at this instant and includes this process's
     own runnable threads (an OpenMP worker still spinning after the last op, say), which
     /proc/self/task/*/stat tell apart; a thread that stops between the two reads looks
-    like another process's, so the best of `samples` readings (~60 us each) is taken.
+    like another process's, so the best of `samples` readings (~60 us each) is taken,
+    stopping at the first that shows `enough` free cores (the idle case reads once).
     """
     best = None
     for _ in range(samples):
@@ -43,6 +44,8 @@ def free_cores(samples: int = 3) -> Optional[int]:
         if free is None:
             return None
         best = free if best is None else max(best, free)
+        if enough is not None and best >= enough:
+            break
     return best
 
 
@@ -71,7 +74,7 @@ def threads_for(numel: int, grain: int = SMALL_OP_GRAIN) -> int:
     torch.get_num_threads() and the free cores (free_cores), at least one."""
     n = min(torch.get_num_threads(), int(numel) // grain)
     if n > 1:
-        free = free_cores()
+        free = free_cores(enough=n)
         if free is not None:
             n = min(n, free)
     return max(1, n)

@@ -66,11 +66,11 @@ def test_threads_for_leaves_the_cores_busy_processes_take(monkeypatch):
     import robustops.intra_op_threads as T
 
     with intra_op_threads(2):
-        monkeypatch.setattr(T, "free_cores", lambda: 0)
+        monkeypatch.setattr(T, "free_cores", lambda enough=None: 0)
         assert threads_for(100 * SMALL_OP_GRAIN) == 1
-        monkeypatch.setattr(T, "free_cores", lambda: 1)
+        monkeypatch.setattr(T, "free_cores", lambda enough=None: 1)
         assert threads_for(100 * SMALL_OP_GRAIN) == 1
-        monkeypatch.setattr(T, "free_cores", lambda: None)  # unknown: by the work alone
+        monkeypatch.setattr(T, "free_cores", lambda enough=None: None)  # unknown: by the work alone
         assert threads_for(100 * SMALL_OP_GRAIN) == 2
 
 
@@ -86,3 +86,14 @@ def test_free_cores_sees_busy_background_processes():
 
         time.sleep(0.3)
         assert free_cores() == 0
+
+
+def test_free_cores_stops_reading_once_enough_cores_are_free(monkeypatch):
+    import robustops.intra_op_threads as T
+
+    readings = iter([1, 2, 0])
+    calls = []
+    monkeypatch.setattr(T, "_free_cores_once", lambda: calls.append(1) or next(readings))
+    assert T.free_cores(samples=3, enough=2) == 2 and len(calls) == 2
+    readings, calls[:] = iter([1, 0, 1]), []
+    assert T.free_cores(samples=3, enough=2) == 1 and len(calls) == 3  # the best of three

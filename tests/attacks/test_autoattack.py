@@ -104,34 +104,28 @@ def _compare(model, x, y, ours, theirs, norm):
     assert 0 < a_ref < _accuracy(model, x, y)  # the comparison is not vacuous
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_apgd_targeted_matches_torchattacks(mnist_mlp, norm):
-    model, x, y = mnist_mlp
-    x, y = x[:N_ATTACK], y[:N_ATTACK]
-    ours = APGDTargeted(model, eps=EPS[norm], norm=norm, steps=25)
-    theirs = torchattacks.APGDT(model, norm=TA_NORM[norm], eps=EPS[norm], steps=25,
-                                n_classes=10, seed=0)
-    _compare(model, x, y, ours, theirs, norm)
+# Each attack and its torchattacks port on the same model, data and schedule:
+# name -> (ours(model, eps, norm), theirs(model, eps, torchattacks' norm)).
+PORTS = {
+    "apgd_targeted": (lambda m, e, n: APGDTargeted(m, eps=e, norm=n, steps=25),
+                      lambda m, e, n: torchattacks.APGDT(m, norm=n, eps=e, steps=25,
+                                                         n_classes=10, seed=0)),
+    "fab_targeted": (lambda m, e, n: FAB(m, eps=e, norm=n, steps=20),
+                     lambda m, e, n: torchattacks.FAB(m, norm=n, eps=e, steps=20,
+                                                      multi_targeted=True, n_classes=10, seed=0)),
+    "square": (lambda m, e, n: Square(m, eps=e, norm=n, n_queries=300),
+               lambda m, e, n: torchattacks.Square(m, norm=n, eps=e, n_queries=300, seed=0)),
+}
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_fab_targeted_matches_torchattacks(mnist_mlp, norm):
+@pytest.mark.parametrize("attack", list(PORTS))
+def test_attack_matches_its_torchattacks_port(mnist_mlp, attack, norm):
     model, x, y = mnist_mlp
     x, y = x[:N_ATTACK], y[:N_ATTACK]
-    ours = FAB(model, eps=EPS[norm], norm=norm, steps=20)
-    theirs = torchattacks.FAB(model, norm=TA_NORM[norm], eps=EPS[norm], steps=20,
-                              multi_targeted=True, n_classes=10, seed=0)
-    _compare(model, x, y, ours, theirs, norm)
-
-
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_square_matches_torchattacks(mnist_mlp, norm):
-    model, x, y = mnist_mlp
-    x, y = x[:N_ATTACK], y[:N_ATTACK]
-    ours = Square(model, eps=EPS[norm], norm=norm, n_queries=300)
-    theirs = torchattacks.Square(model, norm=TA_NORM[norm], eps=EPS[norm], n_queries=300,
-                                 seed=0)
-    _compare(model, x, y, ours, theirs, norm)
+    make_ours, make_theirs = PORTS[attack]
+    _compare(model, x, y, make_ours(model, EPS[norm], norm),
+             make_theirs(model, EPS[norm], TA_NORM[norm]), norm)
 
 
 def test_untargeted_fab_matches_torchattacks(mnist_mlp):
