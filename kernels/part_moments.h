@@ -44,9 +44,11 @@ constexpr double kPmFgEps = 1e-6;    // lower clamp of the foreground weight sum
 constexpr int kPmMoments = 6;        // A, X, XX, Y, YY, Q per part
 constexpr int kPmFeatures = 5;       // mass or score, c_x, c_y, s_x, s_y per part
 
+// max(a, b) with a NaN in a kept (as torch's clamp_min in the reference): a NaN variance or
+// foreground sum must give NaN features, not the clamp's bound.
 template <typename T>
 RO_HOST_DEVICE inline T pm_max(T a, T b) {
-  return a > b ? a : b;
+  return (a > b || a != a) ? a : b;
 }
 
 // Foreground weight from t = sum_{k>=1} M_k - M_0.

@@ -119,7 +119,7 @@ def _axis(a, x, xx, mid):
     at = a + MASS_EPS
     d = (x - mid * MASS_EPS) / at
     var = (xx - 2.0 * d * x + d * d * a) / at
-    sigma = tl.sqrt(tl.maximum(var, 0.0) + VAR_EPS)
+    sigma = tl.sqrt(tl.maximum(var, 0.0, propagate_nan=tl.PropagateNan.ALL) + VAR_EPS)
     return d, var, sigma
 
 
@@ -170,7 +170,7 @@ def _finalize_kernel(part_ptr, stats_ptr, feat_ptr, C, H, W, NBLK, C_PAD: tl.con
     dx, _vx, sx = _axis(a, x, xx, (fw - 1.0) * 0.5)
     dy, _vy, sy = _axis(a, y, yy, (fh - 1.0) * 0.5)
     if WEIGHTED:
-        first = q / tl.maximum(fsum, FG_EPS)
+        first = q / tl.maximum(fsum, FG_EPS, propagate_nan=tl.PropagateNan.ALL)
     else:
         first = a / (fh * fw)
     ty = feat_ptr.dtype.element_ty
@@ -220,7 +220,7 @@ def _backward_kernel(out_ptr, g_ptr, m_ptr, stats_ptr, s_ptr, C, H, W, C_PAD: tl
     ax_a, cb, cc = _axis_backward(a, x, xx, (fw - 1.0) * 0.5, g1 * 2.0 / fw, g3 * 2.0 / fw)
     ay_a, cd, ce = _axis_backward(a, y, yy, (fh - 1.0) * 0.5, g2 * 2.0 / fh, g4 * 2.0 / fh)
     if WEIGHTED:
-        fc = tl.maximum(fsum, FG_EPS)
+        fc = tl.maximum(fsum, FG_EPS, propagate_nan=tl.PropagateNan.ALL)
         ca = ax_a + ay_a
         dq = g0 / fc
         dfs = tl.where(fsum > FG_EPS, -g0 * q / (fc * fc), 0.0)

@@ -315,11 +315,19 @@ def test_empty_batch(kernel_backend):
     assert grad.shape == m.shape
 
 
-def test_nan_propagates_to_its_image():
-    m = logits_of((2, 3, 4, 4), seed=6, dtype=torch.float32)
-    m[1, 0, 2, 2] = float("nan")
-    out = part_moments(m, True)
-    assert torch.isfinite(out[0]).all() and torch.isnan(out[1]).any()
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_propagates_to_its_image(kernel_backend, weighted, bad):
+    """A NaN/Inf logit makes its image's centres and sigmas NaN, as the reference (whose clamp
+    keeps the NaN; a plain max(var, 0) once turned it into a finite sigma)."""
+    m = logits_of((2, 4, 5, 6), seed=6, dtype=torch.float32)
+    m[1, 2, 1, 1] = bad
+    out = part_moments(m, weighted)
+    with backend.use("reference"):
+        ref = part_moments(m, weighted)
+    assert torch.isfinite(out[0]).all()
+    assert torch.isnan(out[1, :, 1:]).all(), out[1]  # centres and sigmas
+    torch.testing.assert_close(out, ref, equal_nan=True)  # (an Inf logit's score stays inf)
 
 
 # ----------------------------------------------------------------------------- op contract
