@@ -180,6 +180,32 @@ def test_full_or_read_only_disk_ends_in_one_line_with_exit_1(tmp_path, capsys, m
     assert os.strerror(code) in err and "metrics.jsonl" in err
 
 
+def test_a_real_write_failure_during_a_checkpoint_save_ends_in_one_line(tmp_path, capsys):
+    """A real failed write, not a mocked one: under a file-size limit the checkpoint's tensors
+    file fails to write as on a full disk (EFBIG for ENOSPC). safetensors raises its own
+    SafetensorError for it, which once ended in a traceback; now one line, exit 1, and no
+    partial checkpoint left behind."""
+    pytest.importorskip("sklearn")
+    resource = pytest.importorskip("resource")
+    import signal
+
+    if signal.getsignal(signal.SIGXFSZ) != signal.SIG_IGN:  # Python ignores it by default
+        pytest.skip("SIGXFSZ is not ignored: a write over the limit would kill the process")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit = 32 * 1024  # config.toml and metrics.jsonl fit; the checkpoint's tensors do not
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        pytest.skip("the file-size hard limit is below the test's")
+    out = tmp_path / "run"
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        err = _fails(capsys, ["train", "--dataset", "digits", "--objective", "ce", "--epochs", "1",
+                              "--checkpoint-every", "2", "--out", str(out)], code=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert "cannot write" in err and "tensors.safetensors" in err and "File too large" in err
+    assert not list((out / "checkpoints").iterdir())
+
+
 def test_seed_beyond_64_bits_is_refused_naming_seed(capsys):
     err = _fails(capsys, ["train", "--seed", str(2 ** 64), "--print-config"])
     assert "--seed ([run] seed) must be an integer >= 0 and <= 9223372036854775807" in err

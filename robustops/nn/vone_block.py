@@ -110,7 +110,10 @@ class VOneBlock(nn.Module):
             raise ValueError(f"VOneBlock: noise_scale must be finite and > 0, got {noise_scale}")
         noise_level, k_exc = _real(noise_level, "noise_level"), _real(k_exc, "k_exc")
         visual_degrees = _real(visual_degrees, "visual_degrees")
-        noise_seed, gabor_seed = _int(noise_seed, "noise_seed"), _int(gabor_seed, "gabor_seed")
+        noise_seed = _int(noise_seed, "noise_seed")
+        # The Gabor draw seeds numpy (sample_gabor_parameters): its range, under this name.
+        gabor_seed = require_int(gabor_seed, "gabor_seed", where="VOneBlock", minimum=0,
+                                 maximum=2 ** 32 - 1, what="an int in [0, 2**32)")
         self.simple_channels, self.complex_channels = simple_channels, complex_channels
         self.out_channels = simple_channels + complex_channels
         self.in_channels, self.ksize, self.stride = in_channels, ksize, stride

@@ -179,9 +179,15 @@ def _fsync_dir(path: pathlib.Path) -> None:
 def _write_tensors(tensors: Dict[str, Tensor], path: pathlib.Path, metadata=None) -> None:
     # Only ever called on a path inside a fresh mkdtemp folder (mode 0700, a name nobody
     # could have planted), so opening it by name cannot follow a planted link.
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    save_file(_storable(tensors), str(path), metadata=metadata)
+    try:
+        save_file(_storable(tensors), str(path), metadata=metadata)
+    except SafetensorError as exc:
+        # safetensors reports a failed write (disk full, file too large, quota) as its own
+        # error: make it the OSError every other write raises (the CLI: one line, exit 1).
+        raise OSError(f"cannot write {path}: {exc}") from exc
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 

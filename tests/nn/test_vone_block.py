@@ -146,6 +146,10 @@ def test_real_knobs_named_in_errors(knob, value):
     for knob in ("gabor_seed", "noise_seed"):
         with pytest.raises(TypeError, match=f"VOneBlock: {knob} must be an int"):
             VOneBlock(**{knob: 1.5}, **SMALL)
+    for seed in (-1, 2 ** 32, 2 ** 70):  # numpy's seed range, named as the block's knob
+        with pytest.raises(ValueError,
+                           match=r"VOneBlock: gabor_seed must be an int in \[0, 2\*\*32\)"):
+            VOneBlock(gabor_seed=seed, **SMALL)
     for flag in ("learnable", "normalize"):
         with pytest.raises(TypeError, match=f"VOneBlock: {flag} must be a bool, got 1"):
             VOneBlock(**{flag: 1}, **SMALL)
