@@ -128,14 +128,15 @@ def check_labels(logits: Tensor, y: Tensor, target: Optional[Tensor] = None) -> 
     for name, t in (("y", y), ("target", target)):
         if t is None:
             continue
-        what = (f"outside [0, {k}) for a model with {k} classes (-100 is cross-entropy's "
-                "ignore_index): such a sample would never be attacked; drop or relabel it")
+        what = (f"outside [0, {k}) for a model with {k} classes: such a sample would never "
+                "be attacked; drop or relabel it")
         if t.device.type == "cpu":
             # Read through numpy: a CPU tensor has no queue to wait for, and SyncCounter
             # (which counts the calls that would sync on a GPU) need not flag this branch.
             labels = t.numpy()
             bad = labels[(labels < 0) | (labels >= k)]
             if bad.size:
-                raise ValueError(f"{name} holds the label {int(bad[0])}, {what}")
+                why = " (cross-entropy's ignore_index)" if int(bad[0]) == -100 else ""
+                raise ValueError(f"{name} holds the label {int(bad[0])}{why}, {what}")
         else:
             torch._assert_async(((t >= 0) & (t < k)).all(), f"{name} holds labels {what}")

@@ -349,7 +349,8 @@ def test_labels_outside_the_classes_are_refused(digits_model, make, bad):
     y = y.clone()
     y[3] = bad
     atk = make(model)
-    with pytest.raises(ValueError, match=rf"y holds the label {bad}, outside \[0, 10\)"):
+    why = r" \(cross-entropy's ignore_index\)" if bad == -100 else ""  # named only for -100
+    with pytest.raises(ValueError, match=rf"y holds the label {bad}{why}, outside \[0, 10\)"):
         atk(x, y)
     with pytest.raises(ValueError, match=r"outside \[0, 10\)"):
         atk.robust_mask(x, y)

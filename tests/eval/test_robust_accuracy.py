@@ -193,7 +193,7 @@ def test_labels_outside_the_classes_are_refused(digits_model):
     y = y[:64].clone()
     y[40] = -100  # cross-entropy's ignore_index
     atk = [PGD(model, eps=0.05, steps=2)]
-    with pytest.raises(ValueError, match=r"y holds the label -100, outside \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"y holds the label -100 \(cross-entropy's ignore_index\), outside \[0, 10\)"):
         robust_accuracy(model, (x[:64], y), atk, progress=False, checks="off")
     with pytest.raises(ValueError, match=r"y holds the label -100"):  # in the first batch too
         robust_accuracy(model, (x[:64], y), atk, progress=False, batch_size=64)
