@@ -247,7 +247,7 @@ def build_cases() -> List[Case]:
     from robustops.attacks import APGD, FGSM, PGD
     from robustops.eval.robust_accuracy import robust_accuracy
     from robustops.nn import GroupInhibition, Normalize, VOneBlock, normalized
-    from robustops.ops import kendall_tau, spearman_rho, topk_intersection
+    from robustops.ops import box_hyperplane_step, kendall_tau, spearman_rho, topk_intersection
 
     def gen(seed=0):
         return torch.Generator().manual_seed(seed)
@@ -288,6 +288,15 @@ def build_cases() -> List[Case]:
                  ("lo > hi", dict(lo=1.0, hi=0.0), ("lo", "hi")), ("seed float", dict(seed=1.5), ("seed",)),
                  ("norm unknown", dict(norm="l0"), ("norm",))],
         valid=lambda o, kw: in_box(o)))
+
+    # FAB's projection: a NaN/Inf in a row gives that row NaN steps (documented).
+    targets.append(Target(
+        "box_hyperplane_step", lambda: dict(t=rand(3, 10), w=randn(3, 10, seed=1),
+                                            b=randn(3, seed=2)),
+        box_hyperplane_step, {"t": 0, "w": 0, "b": 0},
+        scalars=[("norm unknown", dict(norm="l3"), ("norm",)),
+                 ("lo > hi", dict(lo=1.0, hi=0.0), ("lo", "hi")),
+                 ("hi str", dict(hi="1"), ("hi",))]))
 
     # --- V1 ---------------------------------------------------------------------------
     targets.append(Target(

@@ -3,11 +3,12 @@ linearised decision boundary, L-inf or L2; targeted (FAB-T) or untargeted.
 
 Each step linearises the boundary between the true class and one other class at the
 iterate, projects both the iterate and the clean input onto that hyperplane inside the
-image box (the minimal-norm step, `box_hyperplane_step`), moves to a convex combination
-biased towards the clean input (alpha <= alpha_max), extrapolated by eta; an iterate
-that fools the model is recorded if closer than the best so far and pulled back towards
-the clean input by beta. Defaults are the reference's (100 steps, alpha_max 0.1, eta
-1.05, beta 0.9; FAB-T: 9 target classes, 1 restart each, no random start).
+image box (the minimal-norm step: the op robustops.ops.box_hyperplane_step, fused on the
+CPU), moves to a convex combination biased towards the clean input (alpha <= alpha_max),
+extrapolated by eta; an iterate that fools the model is recorded if closer than the best
+so far and pulled back towards the clean input by beta. Defaults are the reference's
+(100 steps, alpha_max 0.1, eta 1.05, beta 0.9; FAB-T: 9 target classes, 1 restart each,
+no random start).
 
 As a state machine (attacks/base.py) `state["x"]` is the best adversarial example found
 within eps (the clean input until one is) and `state["logits"]` its logits: a sample
@@ -23,116 +24,11 @@ import torch
 from torch import Tensor
 
 from ..arguments import positive_int, require_real, unit_fraction
+from ..ops.box_hyperplane_step import box_hyperplane_step
 from ..random_init import random_init
 from .apgd_targeted import target_by_rank
 from .base import Attack, Eps, State
 from .row_keys import RowKeys
-
-
-# Newton steps box_hyperplane_step takes after the first (free) one before sorting, on
-# the CPU: FAB-T on an MNIST MLP (L-inf 0.1, 40 images, 9 targets x 100 steps: 28,800
-# projections) settled 55% of them after 1, 99.98% after 2, all after 3; FAB-T on 35
-# robust images took 1.4 s with 2, 1.6 s with 3, 2.8 s sorting every row (load 3).
-NEWTON_STEPS = 2
-
-
-def box_hyperplane_step(t: Tensor, w: Tensor, b: Tensor, norm: str, lo: float = 0.0,
-                        hi: float = 1.0, newton: Optional[int] = None) -> Tensor:
-    """The smallest step d (L-inf or L2 norm) with w.(t + d) = b and t + d in [lo, hi].
-
-    t, w: (N, D); b: (N,). Where the hyperplane misses the box, d reaches the box corner
-    nearest to it. Returns (N, D).
-
-    Oriented so that the step must lower w.z by c >= 0, coordinate i moves by
-    -sign(w_i) min(lam * s_i, cap_i) (s_i = 1 for L-inf, |w_i| for L2: the KKT form of
-    both problems), cap_i being its room in the box. The decrease is piecewise linear
-    and non-decreasing in lam, with kinks where coordinates saturate: sorting the kinks
-    and a searchsorted on the decrease at each kink give lam exactly (the reference
-    sorts too, then bisects).
-
-    newton: find lam by this many Newton steps first, and sort the kinks only of the rows
-    they leave unsettled (one host read: meant for the CPU, where the sort is most of
-    FAB's time). None: sort every row. The result is the same either way (to rounding).
-    """
-    t, w = t.float(), w.float()
-    c = (w * t).sum(1) - b.float()
-    orient = torch.where(c >= 0, 1.0, -1.0)
-    w, c = w * orient[:, None], c * orient
-    aw = w.abs()
-    active = aw > 1e-12
-    cap = torch.where(w > 0, t - lo, hi - t).clamp_min(0)
-    # A coordinate with no room left (cap 0) never moves: no kink, no slope. (Products
-    # with the mask rather than torch.where: several times faster on the CPU.)
-    # (kink + 1 - live) / live: the kink where live, +inf elsewhere (kinks are >= 0);
-    # faster than masked_fill on the CPU.
-    live = (active & (cap > 0)).to(cap.dtype)
-    dead = 1 - live
-    if norm == "linf":
-        slope = aw * live
-        kink = (cap + dead).div_(live)
-        lam = _sorted_lambda(c, kink, slope, slope * cap, newton)
-        d = torch.minimum(lam[:, None].expand_as(cap), cap)
-    else:
-        slope = aw * aw * live
-        kink = (cap / aw.clamp_min(1e-30)).add_(dead).div_(live)
-        lam = _sorted_lambda(c, kink, slope, aw * cap * live, newton)
-        d = torch.fmin(lam[:, None] * aw, cap)  # fmin: inf * 0 (a box miss, w_i = 0) is nan
-    return d.mul_(torch.sign(w).neg_().mul_(live))
-
-
-def _sorted_lambda(c: Tensor, kink: Tensor, slope: Tensor, gain: Tensor,
-                   newton: Optional[int]) -> Tensor:
-    """(N,) the exact lam (inf where the hyperplane misses the box) from the kinks (N, D)
-    (inf: no kink), the slopes of the decrease before them and the gains after them;
-    newton: Newton steps tried first (rows they do not settle are sorted)."""
-    if newton is None:
-        return _lambda_among(c, kink, slope, gain)
-    lam, settled = _newton_lambda(c, kink, slope, gain, newton)
-    rest = (~settled).nonzero()[:, 0]  # the one host read
-    if rest.numel():
-        lam[rest] = _lambda_among(c[rest], kink[rest], slope[rest], gain[rest])
-    return lam
-
-
-def _newton_lambda(c: Tensor, kink: Tensor, slope: Tensor, gain: Tensor,
-                   steps: int) -> Tuple[Tensor, Tensor]:
-    """(lam (N,), settled (N,) bool) by Newton's method on the decrease from lam = 0.
-
-    The decrease is concave and piecewise linear, so Newton's steps rise to the root
-    without passing it, and the step taken from the root's own linear piece lands on it:
-    lam is exact where a step saturates no new coordinate (settled). Each step costs a
-    few passes over (N, D), against a sort's many."""
-    total_slope = slope.sum(1)
-    lam = c / total_slope.clamp_min(1e-30)  # the first step: nothing saturated at 0
-    count = torch.zeros_like(c)
-    for _ in range(steps):
-        # The mask as floats once: products with a bool mask convert it each time.
-        saturated = (kink <= lam[:, None]).to(c.dtype)
-        new_count = saturated.sum(1)
-        settled = new_count == count
-        count = new_count
-        gained = (gain * saturated).sum(1)
-        left = total_slope - (slope * saturated).sum(1)
-        lam = torch.where(settled, lam, (c - gained) / left.clamp_min(1e-30))
-    settled = (kink <= lam[:, None]).sum(1).to(c.dtype) == count
-    # Past every kink without reaching c: the hyperplane misses the box.
-    missed = gain.sum(1) < c
-    return torch.where(missed, math.inf, lam), settled | missed
-
-
-def _lambda_among(c: Tensor, kink: Tensor, slope: Tensor, gain: Tensor) -> Tensor:
-    """(N,) lam by sorting the kinks: the decrease at each kink, a searchsorted for c."""
-    kink_s, order = kink.sort(dim=1)
-    gained = gain.gather(1, order).cumsum(1)
-    total_slope = slope.sum(1, keepdim=True)
-    left = total_slope - slope.gather(1, order).cumsum(1)
-    decrease = torch.where(torch.isinf(kink_s), gained, gained + kink_s * left.clamp_min(0))
-    k = torch.searchsorted(decrease.cummax(1).values, c[:, None].contiguous())[:, 0]
-    prev = (k - 1).clamp_min(0)[:, None]
-    gained_before = torch.where(k > 0, gained.gather(1, prev)[:, 0], 0.0)
-    slope_left = torch.where(k > 0, left.gather(1, prev)[:, 0], total_slope[:, 0])
-    lam = (c - gained_before) / slope_left.clamp_min(1e-30)
-    return torch.where(k < kink_s.shape[1], lam, math.inf)
 
 
 def _norm(v: Tensor, norm: str) -> Tensor:
@@ -224,8 +120,7 @@ class FAB(RowKeys, Attack):
         # Hyperplane of the linearised boundary: w.z = w.x1 - f.
         plane = (w * x1.flatten(1)).sum(1) - f
         d = box_hyperplane_step(torch.cat([x1.flatten(1), x_nat.flatten(1)]), torch.cat([w, w]),
-                                torch.cat([plane, plane]), self.norm, self.lo, self.hi,
-                                newton=NEWTON_STEPS if x1.device.type == "cpu" else None)
+                                torch.cat([plane, plane]), self.norm, self.lo, self.hi)
         d1, d2 = d[:b].reshape(x1.shape), d[b:].reshape(x1.shape)
         a1 = _norm(d1, self.norm).clamp_min(1e-8)
         a2 = _norm(d2, self.norm).clamp_min(1e-8)

@@ -9,7 +9,9 @@ and torchattacks.AutoAttack as shipped (which leaves APGD, APGD-T and FAB at the
 On the CPU robustops runs the suite with the intra-op threads its ops' size is worth
 (robustops.intra_op_threads: one for this MLP); torchattacks runs with torch's default,
 which on a loaded machine stalls at every op's join. `torch_threads` runs the
-torchattacks baselines with that many threads instead, to tell the two effects apart.
+torchattacks baselines with that many threads instead, to tell the two effects apart;
+`robustops bench --threads 1 --only autoattack` gives torchattacks its fastest setting on
+a loaded 2-core machine (1 thread), the comparison docs/RESULTS.md reports.
 """
 from __future__ import annotations
 

@@ -100,6 +100,9 @@ OPS: Dict[str, Tuple[str, Callable[[SimpleNamespace], Tuple[tuple, dict]]]] = {
     "sign_matched_product": ("robustops.sign_matched_product", lambda t: ((t.grad, t.x), {})),
     "rank_metrics": ("robustops.rank_metrics", lambda t: ((t.grad, t.x, TOPK), {})),
     "part_moments": ("robustops.part_moments", lambda t: ((t.grad,), {})),  # K+1 = 3 channels
+    "box_hyperplane_step": ("robustops.ops.box_hyperplane_step",  # one row of 192 values
+                            lambda t: ((t.x.flatten(1), t.grad.flatten(1), t.x_nat.sum((1, 2, 3))),
+                                       {})),
     "counter_rng": ("robustops.counter_rng.counter_uniform",
                     lambda t: ((0, 0, t.index, t.x.numel()), {})),
 }

@@ -1,4 +1,5 @@
 """Functional ops: one op per file, each a torch.library custom op with a reference."""
+from .box_hyperplane_step import box_hyperplane_step
 from .channel_kmeans import channel_kmeans
 from .gabor_bank import gabor_bank
 from .group_inhibition_mask import group_inhibition_mask
@@ -16,3 +17,4 @@ __all__ = ["gabor_bank", "pgd_step", "pgd_step_", "pgd_step_reference", "v1_resp
            "ig_accumulate", "pixel_softmax_kl", "sign_matched_product", "rank_metrics",
            "topk_intersection", "kendall_tau", "spearman_rho"]
 __all__ += ["part_moments"]
+__all__ += ["box_hyperplane_step"]

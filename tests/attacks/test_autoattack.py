@@ -16,7 +16,6 @@ from torch import nn
 
 from robustops.attacks import APGD, FAB, PGD, APGDTargeted, AutoAttack, Square, autoattack
 from robustops.attacks.autoattack import gradient_masking_check
-from robustops.attacks.fab import box_hyperplane_step
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -68,24 +67,6 @@ def _assert_in_ball(adv, x, eps, norm):
     size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
     assert float(size.max()) <= eps * (1 + 1e-5) + 1e-6
     assert float(adv.min()) >= 0 and float(adv.max()) <= 1
-
-
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_box_hyperplane_step_matches_fab_reference(norm):
-    from torchattacks.attacks.fab import projection_l2, projection_linf
-
-    gen = torch.Generator().manual_seed(0)
-    for d in (5, 64, 784):
-        t = torch.rand(96, d, generator=gen)
-        w = torch.randn(96, d, generator=gen)
-        w[:, :2] = 0  # coordinates the hyperplane ignores
-        b = (w * torch.rand(96, d, generator=gen)).sum(1) * 1.5  # some rows miss the box
-        ref = (projection_linf if norm == "linf" else projection_l2)(t, w, b)
-        # newton: Newton steps first, the sort for the rows they leave unsettled (1: most
-        # rows, 4: few or none); None: every row sorted.
-        for newton in (None, 1, 4):
-            ours = box_hyperplane_step(t, w, b, norm, newton=newton)
-            torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
 
 
 N_ATTACK = 100

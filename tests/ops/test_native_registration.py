@@ -28,6 +28,7 @@ NATIVE = {
     "pixel_softmax_kl": dict(cuda=True, autograd=True),
     "sign_matched_product": dict(cuda=True, autograd=True),
     "rank_metrics": dict(cuda=False, autograd=False),
+    "box_hyperplane_step": dict(cuda=False, autograd=False),
     "part_moments": dict(cuda=True, autograd=True),
 }
 
