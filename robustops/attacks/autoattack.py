@@ -27,6 +27,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..arguments import positive_int
 from ..counter_rng import sample_index
 from ..intra_op_threads import SMALL_OP_GRAIN, intra_op_threads, threads_for
 from .apgd import APGD
@@ -49,32 +50,39 @@ SUITE_OP_GRAIN = 8 * SMALL_OP_GRAIN
 # under load) 8 per pass took 2.0 s, 16 2.1 s, 4 2.7 s, 1 8.2 s (the later queries of
 # a pass are wasted once one improves).
 SQUARE_MOST_QUERIES_PER_PASS = 8
+# The reference's schedule: APGD/FAB iterations and Square's queries. (torchattacks'
+# AutoAttack ships steps=10 for APGD, APGD-T and FAB; `steps=10` runs that schedule.)
+STEPS, N_QUERIES = 100, 5000
 
 
 def suite(model: nn.Module, *, eps: Eps, norm: str = "linf", version: str = "standard",
           n_classes: int = 10, seed: int = 0, lo: float = 0.0, hi: float = 1.0,
-          channels_last: bool = True) -> Dict[str, Attack]:
-    """{name: attack} of an AutoAttack version, in the order they run."""
+          channels_last: bool = True, steps: int = STEPS,
+          n_queries: int = N_QUERIES) -> Dict[str, Attack]:
+    """{name: attack} of an AutoAttack version, in the order they run; steps: iterations
+    of the APGD and FAB attacks, n_queries: Square's (the reference's 100 and 5000)."""
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
+    steps = positive_int(steps, "steps")
+    n_queries = positive_int(n_queries, "n_queries")
     common = dict(eps=eps, norm=norm, seed=seed, lo=lo, hi=hi, channels_last=channels_last)
     targets = min(9, n_classes - 1)
     if version == "rand":
-        return {"apgd-ce": APGD(model, loss="ce", steps=100, eot_samples=20, **common),
-                "apgd-dlr": APGD(model, loss="dlr", steps=100, eot_samples=20, **common)}
-    apgd_t = APGDTargeted(model, steps=100, n_target_classes=targets, **common) \
+        return {"apgd-ce": APGD(model, loss="ce", steps=steps, eot_samples=20, **common),
+                "apgd-dlr": APGD(model, loss="dlr", steps=steps, eot_samples=20, **common)}
+    apgd_t = APGDTargeted(model, steps=steps, n_target_classes=targets, **common) \
         if n_classes >= 4 else None
-    fab_t = FAB(model, steps=100, n_target_classes=targets, **common)
-    square = Square(model, n_queries=5000, **common)
-    apgd_ce = APGD(model, loss="ce", steps=100, restarts=1 if version == "standard" else 5,
+    fab_t = FAB(model, steps=steps, n_target_classes=targets, **common)
+    square = Square(model, n_queries=n_queries, **common)
+    apgd_ce = APGD(model, loss="ce", steps=steps, restarts=1 if version == "standard" else 5,
                    **common)
     if version == "standard":
         out = {"apgd-ce": apgd_ce, "apgd-t": apgd_t, "fab-t": fab_t, "square": square}
     else:
         out = {"apgd-ce": apgd_ce,
-               "apgd-dlr": APGD(model, loss="dlr", steps=100, restarts=5, **common)
+               "apgd-dlr": APGD(model, loss="dlr", steps=steps, restarts=5, **common)
                if n_classes >= 3 else None,
-               "fab": FAB(model, steps=100, targeted=False, restarts=5, **common),
+               "fab": FAB(model, steps=steps, targeted=False, restarts=5, **common),
                "square": square, "apgd-t": apgd_t, "fab-t": fab_t}
     return {k: v for k, v in out.items() if v is not None}
 
@@ -213,18 +221,23 @@ class AutoAttack(Attack):
 
     version: 'standard' | 'plus' | 'rand'; n_classes: the model's (sets the number of
     target classes, min(9, n_classes - 1); None: read from the model's output on the first
-    batch); see Attack for eps, norm, seed, lo, hi.
+    batch); steps: APGD/FAB iterations and n_queries: Square's (the reference's 100 and
+    5000: what evaluations report; fewer for a quick look); see Attack for eps, norm,
+    seed, lo, hi.
     """
 
     def __init__(self, model, *, eps: Eps = 8 / 255, norm="linf", version: str = "standard",
                  n_classes: Optional[int] = None, seed: int = 0, lo: float = 0.0,
-                 hi: float = 1.0, channels_last: bool = True, warn: bool = True):
+                 hi: float = 1.0, channels_last: bool = True, warn: bool = True,
+                 steps: int = STEPS, n_queries: int = N_QUERIES):
         super().__init__(model, eps=eps, norm=norm, seed=seed, lo=lo, hi=hi,
                          channels_last=channels_last,
                          eot_samples=20 if version == "rand" else None)
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
         self.version, self.warn = version, bool(warn)
+        self.steps = positive_int(steps, "steps")
+        self.n_queries = positive_int(n_queries, "n_queries")
         self.attacks: Dict[str, Attack] = {}
         if n_classes is not None:
             self._build(n_classes)
@@ -239,7 +252,8 @@ class AutoAttack(Attack):
         self.n_classes = n_classes
         self.attacks = suite(self.model, eps=self.eps, norm=self.norm, version=self.version,
                              n_classes=n_classes, seed=self.seed, lo=self.lo, hi=self.hi,
-                             channels_last=self.channels_last)
+                             channels_last=self.channels_last, steps=self.steps,
+                             n_queries=self.n_queries)
 
     def run(self, x: Tensor, y: Tensor, *, index: Union[None, int, Tensor] = None,
             batch_restarts: bool = False) -> AutoAttackResult:
@@ -310,7 +324,8 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf",
                eps: float = 8 / 255, version: str = "standard", n_classes: Optional[int] = None,
                seed: int = 0, lo: float = 0.0, hi: float = 1.0,
                index: Union[None, int, Tensor] = None, batch_restarts: bool = False,
-               warn: bool = True) -> AutoAttackResult:
+               warn: bool = True, steps: int = STEPS, n_queries: int = N_QUERIES
+               ) -> AutoAttackResult:
     """AutoAttack on a batch: adversarial examples, the robust mask, per-attack robust
     accuracy and the gradient-masking check (a RuntimeWarning when it trips, warn=True).
 
@@ -318,5 +333,5 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf",
     when None. See AutoAttack.
     """
     return AutoAttack(model, eps=eps, norm=norm, version=version, n_classes=n_classes, seed=seed,
-                      lo=lo, hi=hi, warn=warn).run(x, y, index=index,
+                      lo=lo, hi=hi, warn=warn, steps=steps, n_queries=n_queries).run(x, y, index=index,
                                                    batch_restarts=batch_restarts)

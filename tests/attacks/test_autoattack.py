@@ -274,10 +274,26 @@ def test_rand_and_plus_versions_run(mnist_mlp):
     assert [a.eot_samples for a in atk.attacks.values()] == [20, 20]
 
 
+def test_schedule_knob_sets_every_attack():
+    """steps / n_queries (default the reference's 100 / 5000) reach every attack of every
+    version; torchattacks.AutoAttack's shipped schedule is steps=10."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 10))
+    for version in ("standard", "plus", "rand"):
+        default = AutoAttack(model, version=version, n_classes=10).attacks
+        quick = AutoAttack(model, version=version, n_classes=10, steps=10, n_queries=300).attacks
+        for name, atk in default.items():
+            want_default, want_quick = (5000, 300) if name == "square" else (100, 10)
+            assert atk.steps == want_default and quick[name].steps == want_quick, name
+
+
 def test_bad_arguments():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(ValueError, match="version"):
         AutoAttack(model, version="fast")
+    with pytest.raises(ValueError, match="steps"):
+        AutoAttack(model, steps=0)
+    with pytest.raises(TypeError, match="n_queries"):
+        AutoAttack(model, n_queries=2.5)
     with pytest.raises(ValueError, match="loss"):
         APGDTargeted(model, loss="ce")
     with pytest.raises(ValueError, match="at most 2 other classes"):
