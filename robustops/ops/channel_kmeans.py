@@ -31,13 +31,13 @@ Summation order (the two-channel ties): the paper's distances are torch's CPU su
 contiguous row (cascade_sum: 8 float32 / 4 float64 lanes, four vectors per step, blocks
 of 16 steps in a three-level cascade, then the lanes in order; see
 csrc/cpu/channel_kmeans.cpp) and its group means torch's column sums over the members.
-The C++ kernel and the reference sum in that order (the kernel restates it; the
-reference calls torch's sum and restates the mean's order with scatter-adds), so on the
-CPU their assignments, medoids and iteration counts equal the paper's code run with torch
-on a CPU, ties included (tests/ops/test_channel_kmeans_fidelity.py). Not covered: the
-paper's default device is CUDA, whose reductions sum in yet another order; the Triton
-kernels sum in blocks (their ties may break the other way on maps of 8 values or more);
-and CPUs where torch's vectors are not 32 bytes wide (the lane count here is 32 bytes).
+The C++ and Triton kernels and the reference sum in that order (the kernels restate it;
+the reference calls torch's sum and restates the mean's order with scatter-adds), so on the
+CPU (Triton: under its interpreter) their assignments, medoids and iteration counts equal
+the paper's code run with torch on a CPU, ties included
+(tests/ops/test_channel_kmeans_fidelity.py). Not covered: the paper's default device is
+CUDA, whose reductions sum in yet another order; and CPUs where torch's vectors are not 32
+bytes wide (the lane count here is 32 bytes).
 
 Non-finite features: refused with a ValueError on the CPU (the paper's argmin would pick
 the first NaN); not checked on a GPU (no host synchronisation).
@@ -53,9 +53,9 @@ Backends: ``cpp`` (CPU) runs each sample to its own convergence inside one C++ c
 (which also draws the initial medoids), with the sample's data in cache and only the
 medoids that moved and the groups that changed recomputed. ``triton``
 (robustops/triton/channel_kmeans.py; what ``auto`` picks for CUDA tensors when triton is
-installed) runs the same iteration as the reference in four fused launches per iteration
-(distances + argmin without a (B, C, K) tensor, group sums, snap keys, snap + shift + state
-update). ``reference`` (what CUDA tensors run without triton) is the batched PyTorch
+installed) runs the same iteration as the reference in four or five fused launches per
+iteration (distances + argmin without a (B, C, K) tensor, group means (one launch per kind
+of column), snap keys, snap + shift + state update). ``reference`` (what CUDA tensors run without triton) is the batched PyTorch
 composition below: GEMMs, argmin, scatter-adds. There is no ``cuda`` backend: this op has
 no CUDA kernel. Both GPU paths run max_iter iterations with a per-sample convergence mask
 and no host synchronisation (no .item(), no branch on data), so they stay asynchronous on

@@ -17,7 +17,7 @@ import torch
 from robustops import backend, channel_kmeans
 from robustops.bench.tenet_reference import kmeans_batch, kmeans_objective
 
-BACKENDS = ["cpp", "reference"]
+BACKENDS = ["cpp", "reference", "triton"]
 
 
 def paper_kmeans(x: torch.Tensor, init, max_iter: int = 50, shift_threshold: float = 1e-4):
@@ -81,6 +81,8 @@ def differing_samples(result, want) -> int:
 def _use(be):
     if be not in backend.available():
         pytest.skip(f"{be} not available")
+    if be == "triton" and not backend.triton_interpreted():  # (these maps are CPU tensors)
+        pytest.skip("triton runs CPU tensors only under its interpreter (TRITON_INTERPRET=1)")
     return backend.use(be)
 
 
