@@ -180,7 +180,8 @@ def test_full_or_read_only_disk_ends_in_one_line_with_exit_1(tmp_path, capsys, m
     assert os.strerror(code) in err and "metrics.jsonl" in err
 
 
-def test_a_real_write_failure_during_a_checkpoint_save_ends_in_one_line(tmp_path, capsys):
+def test_a_real_write_failure_during_a_checkpoint_save_ends_in_one_line(tmp_path, capsys,
+                                                                        monkeypatch):
     """A real failed write, not a mocked one: under a file-size limit the checkpoint's tensors
     file fails to write as on a full disk (EFBIG for ENOSPC). safetensors raises its own
     SafetensorError for it, which once ended in a traceback; now one line, exit 1, and no
@@ -196,6 +197,8 @@ def test_a_real_write_failure_during_a_checkpoint_save_ends_in_one_line(tmp_path
     if hard != resource.RLIM_INFINITY and hard < limit:
         pytest.skip("the file-size hard limit is below the test's")
     out = tmp_path / "run"
+    # No progress lines: a slow first step prints one beside the error (seen in CI).
+    monkeypatch.setenv("ROBUSTOPS_PROGRESS", "0")
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
     try:
         err = _fails(capsys, ["train", "--dataset", "digits", "--objective", "ce", "--epochs", "1",
