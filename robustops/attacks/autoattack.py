@@ -41,11 +41,13 @@ VERSIONS = ("standard", "plus", "rand")
 # The reference's check: Square lowering the robust accuracy of the white-box attacks by
 # more than this fraction flags the evaluation as unreliable (gradient masking).
 BLACK_BOX_GAP = 0.002
-# Elements of the suite's largest op per intra-op thread on the CPU (threads_for's grain):
-# FAB-T on 126 MNIST images (9 x 126 rows of 784; ops of 1.8 M elements) took 6.1-7.3 s
-# on 1 thread and 43-44 s on 2, 2 cores at load 1.5-3.3: its ~20 ops per step are
-# fork-joins that each wait for a descheduled thread.
-SUITE_OP_GRAIN = 8 * SMALL_OP_GRAIN
+# Elements of an attack's largest op per intra-op thread on the CPU (threads_for's grain,
+# read again before each attack, so the free cores are those of the moment). A second
+# thread only where the cores are free: FAB-T on 126 MNIST images (9 x 126 rows of 784)
+# took 6.1-7.3 s on 1 thread and 43-44 s on 2 at load 1.5-3.3 (its ~20 ops per step
+# are fork-joins that each wait for a descheduled thread), while on an idle machine two
+# threads run the 500-image suite in 2.5 s against 4.2 s on one (load 1.3).
+SUITE_OP_GRAIN = SMALL_OP_GRAIN // 4
 # Square's queries per pass at most: on an MNIST MLP (35 samples, 5000 queries, 2 cores
 # under load) 8 per pass took 2.0 s, 16 2.1 s, 4 2.7 s, 1 8.2 s (the later queries of
 # a pass are wasted once one improves).
@@ -274,15 +276,18 @@ class AutoAttack(Attack):
         robust = clean.clone()
         adversarial = x.detach().clone()
         robust_after, seconds = {}, {}
-        # On the CPU the suite is thousands of passes of ops on a few rows: threads in
-        # proportion to the largest op's work (the targeted attacks replicate the batch).
-        widest = max(getattr(a, "n_target_classes", 1) for a in self.attacks.values())
-        threads = threads_for(activation * widest, SUITE_OP_GRAIN) if x.device.type == "cpu" \
-            else torch.get_num_threads()
-        with intra_op_threads(threads):
-            for name, atk in self.attacks.items():
-                ids = robust.nonzero()[:, 0]
-                t0 = time.perf_counter()
+        for name, atk in self.attacks.items():
+            ids = robust.nonzero()[:, 0]
+            t0 = time.perf_counter()
+            # On the CPU an attack is thousands of passes of ops on a few rows: threads in
+            # proportion to its largest op's work on the samples left (the targeted attacks
+            # replicate the batch, Square evaluates several queries a pass), at most the
+            # cores free when it starts.
+            rows = ids.numel() * max(getattr(atk, "n_target_classes", 1),
+                                     SQUARE_MOST_QUERIES_PER_PASS if isinstance(atk, Square) else 1)
+            threads = threads_for(activation // b * rows, SUITE_OP_GRAIN) \
+                if x.device.type == "cpu" else torch.get_num_threads()
+            with intra_op_threads(threads):
                 if ids.numel():
                     found = x[ids].detach().clone()
                     have = torch.zeros(ids.numel(), dtype=torch.bool, device=x.device)
