@@ -46,7 +46,8 @@ BLACK_BOX_GAP = 0.002
 # thread only where the cores are free: FAB-T on 126 MNIST images (9 x 126 rows of 784)
 # took 6.1-7.3 s on 1 thread and 43-44 s on 2 at load 1.5-3.3 (its ~20 ops per step
 # are fork-joins that each wait for a descheduled thread), while on an idle machine two
-# threads run the 500-image suite in 2.5 s against 4.2 s on one (load 1.3).
+# threads for APGD-T, FAB-T and Square run the 500-image suite in 2.7-3.1 s against
+# 4.2-4.5 s on one (load 1.1-1.3).
 SUITE_OP_GRAIN = SMALL_OP_GRAIN // 4
 # Square's queries per pass at most: on an MNIST MLP (35 samples, 5000 queries, 2 cores
 # under load) 8 per pass took 2.0 s, 16 2.1 s, 4 2.7 s, 1 8.2 s (the later queries of
@@ -279,12 +280,14 @@ class AutoAttack(Attack):
         for name, atk in self.attacks.items():
             ids = robust.nonzero()[:, 0]
             t0 = time.perf_counter()
-            # On the CPU an attack is thousands of passes of ops on a few rows: threads in
-            # proportion to its largest op's work on the samples left (the targeted attacks
-            # replicate the batch, Square evaluates several queries a pass), at most the
-            # cores free when it starts.
-            rows = ids.numel() * max(getattr(atk, "n_target_classes", 1),
-                                     SQUARE_MOST_QUERIES_PER_PASS if isinstance(atk, Square) else 1)
+            # Rows per pass: the targeted attacks replicate the batch per target class,
+            # Square evaluates several queries of a sample per pass.
+            rows = ids.numel() * getattr(atk, "n_target_classes", 1)
+            if isinstance(atk, Square):
+                atk.queries_per_pass = square_queries_per_pass(activation // b * ids.numel())
+                rows *= atk.queries_per_pass
+            # On the CPU an attack is thousands of passes of ops on those rows: threads in
+            # proportion to its largest op's work, at most the cores free when it starts.
             threads = threads_for(activation // b * rows, SUITE_OP_GRAIN) \
                 if x.device.type == "cpu" else torch.get_num_threads()
             with intra_op_threads(threads):
@@ -292,9 +295,6 @@ class AutoAttack(Attack):
                     found = x[ids].detach().clone()
                     have = torch.zeros(ids.numel(), dtype=torch.bool, device=x.device)
                     batch = batch_restarts or getattr(atk, "n_target_classes", 1) > 1
-                    if isinstance(atk, Square):
-                        atk.queries_per_pass = square_queries_per_pass(
-                            activation // b * ids.numel())
                     with _recording_fooling_points(atk, found, have):
                         mask = atk.robust_mask(x[ids], y[ids], index=idx[ids], early_exit=True,
                                                batch_restarts=batch)
@@ -337,6 +337,6 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "linf",
     x: (B, C, H, W) in [lo, hi]; y: (B,) int64; n_classes: read from the model's output
     when None. See AutoAttack.
     """
-    return AutoAttack(model, eps=eps, norm=norm, version=version, n_classes=n_classes, seed=seed,
-                      lo=lo, hi=hi, warn=warn, steps=steps, n_queries=n_queries).run(x, y, index=index,
-                                                   batch_restarts=batch_restarts)
+    atk = AutoAttack(model, eps=eps, norm=norm, version=version, n_classes=n_classes, seed=seed,
+                     lo=lo, hi=hi, warn=warn, steps=steps, n_queries=n_queries)
+    return atk.run(x, y, index=index, batch_restarts=batch_restarts)

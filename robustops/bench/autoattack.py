@@ -7,8 +7,9 @@ and torchattacks.AutoAttack as shipped (which leaves APGD, APGD-T and FAB at the
 10-step defaults: a weaker and cheaper evaluation than the reference's), raced by
 robustops at that same schedule (autoattack(steps=10)).
 
-On the CPU robustops runs the suite with the intra-op threads its ops' size is worth
-(robustops.intra_op_threads: one for this MLP); torchattacks runs with torch's default,
+On the CPU robustops runs each attack with the intra-op threads its ops' size is worth
+and the free cores allow (robustops.intra_op_threads: for this MLP two on an idle machine,
+one on a loaded one); torchattacks runs with torch's default,
 which on a loaded machine stalls at every op's join. `torch_threads` runs the
 torchattacks baselines with that many threads instead, to tell the two effects apart;
 `robustops bench --threads 1 --only autoattack` gives torchattacks its fastest setting on
@@ -103,7 +104,7 @@ def report(quick: bool = False) -> Tuple[str, List[dict]]:
     r = side_by_side(model, x[:n], y[:n], 0.1, "MLP 784-64-10 (MNIST)")
     ours, ref, shipped = r["robustops"], r["torchattacks_reference_schedule"], \
         r["torchattacks_AutoAttack"]
-    quick_ours = r["robustops_shipped_schedule"]
+    ours_shipped = r["robustops_shipped_schedule"]
     rows = [[f"AutoAttack standard, {r['model']}, {n} images, Linf 0.1",
              f"{ours['seconds']:.1f} s ({100 * ours['robust']:.1f}%)",
              f"{ref['seconds']:.1f} s ({100 * ref['robust']:.1f}%)",
@@ -115,12 +116,12 @@ def report(quick: bool = False) -> Tuple[str, List[dict]]:
              + f"; clean {100 * ours['clean']:.1f}%; load average {os.getloadavg()[0]:.1f}"],
             [f"AutoAttack at torchattacks' schedule ({SHIPPED_STEPS}-step APGD/FAB), same "
              "images",
-             f"{quick_ours['seconds']:.1f} s ({100 * quick_ours['robust']:.1f}%)",
+             f"{ours_shipped['seconds']:.1f} s ({100 * ours_shipped['robust']:.1f}%)",
              f"{shipped['seconds']:.1f} s ({100 * shipped['robust']:.1f}%)",
-             f"{shipped['seconds'] / quick_ours['seconds']:.1f}x",
+             f"{shipped['seconds'] / ours_shipped['seconds']:.1f}x",
              "torchattacks.AutoAttack as shipped vs robustops autoattack(steps="
              f"{SHIPPED_STEPS}); robustops per attack: "
-             + ", ".join(f"{k} {v:.1f} s" for k, v in quick_ours["per_attack_seconds"].items())]]
+             + ", ".join(f"{k} {v:.1f} s" for k, v in ours_shipped["per_attack_seconds"].items())]]
     table = format_table(["case", "robustops (robust acc)", "torchattacks, same schedule",
                           "speedup", "notes"], rows)
     return table, [{"case": "autoattack_standard", **r}]
