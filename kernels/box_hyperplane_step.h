@@ -16,7 +16,7 @@
 // +inf and every live coordinate moves to its box edge.
 //
 // The reference in robustops/ops/box_hyperplane_step.py (plain PyTorch; what CUDA tensors
-// run) and the Triton kernel restate these formulas.
+// run when Triton is not installed) and the Triton kernel restate these formulas.
 #pragma once
 #include "common.h"
 

@@ -105,7 +105,7 @@ def bounds_like(lo: Bound, hi: Bound, x: Tensor) -> Tuple[Bound, Bound]:
 
 
 def describe_box(lo: Bound, hi: Bound) -> str:
-    """'[0.0, 1.0]', or the per-channel ranges '[(-2.1, 2.0), (...)]' for messages."""
+    """'[0.0, 1.0]', or 'the per-channel box ([-2.1, 2], [...])' for messages."""
     if isinstance(lo, float):
         return f"[{lo}, {hi}]"
     ranges = ", ".join(f"[{a:.4g}, {b:.4g}]" for a, b in zip(lo.tolist(), hi.tolist()))

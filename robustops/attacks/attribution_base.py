@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..arguments import non_negative, positive_int, require_int
 from ..attributions.integrated_gradients import integrated_gradients
 from ..counter_rng import sample_index
+from ..image_box import check_bounds
 from ..ops.rank_metrics import kendall_tau
 from .model_state import attack_state
 
@@ -77,9 +78,10 @@ class AttributionAttack:
             positive_int(internal_batch_size, "internal_batch_size")
         self.internal_batch_size = internal_batch_size
         self.seed = require_int(seed, "seed")
-        self.lo, self.hi = float(lo), float(hi)
-        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
-            raise ValueError(f"need finite lo < hi, got lo={lo}, hi={hi}")
+        self.lo, self.hi = check_bounds(lo, hi, type(self).__name__)
+        if isinstance(self.lo, Tensor):
+            raise TypeError(f"{type(self).__name__} takes one lo and one hi for every channel "
+                            "(a number each), not per-channel bounds")
 
     def map(self, x: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
         """The attacked model's saliency map S(x), (B, H*W)."""

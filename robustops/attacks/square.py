@@ -87,7 +87,9 @@ class Square(RowKeys, Attack):
     in one pass, all drawn around its current best point, and keep the first that
     improves (the later ones assumed the earlier ones rejected: they are dropped and
     drawn again around the new point). The same search and robust mask as Q = 1, as
-    each (sample, query) has its own random draws; for passes whose cost is the call,
+    each (sample, query) has its own random draws (the points agree up to rounding, ~6e-8
+    measured: Q > 1 writes a window's clamped eps-ball corner, Q = 1 projects x +- 2 eps
+    with pgd_step_); for passes whose cost is the call,
     not the rows (a small model, few samples), Q times fewer passes while most queries
     are rejected. AutoAttack picks Q from the model's work per pass.
     """

@@ -56,6 +56,12 @@ NEWTON_STEPS = 2
 # ----------------------------------------------------------------------------- reference
 
 
+def _result_dtype(t: Tensor, w: Tensor, b: Tensor) -> torch.dtype:
+    """The op's compute and output dtype: float64 when any input is float64, else float32."""
+    return torch.float64 if torch.float64 in (t.dtype, w.dtype, b.dtype) else torch.float32
+
+
+
 def box_hyperplane_step_reference(t: Tensor, w: Tensor, b: Tensor, norm: str = "linf",
                                   lo: float = 0.0, hi: float = 1.0,
                                   newton: Optional[int] = None) -> Tensor:
@@ -67,7 +73,7 @@ def box_hyperplane_step_reference(t: Tensor, w: Tensor, b: Tensor, norm: str = "
     Newton steps first and sort only the rows they leave unsettled (one host read: meant
     for the CPU). The result is the same either way (to rounding).
     """
-    dt = torch.float64 if torch.float64 in (t.dtype, w.dtype, b.dtype) else torch.float32
+    dt = _result_dtype(t, w, b)
     t, w = t.to(dt), w.to(dt)
     c = (w * t).sum(1) - b.to(dt)
     orient = torch.where(c >= 0, 1.0, -1.0).to(dt)
@@ -198,7 +204,7 @@ def _check(t, w, b, norm, lo, hi) -> str:
 
 def _fake(t, w, b, norm, lo, hi):
     _check(t, w, b, norm, lo, hi)
-    dt = torch.float64 if torch.float64 in (t.dtype, w.dtype, b.dtype) else torch.float32
+    dt = _result_dtype(t, w, b)
     return t.new_empty(t.shape, dtype=dt)
 
 
@@ -247,7 +253,7 @@ def box_hyperplane_step(t: Tensor, w: Tensor, b: Tensor, norm: str = "linf", lo:
         raise
     norm = _check(t, w, b, norm, lo, hi)
     lo, hi = float(lo), float(hi)
-    dt = torch.float64 if torch.float64 in (t.dtype, w.dtype, b.dtype) else torch.float32
+    dt = _result_dtype(t, w, b)
     if name == "triton":
         return _box_hyperplane_step_triton(t.detach().to(dt), w.detach().to(dt),
                                            b.detach().to(dt), norm, lo, hi)

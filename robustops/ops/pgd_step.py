@@ -196,15 +196,6 @@ def _check_scalar(v, name: str, batch: int, device, op: str = "pgd_step",
     return f, t
 
 
-def _check_box(lo, hi, op: str = "pgd_step") -> tuple[float, float]:
-    """lo, hi as floats: finite reals with lo <= hi (pgd_step's check and message)."""
-    # finite=False: non-finite bounds get the op's own message below.
-    lo, hi = (require_real(v, name, where=op, finite=False) for name, v in (("lo", lo), ("hi", hi)))
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        raise ValueError(f"{op}: need finite lo <= hi, got lo={lo}, hi={hi}")
-    return lo, hi
-
-
 def _validate(x: Tensor, x_nat: Tensor, grad: Tensor, eps: float, alpha: float,
               eps_t: Optional[Tensor], alpha_t: Optional[Tensor], lo: float, hi: float,
               norm: str) -> None:

@@ -104,7 +104,7 @@ def _box_hyperplane_step_kernel(out_ptr, t_ptr, w_ptr, b_ptr, d, lo, hi, L2: tl.
     slope_all = tl.sum(total_slope, axis=0)
     missed = (tl.sum(total_gain, axis=0) < c) | (finite == 0)
     # Newton from lam = 0 (nothing saturated); an unchanged count means an unchanged set.
-    lam = (c - 0.0) / tl.maximum(slope_all, SLOPE_FLOOR)
+    lam = c / tl.maximum(slope_all, SLOPE_FLOOR)
     count = tl.zeros([], dtype=tl.int64)
     settled = missed
     for _ in range(NEWTON_STEPS):

@@ -136,3 +136,16 @@ def test_bad_inputs(digits_model):
         TopKAttributionAttack(lambda z: z, eps=0.1, k=4)
     with pytest.raises(TypeError, match="AttributionAttack"):
         attribution_robustness(model, (x, y), PGD(model), k=4)
+
+
+@pytest.mark.parametrize("lo", ["0", True, torch.zeros(3)], ids=["str", "bool", "per-channel"])
+def test_box_must_be_two_numbers(lo):
+    """lo/hi through image_box.check_bounds: a string or bool is a TypeError (float("0")
+    once accepted it), per-channel bounds are refused by name."""
+    from robustops.attacks.attribution_topk import TopKAttributionAttack
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(TypeError, match="TopKAttributionAttack"):
+        TopKAttributionAttack(net, eps=0.1, k=5, lo=lo)
+    with pytest.raises(ValueError, match="lo < hi|lo.*hi"):
+        TopKAttributionAttack(net, eps=0.1, k=5, lo=1.0, hi=0.0)

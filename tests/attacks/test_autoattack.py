@@ -128,8 +128,9 @@ def test_square_p_schedule_is_the_references():
 
 def test_square_queries_per_pass_is_the_same_search(mnist_mlp):
     """Q queries per pass (drawn around the current point, the first improving one kept)
-    reproduce the one-query-per-pass search: the same robust mask and the same points,
-    with samples that fall at different queries (eps 0.2) and ones that never do."""
+    reproduce the one-query-per-pass search: the same robust mask as Q = 1 and, for Q = 3
+    and 8, the same points (Q = 1's differ by rounding only), with samples that fall at
+    different queries (eps 0.2) and ones that never do."""
     from robustops.attacks.autoattack import square_queries_per_pass
 
     model, x, y = mnist_mlp
