@@ -72,6 +72,33 @@ def evaluation_setup(model, named: Dict[str, "Attack"], distributed: bool, devic
     return rank, world, device, first, all(a.eot_samples > 1 for a in named.values())
 
 
+def checked_batches(model, data: Data, batch_size: int, max_samples, rank: int, world: int,
+                    device, first: "Attack", uses_eot: bool, checks, where: str):
+    """(offset, x, y) of this rank's shard on `device` (y int64), after the hygiene checks
+    on the first batch and a TypeError for non-float images or non-integer labels. With
+    several ranks every rank checks the same first batch of the whole data, so all raise
+    or none does (one rank raising alone would leave the others waiting in the all-reduce)."""
+    def check(x, y):
+        enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi, uses_eot=uses_eot), checks)
+
+    checked = False
+    if world > 1:
+        head = next(iter(shard_batches(data, batch_size, max_samples, rank=0, world=1)), None)
+        if head is not None:
+            check(head[1].to(device), head[2].to(device=device, dtype=torch.int64))
+        checked = True
+    for offset, x, y in shard_batches(data, batch_size, max_samples, rank=rank, world=world):
+        if not x.is_floating_point() or y.is_floating_point() or y.is_complex() \
+                or y.dtype == torch.bool:
+            raise TypeError(f"{where}: images x must be floating and labels y integers, got "
+                            f"x {x.dtype} and y {y.dtype}")
+        x, y = x.to(device), y.to(device=device, dtype=torch.int64)
+        if not checked:  # the first batch, as in every evaluation
+            check(x, y)
+            checked = True
+        yield offset, x, y
+
+
 def robust_accuracy(model: nn.Module, data: Data,
                     attacks: Union[Sequence[Attack], Mapping[str, Attack]], *,
                     early_exit: bool = True, batch_restarts: bool = False,
@@ -114,31 +141,13 @@ def robust_accuracy(model: nn.Module, data: Data,
     # Device counts, read once at the end (no host sync per batch).
     tally = torch.zeros(2 + len(named), dtype=torch.int64, device=device)  # clean, worst, attacks
     watch = _Stopwatch(device)
-    checked = False
     bar = None
     if progress and rank == 0:
         from ..progress import progress as progress_report
         bar = progress_report(desc="robust accuracy", unit="img", total=max_samples)
-    def check(x, y):
-        enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi, uses_eot=uses_eot), checks)
-
-    if world > 1:
-        # Every rank checks the same first batch of the whole data, so all raise or none
-        # does (one rank raising alone would leave the others waiting in the all-reduce).
-        head = next(iter(shard_batches(data, batch_size, max_samples, rank=0, world=1)), None)
-        if head is not None:
-            check(head[1].to(device), head[2].to(device=device, dtype=torch.int64))
-        checked = True
     try:
-        for offset, x, y in shard_batches(data, batch_size, max_samples, rank=rank, world=world):
-            if not x.is_floating_point() or y.is_floating_point() or y.is_complex() \
-                    or y.dtype == torch.bool:
-                raise TypeError(f"robust_accuracy: images x must be floating and labels y "
-                                f"integers, got x {x.dtype} and y {y.dtype}")
-            x, y = x.to(device), y.to(device=device, dtype=torch.int64)
-            if not checked:  # the first batch, as in every evaluation
-                check(x, y)
-                checked = True
+        for offset, x, y in checked_batches(model, data, batch_size, max_samples, rank, world,
+                                            device, first, uses_eot, checks, "robust_accuracy"):
             index = torch.arange(offset, offset + x.shape[0], device=device)
             watch.start()
             with torch.no_grad():

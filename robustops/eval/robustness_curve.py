@@ -15,9 +15,8 @@ from torch import nn
 
 from ..arguments import check_labels
 from ..attacks.base import Attack, check_eps
-from .dataset_batches import Data, shard_batches
-from .hygiene import enforce, find_problems
-from .robust_accuracy import _named, evaluation_setup
+from .dataset_batches import Data
+from .robust_accuracy import _named, checked_batches, evaluation_setup
 
 WORST_CASE = "worst case"
 
@@ -73,13 +72,8 @@ def robustness_curve(model: nn.Module, data: Data,
     # Device counts: [clean, n] and (curve, eps) robust samples, read once at the end.
     totals = torch.zeros(2, dtype=torch.int64, device=device)
     robust_counts = torch.zeros(len(curves), len(eps), dtype=torch.int64, device=device)
-    checked = False
-    for offset, x, y in shard_batches(data, batch_size, max_samples, rank=rank, world=world):
-        x, y = x.to(device), y.to(device=device, dtype=torch.int64)
-        if not checked:
-            enforce(find_problems(model, x, y, lo=first.lo, hi=first.hi, uses_eot=uses_eot),
-                    checks)
-            checked = True
+    for offset, x, y in checked_batches(model, data, batch_size, max_samples, rank, world,
+                                        device, first, uses_eot, checks, "robustness_curve"):
         with torch.no_grad():
             logits = model(x)
         check_labels(logits, y)

@@ -142,8 +142,6 @@ def test_bad_inputs(digits_model):
 def test_box_must_be_two_numbers(lo):
     """lo/hi through image_box.check_bounds: a string or bool is a TypeError (float("0")
     once accepted it), per-channel bounds are refused by name."""
-    from robustops.attacks.attribution_topk import TopKAttributionAttack
-
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(TypeError, match="TopKAttributionAttack"):
         TopKAttributionAttack(net, eps=0.1, k=5, lo=lo)
